@@ -1,0 +1,177 @@
+"""The ``sopagent`` command: chat, check, test.
+
+Every command that touches the audit store takes ``--db URL`` and otherwise reads ``$SOPAGENT_DB``
+(default: the SQLite file ``sopagent.db`` in the current folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence, TextIO
+
+from sopagent.errors import AuthoringError, RunError, SopAgentError
+
+
+def _progress(stream: TextIO) -> Any:
+    last = [-1]
+
+    def show(done: int, total: int) -> None:
+        percent = done * 100 // total
+        if percent != last[0]:
+            last[0] = percent
+            stream.write(f"\rpreparing the embedded model (first run only): {percent:3d}%")
+            if done >= total:
+                stream.write("\n")
+            stream.flush()
+
+    return show
+
+
+def _load_agent(args: argparse.Namespace) -> Any:
+    from sopagent.engine import Agent
+    from sopagent.models import load_model
+    from sopagent.policy import load_policy
+    from sopagent.store import Store
+
+    policy = load_policy(args.policy)
+    store = Store(args.db)
+    print(f"loading model{' ' + args.model if args.model else ''} ...", file=sys.stderr)
+    model = load_model(args.model, progress=_progress(sys.stderr))
+    if hasattr(model, "warm"):
+        model.warm([step.facts for step in policy.steps.values() if step.facts.model_fields])
+    return Agent(policy, model, store, confidence_threshold=args.confidence)
+
+
+def format_explain(result: Any) -> str:
+    """The ``--explain`` block for one turn."""
+    lines = [f"  step: {result.step} -> {result.next_step}   status: {result.status}   chosen by: {result.chosen_by}"]
+    lines.append(f"  facts: {json.dumps(result.facts, ensure_ascii=False)}")
+    lines.append("  allowed options:")
+    for index, option in enumerate(result.options):
+        mark = "*" if index == result.chosen_index else " "
+        prob = "  n/a " if option.probability is None else f"{option.probability:6.1%}"
+        slots = f" {json.dumps(option.slots, ensure_ascii=False)}" if option.slots else ""
+        lines.append(f"   {mark} {prob}  {option.response_id}{slots} -> {option.next_step}")
+    if result.error:
+        lines.append(f"  error: {result.error}")
+    lat = result.latency_ms
+    lines.append("  latency ms: " + ", ".join(f"{k} {v:.1f}" for k, v in lat.items()))
+    return "\n".join(lines)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """Interactive (or scripted, from stdin) conversation with a policy."""
+    agent = _load_agent(args)
+    conversation_id = agent.start(customer_ref=args.customer)
+    interactive = sys.stdin.isatty() and not args.jsonl
+    if interactive:
+        print(f"conversation {conversation_id} with policy {agent.policy.name} "
+              f"(model {agent.model.name}); Ctrl-D to end.", file=sys.stderr)
+    while True:
+        if interactive:
+            try:
+                text = input("you> ")
+            except EOFError:
+                print(file=sys.stderr)
+                break
+        else:
+            line = sys.stdin.readline()
+            if not line:
+                break
+            text = line.rstrip("\n")
+        if not text.strip():
+            continue
+        try:
+            result = agent.respond(conversation_id, text)
+        except RunError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            if args.jsonl:
+                print(json.dumps({"error": str(exc), "reply": None}), flush=True)
+            return 2
+        if args.jsonl:
+            print(json.dumps(result.to_json(), ensure_ascii=False), flush=True)
+        else:
+            print(f"agent> {result.reply if result.reply is not None else '(waiting for an operator)'}", flush=True)
+            if args.explain:
+                print(format_explain(result), flush=True)
+        if result.ended:
+            break
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Static validation of policies and their catalogs."""
+    from sopagent.check import check_policy_file
+
+    failed = 0
+    for path in args.policies:
+        problems = check_policy_file(path)
+        if problems:
+            failed += 1
+            print(f"FAIL {path}")
+            for problem in problems:
+                print(f"  {problem}")
+        else:
+            print(f"ok   {path}")
+    return 1 if failed else 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    """Run conversation test files."""
+    from sopagent.convtest import run_test_files
+
+    return run_test_files(args.files, model_path=args.model, repeat=args.repeat, db=args.db,
+                          out=sys.stdout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="sopagent", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, model: bool = True) -> None:
+        p.add_argument("--db", help="audit store URL (default $SOPAGENT_DB or sqlite:///sopagent.db)")
+        if model:
+            p.add_argument("--model", help="GGUF file (default $SOPAGENT_MODEL or the embedded model)")
+
+    chat = sub.add_parser("chat", help="talk to a policy as a customer")
+    chat.add_argument("policy", help="policy file, e.g. policies/card_services.py")
+    common(chat)
+    chat.add_argument("--explain", action="store_true", help="show step, facts, options and probabilities")
+    chat.add_argument("--jsonl", action="store_true", help="print one JSON object per turn")
+    chat.add_argument("--customer", help="customer reference stored with the conversation")
+    chat.add_argument("--confidence", type=float, default=None,
+                      help="model choices below this probability wait for an operator")
+    chat.set_defaults(func=cmd_chat)
+
+    check = sub.add_parser("check", help="validate policies and catalogs without a model")
+    check.add_argument("policies", nargs="+")
+    check.set_defaults(func=cmd_check)
+
+    test = sub.add_parser("test", help="run conversation tests (exact assertions)")
+    test.add_argument("files", nargs="+")
+    common(test)
+    test.add_argument("--repeat", type=int, default=1, help="run each test K times (pass^k)")
+    test.set_defaults(func=cmd_test)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sopagent`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except AuthoringError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SopAgentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

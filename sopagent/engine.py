@@ -1,0 +1,284 @@
+"""The Agent: one customer turn, exactly as DESIGN.md draws it.
+
+    1 load conversation state                       store
+    2 extract the facts the current step declares    model (typed + constrained)
+    3 run the step: it returns the allowed options   policy code, no model
+    4 one option: take it; several: model picks one  model (choice-constrained)
+    5 gate: requires_approval or low confidence      -> pending
+    6 render the catalog template                    catalog
+    7 append the decision and new state, one txn     store
+    8 return the reply
+
+The engine knows nothing about HTTP or terminals.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from sopagent import prompts
+from sopagent.errors import ConstraintViolationError, ConversationError, ModelError, PolicyError
+from sopagent.models.base import DecisionModel
+from sopagent.policy import END, NoFacts, Option, Policy, Turn
+from sopagent.store import Conversation, Decision, Store, utcnow
+
+HOLDING_STEP = "awaiting_approval"
+
+
+@dataclass(frozen=True)
+class OptionView:
+    """An allowed option as recorded and shown: response id, bound slots, next step, probability."""
+
+    response_id: str
+    next_step: str
+    slots: dict[str, Any]
+    probability: float | None
+
+
+@dataclass
+class TurnResult:
+    """What :meth:`Agent.respond` returns: the reply and the decision behind it."""
+
+    conversation_id: str
+    decision_id: int
+    reply: str | None
+    """What the customer receives now (None only when a pending reply has no holding response)."""
+    response_id: str | None
+    """The chosen catalog response (for a pending decision: the one waiting for approval)."""
+    status: str
+    step: str
+    next_step: str
+    facts: dict[str, Any]
+    options: list[OptionView]
+    chosen_index: int | None
+    chosen_by: str
+    confidence: float | None
+    latency_ms: dict[str, float]
+    error: str | None = None
+    ended: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the ``--jsonl`` line)."""
+        return {
+            "conversation_id": self.conversation_id, "decision_id": self.decision_id, "reply": self.reply,
+            "response_id": self.response_id, "status": self.status, "step": self.step,
+            "next_step": self.next_step, "facts": self.facts,
+            "options": [{"id": o.response_id, "probability": o.probability, "next": o.next_step,
+                         "slots": o.slots} for o in self.options],
+            "chosen_index": self.chosen_index, "chosen_by": self.chosen_by, "confidence": self.confidence,
+            "latency_ms": self.latency_ms, "error": self.error, "ended": self.ended,
+        }
+
+
+@dataclass
+class _Outcome:
+    options: list[Option] = field(default_factory=list)
+    probabilities: list[float | None] = field(default_factory=list)
+    chosen_index: int | None = None
+    chosen_by: str = "policy"
+    error: str | None = None
+
+
+class Agent:
+    """Runs a policy on a model and records every turn in the audit store."""
+
+    def __init__(self, policy: Policy, model: DecisionModel, store: Store, tools: Any = None,
+                 confidence_threshold: float | None = None) -> None:
+        """
+        Args:
+            policy: the SOP (see :func:`sopagent.load_policy`).
+            model: a constrained model backend (llama.cpp, or ScriptedModel in tests).
+            store: the audit store.
+            tools: backend look-ups for the steps; defaults to the policy's own demo tools.
+            confidence_threshold: model choices below this probability wait for an operator
+                (defaults to the policy's setting).
+        """
+        self.policy = policy
+        self.model = model
+        self.store = store
+        self.tools = tools if tools is not None else policy.make_tools()
+        self.confidence_threshold = (policy.confidence_threshold if confidence_threshold is None
+                                     else confidence_threshold)
+        catalog = policy.catalog
+        self.policy_version = store.policy_version(
+            policy.name, policy.version, policy.source_text, policy.source_sha256,
+            catalog.source, catalog.sha256)
+        self._system = prompts.system_text(policy.description)
+
+    # --- conversations -------------------------------------------------------------------------
+
+    def start(self, customer_ref: str | None = None, metadata: dict[str, Any] | None = None) -> str:
+        """Open a conversation at the policy's start step; return its id."""
+        conversation = Conversation(
+            id=str(uuid.uuid4()), policy_name=self.policy.name, policy_version_id=self.policy_version.id or 0,
+            customer_ref=customer_ref, metadata_json=json.dumps(metadata or {}), step=self.policy.start)
+        self.store.create_conversation(conversation)
+        return conversation.id
+
+    def respond(self, conversation_id: str, text: str) -> TurnResult:
+        """Handle one customer message; return the reply only after its decision is committed."""
+        clock = _Clock()
+        conversation = self.store.get_conversation(conversation_id)
+        if conversation.policy_name != self.policy.name:
+            raise ConversationError(f"conversation {conversation_id} runs policy {conversation.policy_name!r}, "
+                                    f"not {self.policy.name!r}")
+        if conversation.status == "closed":
+            raise ConversationError(f"conversation {conversation_id} is closed; start a new one")
+        if not isinstance(text, str) or not text.strip():
+            raise ConversationError("the customer message is empty")
+        history = self._history(conversation_id)
+        known: dict[str, Any] = json.loads(conversation.known_json)
+        clock.lap("load")
+
+        step_name = conversation.step
+        facts: BaseModel = NoFacts()
+        outcome = _Outcome()
+        if conversation.status == "awaiting_approval":
+            step_name = HOLDING_STEP
+            outcome.options = [Option(self.policy.holding or self.policy.fallback, next=conversation.step)]
+            outcome.probabilities = [1.0]
+            outcome.chosen_index = 0
+        else:
+            context = prompts.conversation_text(history, text)
+            try:
+                facts = self._extract(step_name, context)
+                clock.lap("extract")
+                known.update({k: v for k, v in facts.model_dump(mode="json").items() if v is not None})
+                outcome = self._decide(conversation, step_name, facts, known, context, clock)
+            except (ModelError, PolicyError) as exc:
+                outcome = self._fallback(step_name, exc)
+
+        return self._commit(conversation, step_name, text, facts, known, outcome, clock)
+
+    # --- stages --------------------------------------------------------------------------------
+
+    def _extract(self, step_name: str, context: str) -> BaseModel:
+        schema = self.policy.steps[step_name].facts
+        if not schema.model_fields:
+            return schema()
+        return self.model.extract(prompts.extraction_prompt(self._system, context, schema), schema).facts
+
+    def _decide(self, conversation: Conversation, step_name: str, facts: BaseModel, known: dict[str, Any],
+                context: str, clock: "_Clock") -> _Outcome:
+        turn: Turn[Any, Any] = Turn(facts=facts, known=known, tools=self.tools, step=step_name,
+                                    conversation_id=conversation.id)
+        options: list[Option] | None = None
+        try:
+            for guard in self.policy.guards:
+                options = guard(turn)
+                if options:
+                    break
+            if not options:
+                options = self.policy.steps[step_name].function(turn)
+        except PolicyError:
+            raise
+        except Exception as exc:  # a bug or a failing backend call in policy code
+            raise PolicyError(f"step {step_name!r} raised {type(exc).__name__}: {exc}") from exc
+        self.policy.validate_options(step_name, options)
+        clock.lap("policy")
+
+        outcome = _Outcome(options=options)
+        if len(options) == 1:
+            outcome.chosen_index, outcome.probabilities = 0, [1.0]
+            return outcome
+        catalog = self.policy.catalog
+        texts = [catalog[o.response].description + (f" ({o.hint})" if o.hint else "") for o in options]
+        choice = self.model.choose(prompts.choice_prompt(self._system, context, texts), len(options))
+        clock.lap("choose")
+        if not 0 <= choice.index < len(options):  # checked again after decoding
+            raise ConstraintViolationError(f"model chose option {choice.index} of {len(options)}")
+        outcome.chosen_index = choice.index
+        outcome.chosen_by = "model"
+        outcome.probabilities = list(choice.probabilities) or [None] * len(options)
+        return outcome
+
+    def _fallback(self, step_name: str, exc: Exception) -> _Outcome:
+        return _Outcome(options=[Option(self.policy.fallback, next=step_name)], probabilities=[None],
+                        chosen_index=0, chosen_by="fallback", error=f"{type(exc).__name__}: {exc}")
+
+    def _commit(self, conversation: Conversation, step_name: str, text: str, facts: BaseModel,
+                known: dict[str, Any], outcome: _Outcome, clock: "_Clock") -> TurnResult:
+        catalog = self.policy.catalog
+        index = outcome.chosen_index if outcome.chosen_index is not None else 0
+        chosen = outcome.options[index]
+        response = catalog[chosen.response]
+        confidence = outcome.probabilities[index] if outcome.probabilities else None
+        reply = response.render(chosen.slots)
+        sent: str | None = reply
+        status = "escalated" if outcome.chosen_by == "fallback" else "sent"
+        new_status = "escalated" if status == "escalated" else "active"
+        next_step = chosen.next
+        low_confidence = (outcome.chosen_by == "model" and confidence is not None
+                          and confidence < self.confidence_threshold)
+        if status == "sent" and step_name != HOLDING_STEP and (response.requires_approval or low_confidence):
+            status = "pending"
+            new_status = "awaiting_approval"
+            sent = catalog[self.policy.holding].render({}) if self.policy.holding else None
+            next_step = step_name  # the step advances when an operator approves
+        if step_name == HOLDING_STEP:
+            new_status = "awaiting_approval"
+        ended = status == "sent" and (response.ends_conversation or next_step == END)
+        if ended:
+            new_status = "closed"
+        clock.lap("render")
+
+        views = [OptionView(o.response, o.next, catalog[o.response].coerce_values(o.slots),
+                            outcome.probabilities[i] if i < len(outcome.probabilities) else None)
+                 for i, o in enumerate(outcome.options)]
+        facts_json = facts.model_dump(mode="json")
+        revision = conversation.revision
+        conversation.step = next_step if next_step != END else conversation.step
+        conversation.status = new_status
+        conversation.known_json = json.dumps(known, sort_keys=True, default=str)
+        conversation.turns += 1
+        latency = clock.laps()
+        decision = Decision(
+            conversation_id=conversation.id, turn=conversation.turns, created_at=utcnow(),
+            policy_version_id=self.policy_version.id or 0, model_name=self.model.name, step=step_name,
+            customer_text=text, facts_json=json.dumps(facts_json, sort_keys=True),
+            options_json=json.dumps([v.__dict__ for v in views], sort_keys=True, default=str),
+            chosen_index=outcome.chosen_index, response_id=chosen.response, chosen_by=outcome.chosen_by,
+            confidence=confidence, status=status, reply_text=reply, sent_text=sent, next_step=next_step,
+            error=outcome.error, latency_json=json.dumps(latency, sort_keys=True), prev_hash="", hash="")
+        stored = self.store.append_turn(decision, conversation, revision)
+        latency["commit"] = clock.lap("commit")
+        latency["total"] = clock.total()
+        return TurnResult(
+            conversation_id=conversation.id, decision_id=stored.id or 0, reply=sent, response_id=chosen.response,
+            status=status, step=step_name, next_step=next_step, facts=facts_json, options=views,
+            chosen_index=outcome.chosen_index, chosen_by=outcome.chosen_by, confidence=confidence,
+            latency_ms=latency, error=outcome.error, ended=ended)
+
+    def _history(self, conversation_id: str) -> list[tuple[str, str]]:
+        lines: list[tuple[str, str]] = []
+        for decision in self.store.decisions(conversation_id):
+            lines.append(("Customer", decision.customer_text))
+            if decision.sent_text:
+                lines.append(("Agent", decision.sent_text))
+        return lines
+
+
+class _Clock:
+    """Per-stage wall-clock laps in milliseconds."""
+
+    def __init__(self) -> None:
+        self._start = self._last = time.perf_counter()
+        self._laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> float:
+        now = time.perf_counter()
+        self._laps[name] = round(self._laps.get(name, 0.0) + (now - self._last) * 1000, 3)
+        self._last = now
+        return self._laps[name]
+
+    def laps(self) -> dict[str, float]:
+        return dict(self._laps)
+
+    def total(self) -> float:
+        return round((time.perf_counter() - self._start) * 1000, 3)

@@ -1,0 +1,83 @@
+"""One error hierarchy for sopagent.
+
+Errors are split the way a user needs them split:
+
+* :class:`AuthoringError` -- *you*, the policy or catalog author, made a mistake. The message
+  names the file, the line where known, and the fix. Retrying never helps.
+* :class:`RunError` -- something failed while running (the model, the store, a conversation in
+  the wrong state). ``retryable`` says whether trying the same thing again can help.
+"""
+
+from __future__ import annotations
+
+
+class SopAgentError(Exception):
+    """Base class of every error sopagent raises on purpose."""
+
+    retryable: bool = False
+
+
+class AuthoringError(SopAgentError):
+    """A mistake in a policy, catalog or test file: fix the file, retrying will not help."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
+                 fix: str | None = None) -> None:
+        self.path = path
+        self.line = line
+        self.fix = fix
+        self.detail = message
+        where = ""
+        if path:
+            where = f"{path}:{line}: " if line else f"{path}: "
+        text = f"{where}{message}"
+        if fix:
+            text += f"\n  fix: {fix}"
+        super().__init__(text)
+
+
+class CatalogError(AuthoringError):
+    """A response catalog is invalid (unknown key, undeclared slot, bad type, duplicate id...)."""
+
+
+class PolicyError(AuthoringError):
+    """A policy module is invalid, or a step returned something the policy does not allow."""
+
+
+class ConversationTestError(AuthoringError):
+    """A conversation test file is malformed."""
+
+
+class RunError(SopAgentError):
+    """Something failed while running; ``retryable`` says whether a retry can help."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        self.retryable = retryable
+        super().__init__(message)
+
+
+class ModelError(RunError):
+    """The model backend failed (load, timeout, malformed answer)."""
+
+
+class ModelUnavailableError(ModelError):
+    """The model file or runtime is missing; the message says which command installs it."""
+
+
+class ConstraintNotEnforcedError(ModelError):
+    """The start-up self-test showed that constrained decoding is not being applied.
+
+    Outlines can fail open (for example when numba is missing under llama.cpp): the model would
+    then be free to write anything. sopagent refuses to run rather than run unconstrained.
+    """
+
+
+class ConstraintViolationError(ModelError):
+    """A decoded answer was outside the allowed set; it was refused and recorded."""
+
+
+class StoreError(RunError):
+    """The audit store could not be read or written; no reply was given."""
+
+
+class ConversationError(RunError):
+    """The conversation is unknown, closed or in a state that does not accept this action."""

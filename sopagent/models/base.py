@@ -1,0 +1,89 @@
+"""The one small interface every model backend implements.
+
+A backend does exactly two things, both with a constrained output space:
+
+* :meth:`DecisionModel.extract` -- read the customer's message into a Pydantic facts model
+  (JSON constrained to the model's schema while decoding, validated again after);
+* :meth:`DecisionModel.choose` -- pick one of N labelled options, returning a probability for
+  every option (constrained to the N labels while decoding, checked again after).
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar, runtime_checkable
+
+from pydantic import BaseModel
+
+M = TypeVar("M", bound=BaseModel)
+
+OPTION_LABELS = string.ascii_uppercase
+"""Options are labelled A, B, C...: one token each, so a choice costs one decoded token."""
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    """A prompt as messages; backends render it with their own chat template.
+
+    ``system`` and ``context`` come first and change least, so a backend that caches the prompt
+    prefix (llama.cpp) re-evaluates only the ``task`` at the end.
+    """
+
+    system: str
+    context: str
+    task: str
+
+    def messages(self) -> list[dict[str, str]]:
+        """OpenAI-style chat messages."""
+        return [
+            {"role": "system", "content": self.system},
+            {"role": "user", "content": f"{self.context}\n\n{self.task}"},
+        ]
+
+
+@dataclass
+class CallStats:
+    """What one model call cost."""
+
+    ms: float = 0.0
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    generated_tokens: int = 0
+    constraint_ms: float = 0.0
+    """Time spent building (or fetching from cache) the output constraint."""
+
+
+@dataclass
+class Extraction:
+    """Facts read from the customer's message."""
+
+    facts: BaseModel
+    raw: str
+    stats: CallStats = field(default_factory=CallStats)
+
+
+@dataclass
+class Choice:
+    """The option the model picked and the probability it gave each option."""
+
+    index: int
+    probabilities: list[float]
+    raw: str
+    stats: CallStats = field(default_factory=CallStats)
+
+
+@runtime_checkable
+class DecisionModel(Protocol):
+    """A constrained model backend."""
+
+    name: str
+    """Identity recorded in the audit log (backend, file, hash)."""
+
+    def extract(self, prompt: ChatPrompt, schema: type[M]) -> Extraction:
+        """Return facts matching ``schema``; raise ModelError when the answer is unusable."""
+        ...
+
+    def choose(self, prompt: ChatPrompt, n_options: int) -> Choice:
+        """Return the index of one of ``n_options`` labelled options, with all probabilities."""
+        ...

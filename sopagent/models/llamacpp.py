@@ -1,0 +1,249 @@
+"""The llama.cpp backend, constrained by Outlines.
+
+Three things make it fast without weakening the constraint:
+
+* the prompt prefix stays in llama.cpp's KV cache across calls (Outlines 1.3.3 resets the model
+  after every call; :class:`PrefixCachingLlamaCpp` does not), so a call evaluates only new tokens;
+* the vocabulary is indexed once, and the compiled constraint is cached per output space (a
+  choice among N options always uses the labels A..N, so there are at most 26 of them);
+* options are single-token letters, so a choice is one prompt evaluation plus one decoded token,
+  and the probability of every option is read from that one step's constrained distribution.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from sopagent.errors import ConstraintNotEnforcedError, ConstraintViolationError, ModelError, ModelUnavailableError
+from sopagent.models.base import OPTION_LABELS, CallStats, ChatPrompt, Choice, Extraction, M
+
+try:  # imported lazily by users who only need the scripted model
+    import outlines
+    from llama_cpp import Llama
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    from outlines.backends.outlines_core import OutlinesCoreBackend
+    from outlines.models.llamacpp import LlamaCpp
+    from outlines.processors import OutlinesLogitsProcessor
+except ImportError as exc:  # pragma: no cover - exercised only on broken installs
+    raise ModelUnavailableError(
+        f"the llama.cpp backend needs llama-cpp-python and outlines ({exc}).\n"
+        "  fix: pip install -e . (builds llama-cpp-python from source, about 5 minutes)") from exc
+
+MAX_FACTS_TOKENS = 256
+SELF_TEST_REGEX = r"zq[0-9]{2}"
+
+
+def facts_json_schema(schema: type[BaseModel]) -> dict[str, Any]:
+    """The schema's JSON schema with every property required."""
+    document = schema.model_json_schema()
+    document["required"] = list(document.get("properties", {}))
+    return document
+
+
+class PrefixCachingLlamaCpp(LlamaCpp):
+    """Outlines' llama.cpp model without the reset after each call.
+
+    llama-cpp-python already re-uses the longest common token prefix of the KV cache; Outlines
+    1.3.3 defeats that by calling ``reset()`` after every generation.
+    """
+
+    def generate(self, model_input: Any, output_type: Any = None, **inference_kwargs: Any) -> str:
+        if not isinstance(model_input, str):
+            raise TypeError("PrefixCachingLlamaCpp takes a rendered prompt string")
+        completion = self.model(
+            model_input,
+            logits_processor=self.type_adapter.format_output_type(output_type),
+            **inference_kwargs,
+        )
+        return completion["choices"][0]["text"]
+
+
+class ProbabilityRecorder(OutlinesLogitsProcessor):
+    """Wraps an Outlines processor and keeps the constrained distribution of the first step."""
+
+    def __init__(self, inner: OutlinesLogitsProcessor, token_ids: list[int]) -> None:
+        super().__init__("numpy")
+        self.inner = inner
+        self.token_ids = np.asarray(token_ids)
+        self.first: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self.inner.reset()
+        self.first = None
+
+    def process_logits(self, input_ids: Any, logits: Any) -> Any:
+        out = self.inner.process_logits(input_ids, logits)
+        if self.first is None:
+            row = np.asarray(out[0], dtype=np.float64)
+            finite = np.isfinite(row)
+            probs = np.zeros_like(row)
+            if finite.any():
+                shifted = np.exp(row[finite] - row[finite].max())
+                probs[finite] = shifted / shifted.sum()
+            self.first = probs[self.token_ids]
+        return out
+
+
+class LlamaCppModel:
+    """Constrained extraction and choice on a local GGUF model through llama.cpp and Outlines."""
+
+    def __init__(self, model_path: str | Path, *, n_ctx: int = 4096, n_threads: int | None = None,
+                 seed: int = 0) -> None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelUnavailableError(f"model file not found: {path}\n  fix: pass --model PATH.gguf or "
+                                        "unset SOPAGENT_MODEL to use the embedded model")
+        threads = n_threads or max(1, (os.cpu_count() or 2))
+        try:
+            llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                          seed=seed, verbose=False)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelUnavailableError(f"llama.cpp could not load {path}: {exc}\n"
+                                        "  fix: check that the file is a GGUF model") from exc
+        self.llama = llama
+        self.name = f"llamacpp:{path.name}"
+        # Outlines' own constructor builds the tokenizer view; we only swap in the subclass that
+        # keeps the KV cache between calls.
+        self.outlines_model = outlines.from_llamacpp(llama, chat_mode=False)
+        self.outlines_model.__class__ = PrefixCachingLlamaCpp
+        self._backend = OutlinesCoreBackend(self.outlines_model)
+        self._processors: dict[str, OutlinesLogitsProcessor] = {}
+        template = llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ModelUnavailableError(f"{path.name} has no chat template; use an instruction-tuned GGUF")
+        eos = llama._model.token_get_text(llama.token_eos())
+        self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token="")
+        self.label_token_ids = [self._single_token(label) for label in OPTION_LABELS]
+
+    # --- constraints --------------------------------------------------------------------------
+
+    def _single_token(self, text: str) -> int:
+        ids = self.llama.tokenize(text.encode(), add_bos=False, special=False)
+        if len(ids) != 1:
+            raise ModelUnavailableError(f"option label {text!r} is not one token in this model's vocabulary")
+        return ids[0]
+
+    def processor(self, regex: str) -> tuple[OutlinesLogitsProcessor, float]:
+        """The compiled constraint for ``regex`` (cached) and the ms it took to get it."""
+        started = time.perf_counter()
+        processor = self._processors.get(regex)
+        if processor is None:
+            processor = self._backend.get_regex_logits_processor(regex)
+            self._processors[regex] = processor
+        return processor, (time.perf_counter() - started) * 1000
+
+    @staticmethod
+    def facts_regex(schema: type[BaseModel]) -> str:
+        """The JSON regex Outlines builds for a facts schema.
+
+        Every field is required in the output (so the model writes each key, in order, and says
+        null explicitly); at most one space is allowed where JSON allows whitespace, which is how
+        instruction-tuned models naturally write JSON.
+        """
+        from outlines_core.json_schema import build_regex_from_schema
+
+        return build_regex_from_schema(json.dumps(facts_json_schema(schema)), r"[ ]?")
+
+    @staticmethod
+    def choice_regex(n_options: int) -> str:
+        """A choice among ``n_options`` is one of their labels."""
+        return "[" + OPTION_LABELS[:n_options] + "]"
+
+    def warm(self, schemas: list[type[BaseModel]], max_options: int = 8) -> None:
+        """Compile the constraints a policy will need, so that first turns are fast."""
+        for schema in schemas:
+            self.processor(self.facts_regex(schema))
+        for n in range(2, max_options + 1):
+            self.processor(self.choice_regex(n))
+
+    # --- calls ----------------------------------------------------------------------------------
+
+    def render(self, prompt: ChatPrompt) -> str:
+        """Apply the model's own chat template."""
+        return self._formatter(messages=prompt.messages()).prompt
+
+    def _run(self, text: str, processor: Any, max_tokens: int) -> tuple[str, CallStats]:
+        tokens = self.llama.tokenize(text.encode(), add_bos=False, special=True)
+        reused = 0
+        for cached, new in zip(self.llama.input_ids[: self.llama.n_tokens], tokens):
+            if cached != new:
+                break
+            reused += 1
+        started = time.perf_counter()
+        try:
+            out = self.outlines_model.generate(text, processor, max_tokens=max_tokens, temperature=0.0,
+                                               top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0)
+        except Exception as exc:  # llama.cpp and Outlines raise many types; normalise them
+            raise ModelError(f"llama.cpp generation failed: {type(exc).__name__}: {exc}",
+                             retryable=False) from exc
+        stats = CallStats(ms=(time.perf_counter() - started) * 1000, prompt_tokens=len(tokens),
+                          reused_tokens=reused,
+                          generated_tokens=len(self.llama.tokenize(out.encode(), add_bos=False)) if out else 0)
+        return out, stats
+
+    def extract(self, prompt: ChatPrompt, schema: type[M]) -> Extraction:
+        """Facts as JSON constrained to ``schema`` while decoding, validated again after."""
+        processor, constraint_ms = self.processor(self.facts_regex(schema))
+        processor.reset()
+        raw, stats = self._run(self.render(prompt), processor, MAX_FACTS_TOKENS)
+        stats.constraint_ms = constraint_ms
+        try:
+            facts = schema.model_validate_json(raw)
+        except ValidationError as exc:
+            raise ModelError(f"the model's facts did not validate against {schema.__name__}: "
+                             f"{exc.errors()[0]['msg']} (raw: {raw[:120]!r})", retryable=False) from exc
+        return Extraction(facts=facts, raw=raw, stats=stats)
+
+    def choose(self, prompt: ChatPrompt, n_options: int) -> Choice:
+        """One of ``n_options`` labels (one decoded token) with every option's probability."""
+        if not 1 <= n_options <= len(OPTION_LABELS):
+            raise ModelError(f"cannot choose among {n_options} options (1 to {len(OPTION_LABELS)})")
+        inner, constraint_ms = self.processor(self.choice_regex(n_options))
+        recorder = ProbabilityRecorder(inner, self.label_token_ids[:n_options])
+        recorder.reset()
+        raw, stats = self._run(self.render(prompt), recorder, 1)
+        stats.constraint_ms = constraint_ms
+        label = raw.strip()
+        if len(label) != 1 or label not in OPTION_LABELS[:n_options]:
+            raise ConstraintViolationError(f"the model answered {raw!r}, not one of the labels "
+                                           f"{OPTION_LABELS[:n_options]}")
+        probabilities = [float(p) for p in (recorder.first if recorder.first is not None else [])]
+        return Choice(index=OPTION_LABELS.index(label), probabilities=probabilities, raw=raw, stats=stats)
+
+    # --- start-up self-test ------------------------------------------------------------------
+
+    def self_test(self) -> None:
+        """Prove that the constraint is applied while decoding; raise if it is not.
+
+        The model is asked a question whose natural answer is a word; unconstrained it must not
+        match ``zq[0-9]{2}``, constrained it must. If Outlines fails open (numba missing, a
+        processor dropped), the constrained answer is the natural one and we refuse to run.
+        """
+        prompt = ChatPrompt("You are a helpful assistant.", "Question: what colour is the sky on a clear day?",
+                            "Answer in one word.")
+        text = self.render(prompt)
+        free, _ = self._run(text, None, 4)
+        if re.fullmatch(SELF_TEST_REGEX, free.strip()):
+            raise ConstraintNotEnforcedError("constraint self-test is inconclusive: the unconstrained "
+                                             f"answer {free!r} already matches the test pattern")
+        processor, _ = self.processor(SELF_TEST_REGEX)
+        processor.reset()
+        try:
+            constrained, _ = self._run(text, processor, 6)
+        except ModelError as exc:
+            raise ConstraintNotEnforcedError(
+                f"constrained decoding failed at start-up: {exc}\n  fix: pip install numba "
+                "(Outlines needs it to apply constraints under llama.cpp)") from exc
+        if not re.fullmatch(SELF_TEST_REGEX, constrained):
+            raise ConstraintNotEnforcedError(
+                f"constrained decoding is NOT being applied (asked for {SELF_TEST_REGEX!r}, got "
+                f"{constrained!r}). sopagent refuses to run unconstrained.\n  fix: pip install numba "
+                "outlines==1.3.3 and check that nothing replaces the logits processor")

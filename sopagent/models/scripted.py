@@ -1,0 +1,62 @@
+"""A scripted test model: answers are given in advance, constraints are still checked.
+
+Use it to test policies and the engine without loading a real model::
+
+    model = ScriptedModel(facts=[{"intent": "lost_card"}], choices=[1])
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Iterable
+
+from pydantic import ValidationError
+
+from sopagent.errors import ConstraintViolationError, ModelError
+from sopagent.models.base import CallStats, ChatPrompt, Choice, Extraction, M
+
+
+class ScriptedModel:
+    """Returns scripted facts and choices in order; an exhausted script is a ModelError.
+
+    A scripted choice may be an int (the option index) or a list of probabilities (the highest
+    is picked). A scripted facts entry that does not validate is a ModelError, exactly as a
+    malformed answer from a real model would be. An entry that is an Exception is raised.
+    """
+
+    name = "scripted"
+
+    def __init__(self, facts: Iterable[Any] = (), choices: Iterable[Any] = ()) -> None:
+        self.facts: deque[Any] = deque(facts)
+        self.choices: deque[Any] = deque(choices)
+        self.prompts: list[ChatPrompt] = []
+
+    def extract(self, prompt: ChatPrompt, schema: type[M]) -> Extraction:
+        self.prompts.append(prompt)
+        if not self.facts:
+            raise ModelError("scripted model has no facts left", retryable=False)
+        entry = self.facts.popleft()
+        if isinstance(entry, Exception):
+            raise entry
+        try:
+            facts = schema.model_validate(entry)
+        except ValidationError as exc:
+            raise ModelError(f"facts did not validate against {schema.__name__}: {exc.errors()[0]['msg']}") from exc
+        return Extraction(facts=facts, raw=str(entry), stats=CallStats())
+
+    def choose(self, prompt: ChatPrompt, n_options: int) -> Choice:
+        self.prompts.append(prompt)
+        if not self.choices:
+            raise ModelError("scripted model has no choices left", retryable=False)
+        entry = self.choices.popleft()
+        if isinstance(entry, Exception):
+            raise entry
+        if isinstance(entry, int):
+            probabilities = [1.0 if i == entry else 0.0 for i in range(n_options)]
+            index = entry
+        else:
+            probabilities = [float(p) for p in entry]
+            index = max(range(len(probabilities)), key=probabilities.__getitem__)
+        if not 0 <= index < n_options or len(probabilities) != n_options:
+            raise ConstraintViolationError(f"scripted choice {entry!r} is outside the {n_options} options")
+        return Choice(index=index, probabilities=probabilities, raw=str(index), stats=CallStats())

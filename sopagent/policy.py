@@ -1,0 +1,270 @@
+"""The policy authoring API: SOPs as plain, testable Python.
+
+A policy is a module with one :class:`Policy` object and its steps::
+
+    policy = Policy(name="card_services", version="1.0", catalog="../catalogs/card_services.yaml",
+                    start="welcome", fallback="handoff_to_human")
+
+    class Intent(Facts):
+        intent: Literal["lost_card", "dispute", "other"]
+
+    @policy.step(facts=Intent)
+    def welcome(turn: Turn[Intent, Bank]) -> list[Option]:
+        if turn.facts.intent == "lost_card":
+            return [say("ask_card_blocked_confirm", next="confirm_block")]
+        return [say("ask_how_to_help", next="welcome")]
+
+A step receives the facts the model extracted from the customer's latest message (validated by
+the step's Pydantic model), the facts known so far, and the backend tools; it returns the
+*allowed* options. The model only ever chooses among them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Generic, Mapping, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from sopagent.catalog import Catalog, load_catalog
+from sopagent.errors import PolicyError
+
+END = "__end__"
+"""Use as ``next=END`` for an option after which the conversation is over."""
+
+F = TypeVar("F", bound=BaseModel)
+T = TypeVar("T")
+
+
+class Facts(BaseModel):
+    """Base for the facts a step reads from the customer's words.
+
+    Declare fields with Literal enums, pattern-constrained strings, numbers and optional
+    fields; the field description is what the model is told to look for.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoFacts(Facts):
+    """A step that needs nothing from the customer's words."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One reply the policy allows at this point, and where the conversation goes after it."""
+
+    response: str
+    """Catalog response id."""
+    next: str
+    """Name of the step that handles the customer's next message (or :data:`END`)."""
+    slots: Mapping[str, Any] = field(default_factory=dict)
+    """Values for the response's slots, bound by policy code."""
+    hint: str | None = None
+    """Extra words for the model on when to pick this option (shown after the catalog description)."""
+
+
+def say(response: str, next: str, hint: str | None = None, **slots: Any) -> Option:
+    """Shorthand for :class:`Option`: ``say("fee_refunded", next="anything_else", amount=fee)``."""
+    return Option(response=response, next=next, slots=slots, hint=hint)
+
+
+@dataclass
+class Turn(Generic[F, T]):
+    """What a step sees: the facts of this message, what is known so far, and the tools."""
+
+    facts: F
+    """Facts extracted from the customer's latest message (validated)."""
+    known: dict[str, Any]
+    """Facts gathered so far in this conversation (non-empty values of earlier turns merged in,
+    this turn's included). Steps may add their own notes; everything here is stored."""
+    tools: T
+    """Backend look-ups given to the agent (never globals)."""
+    step: str
+    """Name of the step being run."""
+    conversation_id: str
+
+
+StepFunction = Callable[[Turn[Any, Any]], list[Option]]
+
+
+@dataclass(frozen=True)
+class Step:
+    """A named step of a policy."""
+
+    name: str
+    function: StepFunction
+    facts: type[BaseModel]
+    description: str
+
+
+class Policy:
+    """A standard operating procedure: steps, their response catalog and their settings."""
+
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        catalog: str | Path,
+        start: str,
+        fallback: str,
+        holding: str | None = None,
+        confidence_threshold: float = 0.0,
+        description: str = "",
+        tools: Callable[[], Any] | None = None,
+    ) -> None:
+        """
+        Args:
+            name: policy name, used on the command line and in the audit log.
+            version: the author's version label (the audit log also stores a content hash).
+            catalog: path of the response catalog, relative to the policy file.
+            start: name of the first step.
+            fallback: response sent when something fails (model down, policy bug): a hand-off.
+            holding: response sent while a reply waits for operator approval.
+            confidence_threshold: a model choice below this probability waits for an operator.
+            description: what the policy handles, told to the model as context.
+            tools: factory for the default backend tools (demo data); agents may pass their own.
+        """
+        self.name = name
+        self.version = version
+        self.catalog_path = catalog
+        self.start = start
+        self.fallback = fallback
+        self.holding = holding
+        self.confidence_threshold = confidence_threshold
+        self.description = description
+        self.tools_factory = tools
+        self.steps: dict[str, Step] = {}
+        self.guards: list[Callable[[Turn[Any, Any]], list[Option] | None]] = []
+        self.source_path: Path | None = None
+        self._catalog: Catalog | None = None
+
+    def step(self, facts: type[BaseModel] = NoFacts, name: str | None = None) -> Callable[[StepFunction], StepFunction]:
+        """Decorator registering a step; ``facts`` is the Pydantic model read from the customer's message."""
+        if not (isinstance(facts, type) and issubclass(facts, BaseModel)):
+            raise PolicyError(f"step facts must be a Pydantic model class, got {facts!r}",
+                              fix="declare `class MyFacts(Facts): ...` and pass facts=MyFacts")
+
+        def register(function: StepFunction) -> StepFunction:
+            step_name = name or function.__name__
+            if step_name in self.steps:
+                raise PolicyError(f"step {step_name!r} is defined twice", path=_where(function),
+                                  fix="give each step a unique name")
+            doc = inspect.getdoc(function) or ""
+            self.steps[step_name] = Step(step_name, function, facts, doc)
+            return function
+
+        return register
+
+    def guard(self, function: Callable[[Turn[Any, Any]], list[Option] | None]) -> Callable[[Turn[Any, Any]], list[Option] | None]:
+        """Decorator for a check run before every step; returning options short-circuits the step.
+
+        Use it for what applies at any step, such as a customer asking for a human.
+        """
+        self.guards.append(function)
+        return function
+
+    @property
+    def catalog(self) -> Catalog:
+        """The validated response catalog (loaded on first use)."""
+        if self._catalog is None:
+            base = self.source_path.parent if self.source_path else Path.cwd()
+            self._catalog = load_catalog(base / self.catalog_path)
+        return self._catalog
+
+    @property
+    def source_sha256(self) -> str:
+        """Hash of the policy's source file (or of its name and version when built in memory)."""
+        return hashlib.sha256(self.source_text.encode("utf-8")).hexdigest()
+
+    @property
+    def source_text(self) -> str:
+        """The policy's source code, stored with each policy version in the audit log."""
+        if self.source_path is not None:
+            return self.source_path.read_text(encoding="utf-8")
+        return f"# in-memory policy {self.name} {self.version}\n"
+
+    def make_tools(self) -> Any:
+        """Build the policy's default tools (its demo backend), or None when it has none."""
+        return self.tools_factory() if self.tools_factory else None
+
+    def validate_options(self, step: str, options: list[Option]) -> None:
+        """Raise :class:`PolicyError` when a step returned something its catalog or graph does not allow."""
+        where = _where(self.steps[step].function) if step in self.steps else None
+        if not isinstance(options, list) or not options:
+            raise PolicyError(f"step {step!r} returned no option ({options!r})", path=where,
+                              fix="every path through a step must return at least one Option")
+        for option in options:
+            if not isinstance(option, Option):
+                raise PolicyError(f"step {step!r} returned {option!r}, not an Option", path=where,
+                                  fix="return a list of say(...) or Option(...)")
+            if option.response not in self.catalog:
+                raise PolicyError(f"step {step!r} returned unknown response {option.response!r}", path=where,
+                                  fix=f"add it to {self.catalog.path} or correct the id")
+            if option.next != END and option.next not in self.steps:
+                raise PolicyError(f"step {step!r} leads to unknown step {option.next!r}", path=where,
+                                  fix=f"define @policy.step {option.next} or use next=END")
+            try:
+                self.catalog[option.response].render(option.slots)
+            except ValueError as exc:
+                raise PolicyError(f"step {step!r}: {exc}", path=where,
+                                  fix="bind every declared slot with a value of its type") from None
+
+
+def _where(function: Callable[..., Any]) -> str | None:
+    try:
+        return f"{inspect.getsourcefile(function)}:{inspect.getsourcelines(function)[1]}"
+    except (OSError, TypeError):
+        return None
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Import a policy file and return its :class:`Policy` (the module's ``policy`` variable)."""
+    path = Path(path).resolve()
+    if not path.exists():
+        raise PolicyError("policy file not found", path=str(path),
+                          fix="pass the path of a policy module, e.g. policies/card_services.py")
+    module_name = f"sopagent_policy_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise PolicyError("not a Python module", path=str(path), fix="policy files end in .py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    sys.path.insert(0, str(path.parent))  # so a policy can import its own backend module beside it
+    try:
+        spec.loader.exec_module(module)
+    except PolicyError:
+        raise
+    except Exception as exc:  # the author's module failed to import: show where
+        tb = exc.__traceback__
+        line = None
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == str(path):
+                line = tb.tb_lineno
+            tb = tb.tb_next
+        raise PolicyError(f"importing the policy failed: {type(exc).__name__}: {exc}", path=str(path),
+                          line=line, fix="fix the error at that line") from exc
+    finally:
+        sys.path.remove(str(path.parent))
+    policies = [value for value in vars(module).values() if isinstance(value, Policy)]
+    policy = getattr(module, "policy", None)
+    if not isinstance(policy, Policy):
+        if len(policies) != 1:
+            raise PolicyError("no `policy = Policy(...)` found in the module", path=str(path),
+                              fix="define exactly one module-level `policy = Policy(...)`")
+        policy = policies[0]
+    policy.source_path = path
+    if policy.start not in policy.steps:
+        raise PolicyError(f"start step {policy.start!r} is not defined", path=str(path),
+                          fix="decorate a function with @policy.step and name it in start=")
+    for attr in ("fallback", "holding"):
+        response_id = getattr(policy, attr)
+        if response_id is not None and response_id not in policy.catalog:
+            raise PolicyError(f"{attr} response {response_id!r} is not in the catalog", path=str(path),
+                              fix=f"add it to {policy.catalog.path}")
+    return policy
