@@ -43,13 +43,16 @@ Intent = Literal["lost_or_stolen_card", "dispute_payment", "fee_refund", "compla
 NEEDS_VERIFICATION = {"lost_or_stolen_card", "dispute_payment", "fee_refund"}
 
 
-def asks_for_human_field() -> Any:
-    """The field every step reads last: the customer can always ask for a human."""
-    return Field("no", description="yes only if the customer asks to talk to a human person")
+def handoff_field() -> Any:
+    """The field every step reads last: the customer can always ask for a human.
+
+    A named pair of values reads far more reliably on a small model than yes/no.
+    """
+    return Field("not_requested", description="whether the customer asks to be transferred to a human person")
 
 
 class BankFacts(Facts):
-    """Facts of every step end with ``asks_for_human = asks_for_human_field()``, declared last so it is read last."""
+    """Facts of every step end with ``handoff = handoff_field()``, declared last so it is read last."""
 
 
 class Request(BankFacts):
@@ -57,37 +60,37 @@ class Request(BankFacts):
         "what the customer wants: lost_or_stolen_card, dispute_payment (a card payment they do not "
         "recognise or want to contest), fee_refund, complaint, nothing_else (they are done), "
         "something_else"))
-    asks_for_human: Literal["no", "yes"] = asks_for_human_field()
+    handoff: Literal["not_requested", "requested"] = handoff_field()
 
 
 class Identity(BankFacts):
     card_last4: str | None = Field(None, pattern=r"^[0-9]{4}$", description="the last four digits of the card")
     date_of_birth: dt.date | None = Field(None, description="the customer's date of birth as YYYY-MM-DD")
-    asks_for_human: Literal["no", "yes"] = asks_for_human_field()
+    handoff: Literal["not_requested", "requested"] = handoff_field()
 
 
 class Confirmation(BankFacts):
     answer: Literal["yes", "no", "unclear"] = Field(description="does the customer agree")
-    asks_for_human: Literal["no", "yes"] = asks_for_human_field()
+    handoff: Literal["not_requested", "requested"] = handoff_field()
 
 
 class PaymentDetails(BankFacts):
     payment_date: dt.date | None = Field(None, description="date of the disputed payment as YYYY-MM-DD (the year is 2026 unless said)")
     amount: float | None = Field(None, description="amount of the disputed payment in euros")
     merchant: str | None = Field(None, pattern=r"^[A-Za-z0-9 &'.-]{2,40}$", description="the shop or company paid")
-    asks_for_human: Literal["no", "yes"] = asks_for_human_field()
+    handoff: Literal["not_requested", "requested"] = handoff_field()
 
 
 class FeeChoice(BankFacts):
     fee_type: Literal["late payment", "overlimit", "foreign transaction", "annual"] | None = Field(
         None, description="which fee the customer wants refunded")
-    asks_for_human: Literal["no", "yes"] = asks_for_human_field()
+    handoff: Literal["not_requested", "requested"] = handoff_field()
 
 
 @policy.guard
 def human_on_request(turn: Turn[BankFacts, NorthbankDemo]) -> list[Option] | None:
     """Any step: a customer who asks for a person gets one."""
-    if getattr(turn.facts, "asks_for_human", "no") == "yes":
+    if getattr(turn.facts, "handoff", None) == "requested":
         return [say("handoff_to_human", next=END)]
     return None
 

@@ -1,0 +1,165 @@
+"""Conversation tests: customer turns with exact expectations, no model-as-judge.
+
+A test file (YAML)::
+
+    policy: ../../policies/card_services.py     # relative to this file
+    tests:
+      - name: lost card is blocked after verification
+        turns:
+          - customer: "Hi, I lost my card"
+            expect: {response: ask_identity, step: welcome, facts: {intent: lost_or_stolen_card}}
+
+``expect`` may hold ``response`` (catalog id), ``step`` (the step that handled the message),
+``next_step``, ``status`` and ``facts`` (each listed fact must equal the extracted one).
+``--repeat K`` runs every test K times and reports pass^k (all K runs passed).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence, TextIO
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sopagent.errors import ConversationTestError, RunError
+
+
+class Expectation(BaseModel):
+    """What one turn must produce."""
+
+    model_config = ConfigDict(extra="forbid")
+    response: str | None = None
+    step: str | None = None
+    next_step: str | None = None
+    status: str | None = None
+    facts: dict[str, Any] = Field(default_factory=dict)
+
+
+class TestTurn(BaseModel):
+    """A customer message and its expectation."""
+
+    model_config = ConfigDict(extra="forbid")
+    customer: str = Field(min_length=1)
+    expect: Expectation
+
+
+class ConversationTest(BaseModel):
+    """One scripted conversation."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    turns: list[TestTurn] = Field(min_length=1)
+
+
+class TestFile(BaseModel):
+    """A file of conversation tests for one policy."""
+
+    model_config = ConfigDict(extra="forbid")
+    policy: str
+    tests: list[ConversationTest] = Field(min_length=1)
+
+
+@dataclass
+class TurnOutcome:
+    """The result of one turn against its expectation."""
+
+    index: int
+    customer: str
+    failures: list[str] = field(default_factory=list)
+    got: dict[str, Any] = field(default_factory=dict)
+
+
+def load_test_file(path: str | Path) -> tuple[TestFile, Path]:
+    """Parse and validate a test file; return it and the resolved policy path."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        parsed = TestFile.model_validate(data)
+    except OSError as exc:
+        raise ConversationTestError(f"cannot read test file: {exc.strerror}", path=str(path)) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConversationTestError(f"not valid YAML: {getattr(exc, 'problem', exc)}", path=str(path),
+                                    line=mark.line + 1 if mark else None) from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConversationTestError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}", path=str(path),
+                                    fix="see the format in `sopagent test --help` / sopagent/convtest.py") from None
+    return parsed, (path.parent / parsed.policy).resolve()
+
+
+def check_turn(expect: Expectation, result: Any) -> list[str]:
+    """Exact comparison of a turn result with its expectation; a list of mismatches."""
+    failures = []
+    for name, got in (("response", result.response_id), ("step", result.step),
+                      ("next_step", result.next_step), ("status", result.status)):
+        wanted = getattr(expect, name)
+        if wanted is not None and wanted != got:
+            failures.append(f"{name}: expected {wanted!r}, got {got!r}")
+    for name, wanted in expect.facts.items():
+        got = result.facts.get(name, "<not extracted>")
+        if got != wanted:
+            failures.append(f"fact {name}: expected {wanted!r}, got {got!r}")
+    return failures
+
+
+def run_conversation(agent: Any, test: ConversationTest) -> list[TurnOutcome]:
+    """Play one test conversation against an agent."""
+    conversation_id = agent.start(customer_ref=f"test:{test.name}")
+    outcomes = []
+    for index, turn in enumerate(test.turns, start=1):
+        outcome = TurnOutcome(index, turn.customer)
+        try:
+            result = agent.respond(conversation_id, turn.customer)
+        except RunError as exc:
+            outcome.failures.append(f"run error: {exc}")
+            outcomes.append(outcome)
+            break
+        outcome.failures = check_turn(turn.expect, result)
+        outcome.got = {"response": result.response_id, "step": result.step, "facts": result.facts}
+        outcomes.append(outcome)
+    return outcomes
+
+
+def run_test_files(files: Sequence[str], *, model_path: str | None = None, repeat: int = 1,
+                   db: str | None = None, out: TextIO, model: Any = None) -> int:
+    """Run test files, print per-turn pass/fail and a summary; exit status 0 only if all pass."""
+    from sopagent.engine import Agent
+    from sopagent.models import load_model
+    from sopagent.policy import load_policy
+    from sopagent.store import Store
+
+    loaded = [(f, *load_test_file(f)) for f in files]
+    if model is None:
+        model = load_model(model_path)
+    with tempfile.TemporaryDirectory() as scratch:
+        store = Store(db or f"sqlite:///{scratch}/tests.db")
+        total = passed = 0
+        for path, test_file, policy_path in loaded:
+            policy = load_policy(policy_path)
+            if hasattr(model, "warm"):
+                model.warm([s.facts for s in policy.steps.values() if s.facts.model_fields])
+            for test in test_file.tests:
+                runs_ok = 0
+                for run in range(1, repeat + 1):
+                    agent = Agent(policy, model, store, tools=policy.make_tools())
+                    outcomes = run_conversation(agent, test)
+                    ok = len(outcomes) == len(test.turns) and all(not o.failures for o in outcomes)
+                    runs_ok += ok
+                    label = f" (run {run}/{repeat})" if repeat > 1 else ""
+                    out.write(f"{'PASS' if ok else 'FAIL'} {path} :: {test.name}{label}\n")
+                    for outcome in outcomes:
+                        mark = "ok  " if not outcome.failures else "FAIL"
+                        out.write(f"    {mark} turn {outcome.index}: {outcome.customer!r}\n")
+                        for failure in outcome.failures:
+                            out.write(f"         {failure}\n")
+                        if outcome.failures and outcome.got:
+                            out.write(f"         extracted facts: {outcome.got['facts']}\n")
+                total += 1
+                passed += runs_ok == repeat
+        out.write(f"{passed} of {total} conversation tests passed"
+                  + (f" in all {repeat} runs (pass^{repeat})" if repeat > 1 else "") + "\n")
+    return 0 if passed == total else 1
