@@ -181,14 +181,15 @@ def authenticate(turn: Turn[Identity, RetailDemo]) -> list[Option]:
     if user is not None:
         turn.known["user_id"] = user.user_id
         return first_question(turn, turn.known.pop("pending_intent", "order_status"))
-    if bool(name) != bool(zip_code) and not turn.facts.email:  # half of the pair: ask for the rest
-        return [say("ask_name_and_zip", next="authenticate")]
     attempts = turn.known.get("auth_attempts", 0) + 1
     turn.known["auth_attempts"] = attempts
-    for key in ("email", "full_name", "zip_code"):  # forget what did not match, so a correction is read fresh
-        turn.known.pop(key, None)
     if attempts >= MAX_AUTH_ATTEMPTS:
         return [say("handoff_to_human", next=END)]
+    turn.known.pop("email", None)  # an email that did not match is forgotten, so a correction is read fresh
+    if bool(name) != bool(zip_code) and not turn.facts.email:  # half of the pair: keep it, ask for the rest
+        return [say("ask_name_and_zip", next="authenticate")]
+    turn.known.pop("full_name", None)
+    turn.known.pop("zip_code", None)
     return [say("authentication_failed", next="authenticate")]
 
 

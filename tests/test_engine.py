@@ -1,0 +1,167 @@
+"""The turn pipeline with a scripted test model and a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session
+
+from sopagent import Agent, ConversationError, ScriptedModel, Store, StoreError
+from sopagent.errors import ConstraintViolationError, ModelError
+from sopagent.store import Decision
+
+OK = "not_requested"
+FEE = {"intent": "fee_refund", "handoff": OK}
+ID_MARIA = {"card_last4": "4821", "date_of_birth": "1985-03-14", "handoff": OK}
+
+
+def verified_agent(policy, store, model, **kw) -> tuple[Agent, str]:
+    agent = Agent(policy, model, store, **kw)
+    cid = agent.start(customer_ref="cust-1")
+    agent.respond(cid, "refund my fee")
+    agent.respond(cid, "4821, 14 March 1985")
+    return agent, cid
+
+
+def test_single_option_needs_no_model_choice(card_policy, store) -> None:
+    model = ScriptedModel(facts=[{"intent": "lost_or_stolen_card", "handoff": OK}])
+    agent = Agent(card_policy, model, store)
+    cid = agent.start()
+    result = agent.respond(cid, "I lost my card")
+    assert result.response_id == "ask_identity"
+    assert result.chosen_by == "policy" and result.options[0].probability == 1.0
+    assert result.reply == card_policy.catalog["ask_identity"].text
+    assert len(model.prompts) == 1  # the extraction only
+    assert store.get_conversation(cid).step == "verify_identity"
+
+
+def test_model_choice_records_every_probability(card_policy, store) -> None:
+    # Maria's annual fee (95.00) is above the limit: the SOP allows "explain" or "supervisor review".
+    model = ScriptedModel(facts=[FEE, ID_MARIA, {"fee_type": "annual", "handoff": OK}], choices=[[0.3, 0.7]])
+    agent, cid = verified_agent(card_policy, store, model)
+    result = agent.respond(cid, "the annual fee, it was your mistake")
+    assert [o.response_id for o in result.options] == ["fee_refund_declined_amount", "fee_refund_supervisor_review"]
+    assert result.chosen_index == 1 and result.chosen_by == "model"
+    assert [o.probability for o in result.options] == [0.3, 0.7]
+    assert "€95.00" in result.reply
+    stored = store.decisions(cid)[-1]
+    assert [o["probability"] for o in json.loads(stored.options_json)] == [0.3, 0.7]
+    assert stored.confidence == 0.7
+
+
+def test_low_confidence_choice_waits_for_an_operator(card_policy, store) -> None:
+    model = ScriptedModel(facts=[FEE, ID_MARIA, {"fee_type": "annual", "handoff": OK}], choices=[[0.45, 0.55]])
+    agent, cid = verified_agent(card_policy, store, model, confidence_threshold=0.6)
+    result = agent.respond(cid, "the annual fee")
+    assert result.status == "pending"
+    assert result.reply == card_policy.catalog["holding_for_review"].text
+    conversation = store.get_conversation(cid)
+    assert conversation.status == "awaiting_approval" and conversation.step == "fee_refund"
+    again = agent.respond(cid, "hello? are you there?")
+    assert again.step == "awaiting_approval" and again.reply == result.reply
+
+
+def test_requires_approval_response_is_pending(card_policy, store) -> None:
+    facts = [{"intent": "dispute_payment", "handoff": OK}, ID_MARIA,
+             {"payment_date": "2026-11-15", "amount": 899.0, "merchant": "Techland Store", "handoff": OK}]
+    agent = Agent(card_policy, ScriptedModel(facts=facts), store)
+    cid = agent.start()
+    agent.respond(cid, "dispute")
+    agent.respond(cid, "4821 1985-03-14")
+    result = agent.respond(cid, "899 at Techland on 15 Nov")
+    assert result.response_id == "dispute_opened_large_credit" and result.status == "pending"
+    decision = store.decisions(cid)[-1]
+    assert decision.sent_text == card_policy.catalog["holding_for_review"].text
+    assert "€899.00" in decision.reply_text  # the held reply is stored for the operator
+
+
+@pytest.mark.parametrize("failure", [ModelError("backend timed out", retryable=True),
+                                     ConstraintViolationError("answered 'Z'")])
+def test_model_failure_sends_fallback_and_escalates(card_policy, store, failure) -> None:
+    agent = Agent(card_policy, ScriptedModel(facts=[failure]), store)
+    cid = agent.start()
+    result = agent.respond(cid, "hi")
+    assert result.response_id == card_policy.fallback and result.status == "escalated"
+    assert result.chosen_by == "fallback" and type(failure).__name__ in result.error
+    assert store.decisions(cid)[-1].error == result.error
+
+
+def test_choice_outside_allowed_set_is_refused_and_recorded(card_policy, store) -> None:
+    model = ScriptedModel(facts=[FEE, ID_MARIA, {"fee_type": "annual", "handoff": OK}], choices=[5])
+    agent, cid = verified_agent(card_policy, store, model)
+    result = agent.respond(cid, "annual fee")
+    assert result.status == "escalated" and "ConstraintViolationError" in result.error
+    assert result.response_id == card_policy.fallback
+
+
+def test_policy_bug_gives_safe_reply_not_crash(card_policy, store) -> None:
+    class BrokenBank:
+        def log_complaint(self, *args):
+            raise RuntimeError("backend down")
+
+    agent = Agent(card_policy, ScriptedModel(facts=[{"intent": "complaint", "handoff": OK}]), store, tools=BrokenBank())
+    cid = agent.start()
+    result = agent.respond(cid, "I want to complain")
+    assert result.status == "escalated" and "backend down" in result.error
+
+
+def test_guard_hands_over_at_any_step(card_policy, store) -> None:
+    model = ScriptedModel(facts=[FEE, {"card_last4": None, "date_of_birth": None, "handoff": "requested"}])
+    agent = Agent(card_policy, model, store)
+    cid = agent.start()
+    agent.respond(cid, "fee")
+    result = agent.respond(cid, "a human please")
+    assert result.response_id == "handoff_to_human" and result.ended
+    with pytest.raises(ConversationError, match="closed"):
+        agent.respond(cid, "hello?")
+
+
+def test_store_failure_means_no_reply(card_policy, tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    store = Store(f"sqlite:///{path}", timeout_s=0.2)
+    agent = Agent(card_policy, ScriptedModel(facts=[FEE]), store)
+    cid = agent.start()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreError, match="no reply was sent"):
+            agent.respond(cid, "refund my fee")
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert store.decisions(cid) == []
+    assert store.get_conversation(cid).turns == 0
+
+
+def test_hash_chain_verifies_and_detects_an_edit(card_policy, store) -> None:
+    model = ScriptedModel(facts=[FEE, ID_MARIA, {"fee_type": "late payment", "handoff": OK}])
+    agent, cid = verified_agent(card_policy, store, model)
+    agent.respond(cid, "late fee")
+    assert store.verify_chain() == (True, None)
+    with Session(store.engine) as session:
+        row = session.get(Decision, 2)
+        row.customer_text = "edited afterwards"
+        session.add(row)
+        session.commit()
+    assert store.verify_chain() == (False, 2)
+
+
+def test_every_decision_records_versions_and_latency(card_policy, store) -> None:
+    agent = Agent(card_policy, ScriptedModel(facts=[FEE]), store)
+    cid = agent.start()
+    agent.respond(cid, "fee")
+    decision = store.decisions(cid)[0]
+    assert decision.policy_version_id == agent.policy_version.id and decision.model_name == "scripted"
+    assert agent.policy_version.catalog_sha256 == card_policy.catalog.sha256
+    assert {"load", "extract", "policy", "render"} <= set(json.loads(decision.latency_json))
+
+
+def test_empty_message_is_a_clear_error(card_policy, store) -> None:
+    agent = Agent(card_policy, ScriptedModel(), store)
+    with pytest.raises(ConversationError, match="empty"):
+        agent.respond(agent.start(), "   ")
+    with pytest.raises(ConversationError, match="unknown conversation"):
+        agent.respond("nope", "hi")
