@@ -155,13 +155,14 @@ def _reachable_sites(function: str, functions: dict[str, FunctionFacts]) -> list
 def _scan(source: str) -> dict[str, FunctionFacts]:
     tree = ast.parse(source)
     functions: dict[str, FunctionFacts] = {}
+    tables = _string_tables(tree)
     for node in tree.body:
         if isinstance(node, ast.FunctionDef):
             facts = FunctionFacts(node.name, node.lineno)
             for inner in ast.walk(node):
                 if isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name):
                     if inner.func.id in OPTION_CALLS:
-                        facts.options.append(_option_site(inner))
+                        facts.options.extend(_option_sites(inner, tables))
                     else:
                         facts.calls.add(inner.func.id)
                 if isinstance(inner, ast.Return) and _is_empty(inner.value):
@@ -169,6 +170,38 @@ def _scan(source: str) -> dict[str, FunctionFacts]:
             facts.falls_through = not _always_returns(node.body)
             functions[node.name] = facts
     return functions
+
+
+def _string_tables(tree: ast.Module) -> dict[str, list[str]]:
+    """Module-level ``NAME = {key: "string", ...}`` tables, so ``say(TABLE[key], ...)`` can be checked."""
+    tables: dict[str, list[str]] = {}
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else (
+            node.target if isinstance(node, ast.AnnAssign) else None)
+        value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+        if isinstance(target, ast.Name) and isinstance(value, ast.Dict) and value.values and all(
+                isinstance(v, ast.Constant) and isinstance(v.value, str) for v in value.values):
+            tables[target.id] = [v.value for v in value.values]  # type: ignore[union-attr]
+    return tables
+
+
+def _option_sites(call: ast.Call, tables: dict[str, list[str]]) -> list[OptionSite]:
+    """One site per (response id, next step) the call can produce: literals, or each value of a
+    module-level string table used as ``TABLE[key]``."""
+    site = _option_site(call)
+    keywords = {k.arg: k.value for k in call.keywords if k.arg}
+    response_node = call.args[0] if call.args else keywords.get("response")
+    next_node = call.args[1] if len(call.args) > 1 else keywords.get("next")
+    responses = _table_values(response_node, tables) or [site.response]
+    nexts = _table_values(next_node, tables) or [site.next_step]
+    return [OptionSite(site.line, response, step, site.slot_names, site.literal_slots, site.has_star_kwargs)
+            for response in responses for step in nexts]
+
+
+def _table_values(node: ast.expr | None, tables: dict[str, list[str]]) -> list[str]:
+    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
+        return tables.get(node.value.id, [])
+    return []
 
 
 def _option_site(call: ast.Call) -> OptionSite:
