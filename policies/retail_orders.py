@@ -48,7 +48,7 @@ ORDER_ID_PATTERN = r"^#W[0-9]{7}$"
 CANCEL_REASONS = ("no longer needed", "ordered by mistake")
 
 Intent = Literal["cancel_order", "return_order", "order_status", "modify_order", "exchange_items",
-                 "change_address", "nothing_else", "something_else"]
+                 "change_address", "talk_to_human", "other_question", "no_more_requests"]
 HANDED_TO_HUMAN = {"modify_order", "exchange_items", "change_address"}
 FIRST_QUESTION = {"cancel_order": "ask_cancel_order", "return_order": "ask_return_order",
                   "order_status": "ask_status_order"}
@@ -73,12 +73,15 @@ class ShopFacts(Facts):
 
 
 class Request(ShopFacts):
+    # talk_to_human is an intent of its own: without it the model tends to read every unlisted
+    # request (other_question) as a request for a human.
     intent: Intent = Field(description=(
-        "what the customer wants: cancel_order (cancel an order), return_order (send back items they "
-        "received), order_status (where an order is, or what is in it), modify_order (change items, "
-        "shipping address or payment of an order), exchange_items (swap received items for another "
-        "size or colour), change_address (change their default address), nothing_else (they are done, "
-        "no more requests), something_else"))
+        "the request in the customer's latest message: cancel_order (cancel an order), return_order (send "
+        "back items they received), order_status (asks where an order is, its status, or what is in it), "
+        "modify_order (change items, shipping address or payment of an order), exchange_items (swap received "
+        "items for another size or colour), change_address (change their default address), talk_to_human "
+        "(asks for a human or a real person), other_question (a greeting, or anything else), "
+        "no_more_requests (they say no, that is all, or thanks)"))
     asks_for_human: Literal["no", "yes"] = asks_for_human_field()
 
 
@@ -131,12 +134,14 @@ def route(turn: Turn[Request, RetailDemo]) -> list[Option]:
         turn.known.pop(key, None)
     if intent in HANDED_TO_HUMAN:  # a limit of this example: a human agent handles these
         return [say("handoff_to_human", next=END)]
+    if intent == "talk_to_human":
+        return [say("handoff_to_human", next=END)]
     if intent in FIRST_STEP:
         if "user_id" not in turn.known:
             turn.known["pending_intent"] = intent
             return [say("ask_authentication", next="authenticate")]
         return first_question(turn, intent)
-    if intent == "nothing_else":
+    if intent == "no_more_requests":
         return [say("goodbye", next=END)]
     return [
         say("ask_how_to_help", next="welcome", hint="a greeting, or the customer's need is unclear"),
@@ -160,7 +165,7 @@ def order_not_found(turn: Turn[Any, RetailDemo], order_id: str, step: str) -> li
 @policy.step(facts=Request)
 def welcome(turn: Turn[Request, RetailDemo]) -> list[Option]:
     """The customer's first message: what do they want?"""
-    if turn.facts.intent == "nothing_else":
+    if turn.facts.intent == "no_more_requests":
         return [say("ask_how_to_help", next="welcome")]
     return route(turn)
 
@@ -249,8 +254,10 @@ def return_order(turn: Turn[ReturnRequest, RetailDemo]) -> list[Option]:
             confirm = "confirm_return_no_gift_card"
         refund = original
     turn.known["refund_method_id"] = refund.id
-    return [say(confirm, next="confirm_return", order_id=order_id, items=order.item_names, total=order.total,
-                refund_method=refund.description)]
+    details = dict(order_id=order_id, items=order.item_names, total=order.total, refund_method=refund.description)
+    if confirm == "confirm_return_no_gift_card":
+        return [say("confirm_return_no_gift_card", next="confirm_return", **details)]
+    return [say("confirm_return", next="confirm_return", **details)]
 
 
 @policy.step(facts=Confirmation)
