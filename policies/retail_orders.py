@@ -53,13 +53,13 @@ HANDED_TO_HUMAN = {"modify_order", "exchange_items", "change_address"}
 FIRST_QUESTION = {"cancel_order": "ask_cancel_order", "return_order": "ask_return_order",
                   "order_status": "ask_status_order"}
 FIRST_STEP = {"cancel_order": "cancel_order", "return_order": "return_order", "order_status": "order_status"}
-REQUEST_FACTS = ("order_id", "reason", "refund_to", "answer")
+REQUEST_FACTS = ("order_id", "reason", "refund_to", "refund_method_id", "answer")
 """Facts of one request, forgotten when the next request starts."""
 
 
 def asks_for_human_field() -> Any:
     """The field every step reads last: the customer can always ask for a human."""
-    return Field("no", description="yes only if the customer asks to talk to a human person or a real agent")
+    return Field("no", description="yes if the customer wants a human agent instead of this chat, no if they only talk about their order")
 
 
 def order_id_field(what: str) -> Any:
@@ -86,25 +86,29 @@ class Request(ShopFacts):
 
 
 class Identity(ShopFacts):
-    email: str | None = Field(None, pattern=r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$",
-                              description="the customer's email address")
+    # Name and zip first: read after a name, an email field tends to be filled with a made-up address
+    # built from the name; a made-up zip code never matches.
     full_name: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z'-]*( [A-Za-z][A-Za-z'-]*){1,3}$",
-                                  description="the customer's first and last name")
-    zip_code: str | None = Field(None, pattern=r"^[0-9]{5}$", description="the 5-digit zip code of the customer's address")
+                                  description="the customer's first and last name as they wrote them")
+    zip_code: str | None = Field(None, pattern=r"^[0-9]{5}$", description="the 5-digit zip code the customer wrote")
+    email: str | None = Field(None, pattern=r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$",
+                              description="the email address exactly as the customer wrote it; null if the message has no @")
     asks_for_human: Literal["no", "yes"] = asks_for_human_field()
 
 
 class CancelRequest(ShopFacts):
     order_id: str | None = order_id_field("to cancel")
     reason: Literal["no longer needed", "ordered by mistake", "other reason"] | None = Field(
-        None, description="why the customer wants to cancel: no longer needed, ordered by mistake, or other reason")
+        None, description=("the reason the customer gives for cancelling: no longer needed, ordered by mistake, "
+                           "or other reason (any other reason); null if the latest message gives no reason"))
     asks_for_human: Literal["no", "yes"] = asks_for_human_field()
 
 
 class ReturnRequest(ShopFacts):
     order_id: str | None = order_id_field("to return")
     refund_to: Literal["original payment method", "gift card"] | None = Field(
-        None, description="where the customer wants the refund: original payment method, or gift card")
+        None, description=("where the customer says the refund should go: original payment method, or gift card; "
+                           "null if the latest message does not say"))
     asks_for_human: Literal["no", "yes"] = asks_for_human_field()
 
 
