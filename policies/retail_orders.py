@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from retail_backend import RetailDemo
+from retail_backend import Order, RetailDemo
 from sopagent import END, Facts, Option, Policy, Turn, say
 
 policy = Policy(
@@ -53,6 +53,9 @@ HANDED_TO_HUMAN = {"modify_order", "exchange_items", "change_address"}
 FIRST_QUESTION = {"cancel_order": "ask_cancel_order", "return_order": "ask_return_order",
                   "order_status": "ask_status_order"}
 FIRST_STEP = {"cancel_order": "cancel_order", "return_order": "return_order", "order_status": "order_status"}
+ORDER_STATUS_NEEDED = {"cancel_order": "pending", "return_order": "delivered"}
+"""Only a pending order can be cancelled and only a delivered one returned."""
+NOT_POSSIBLE = {"cancel_order": "cancel_not_possible", "return_order": "return_not_possible"}
 REQUEST_FACTS = ("order_id", "reason", "refund_to", "refund_method_id", "answer")
 """Facts of one request, forgotten when the next request starts."""
 
@@ -166,6 +169,19 @@ def order_not_found(turn: Turn[Any, RetailDemo], order_id: str, step: str) -> li
     return [say("order_not_found", next=step, order_id=order_id, orders=orders)]
 
 
+def look_up_order(turn: Turn[Any, RetailDemo], step: str) -> Order | list[Option]:
+    """The user's order named in the conversation, if it may be handled at ``step``; else the reply to send."""
+    order_id = turn.known.get("order_id")
+    if order_id is None:
+        return first_question(turn, step)
+    order = turn.tools.order_of_user(turn.known["user_id"], order_id)
+    if order is None:
+        return order_not_found(turn, order_id, step)
+    if order.status != ORDER_STATUS_NEEDED[step]:
+        return [say(NOT_POSSIBLE[step], next="anything_else", order_id=order_id, status=order.status)]
+    return order
+
+
 @policy.step(facts=Request)
 def welcome(turn: Turn[Request, RetailDemo]) -> list[Option]:
     """The customer's first message: what do they want?"""
@@ -205,14 +221,10 @@ def authenticate(turn: Turn[Identity, RetailDemo]) -> list[Option]:
 @policy.step(facts=CancelRequest)
 def cancel_order(turn: Turn[CancelRequest, RetailDemo]) -> list[Option]:
     """Only a pending order of this user, only for an accepted reason; then list and ask for a yes."""
-    user_id, order_id, reason = turn.known["user_id"], turn.known.get("order_id"), turn.known.get("reason")
-    if order_id is None:
-        return first_question(turn, "cancel_order")
-    order = turn.tools.order_of_user(user_id, order_id)
-    if order is None:
-        return order_not_found(turn, order_id, "cancel_order")
-    if order.status != "pending":
-        return [say("cancel_not_possible", next="anything_else", order_id=order_id, status=order.status)]
+    order = look_up_order(turn, "cancel_order")
+    if isinstance(order, list):
+        return order
+    user_id, order_id, reason = turn.known["user_id"], turn.known["order_id"], turn.known.get("reason")
     if reason is None:
         return [say("ask_cancel_reason", next="cancel_order", order_id=order_id)]
     if reason not in CANCEL_REASONS:
@@ -238,14 +250,10 @@ def confirm_cancel(turn: Turn[Confirmation, RetailDemo]) -> list[Option]:
 @policy.step(facts=ReturnRequest)
 def return_order(turn: Turn[ReturnRequest, RetailDemo]) -> list[Option]:
     """Only a delivered order of this user; refund to the original payment method or an existing gift card."""
-    user_id, order_id, refund_to = turn.known["user_id"], turn.known.get("order_id"), turn.known.get("refund_to")
-    if order_id is None:
-        return first_question(turn, "return_order")
-    order = turn.tools.order_of_user(user_id, order_id)
-    if order is None:
-        return order_not_found(turn, order_id, "return_order")
-    if order.status != "delivered":
-        return [say("return_not_possible", next="anything_else", order_id=order_id, status=order.status)]
+    order = look_up_order(turn, "return_order")
+    if isinstance(order, list):
+        return order
+    user_id, order_id, refund_to = turn.known["user_id"], turn.known["order_id"], turn.known.get("refund_to")
     original = turn.tools.payment_method(user_id, order.payment_method_id)
     gift_card = turn.tools.gift_card(user_id)
     confirm = "confirm_return"

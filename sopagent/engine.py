@@ -29,6 +29,8 @@ from sopagent.policy import END, NoFacts, Option, Policy, Turn
 from sopagent.store import Conversation, Decision, Store, utcnow
 
 HOLDING_STEP = "awaiting_approval"
+OPERATOR_HOLDS = ("paused", "taken_over")
+"""Conversation states in which the agent records the customer's message but does not answer."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ class Agent:
         self.policy_version = store.policy_version(
             policy.name, policy.version, policy.source_text, policy.source_sha256,
             catalog.source, catalog.sha256)
+        self._policy_sha256 = store.policy_digest_of(self.policy_version)
         self._system = prompts.system_text(policy.description)
 
     # --- conversations -------------------------------------------------------------------------
@@ -136,6 +139,8 @@ class Agent:
         known: dict[str, Any] = json.loads(conversation.known_json)
         clock.lap("load")
 
+        if conversation.status in OPERATOR_HOLDS:
+            return self._record_only(conversation, text, clock)
         step_name = conversation.step
         facts: BaseModel = NoFacts()
         outcome = _Outcome()
@@ -240,12 +245,13 @@ class Agent:
         latency = clock.laps()
         decision = Decision(
             conversation_id=conversation.id, turn=conversation.turns, created_at=utcnow(),
-            policy_version_id=self.policy_version.id or 0, model_name=self.model.name, step=step_name,
+            policy_version_id=self.policy_version.id or 0, policy_sha256=self._policy_sha256,
+            model_name=self.model.name, step=step_name,
             customer_text=text, facts_json=json.dumps(facts_json, sort_keys=True),
             options_json=json.dumps([v.__dict__ for v in views], sort_keys=True, default=str),
             chosen_index=outcome.chosen_index, response_id=chosen.response, chosen_by=outcome.chosen_by,
             confidence=confidence, status=status, reply_text=reply, sent_text=sent, next_step=next_step,
-            error=outcome.error, latency_json=json.dumps(latency, sort_keys=True), prev_hash="", hash="")
+            error=outcome.error, latency_json=json.dumps(latency, sort_keys=True))
         stored = self.store.append_turn(decision, conversation, revision)
         latency["commit"] = clock.lap("commit")
         latency["total"] = clock.total()
@@ -255,12 +261,30 @@ class Agent:
             chosen_index=outcome.chosen_index, chosen_by=outcome.chosen_by, confidence=confidence,
             latency_ms=latency, error=outcome.error, ended=ended)
 
+    def _record_only(self, conversation: Conversation, text: str, clock: "_Clock") -> TurnResult:
+        """Paused or taken over: record the message (chained) and leave the answer to the operator."""
+        revision = conversation.revision
+        conversation.turns += 1
+        latency = clock.laps()
+        decision = Decision(
+            conversation_id=conversation.id, turn=conversation.turns, created_at=utcnow(),
+            policy_version_id=self.policy_version.id or 0, policy_sha256=self._policy_sha256,
+            model_name=self.model.name, step=conversation.step, customer_text=text, facts_json="{}",
+            options_json="[]", chosen_by="none", status="received", next_step=conversation.step,
+            latency_json=json.dumps(latency, sort_keys=True))
+        stored = self.store.append_turn(decision, conversation, revision)
+        return TurnResult(
+            conversation_id=conversation.id, decision_id=stored.id or 0, reply=None, response_id=None,
+            status="received", step=conversation.step, next_step=conversation.step, facts={}, options=[],
+            chosen_index=None, chosen_by="none", confidence=None, latency_ms=latency)
+
     def _history(self, conversation_id: str) -> list[tuple[str, str]]:
         lines: list[tuple[str, str]] = []
-        for decision in self.store.decisions(conversation_id):
-            lines.append(("Customer", decision.customer_text))
-            if decision.sent_text:
-                lines.append(("Agent", decision.sent_text))
+        for row in self.store.transcript(conversation_id):
+            if isinstance(row, Decision) and row.customer_text:
+                lines.append(("Customer", row.customer_text))
+            if row.sent_text:
+                lines.append(("Agent", row.sent_text))
         return lines
 
 

@@ -140,13 +140,14 @@ def test_hash_chain_verifies_and_detects_an_edit(card_policy, store) -> None:
     model = ScriptedModel(facts=[FEE, ID_MARIA, {"fee_type": "late payment", "handoff": OK}])
     agent, cid = verified_agent(card_policy, store, model)
     agent.respond(cid, "late fee")
-    assert store.verify_chain() == (True, None)
+    assert store.verify_chain().intact
     with Session(store.engine) as session:
         row = session.get(Decision, 2)
         row.customer_text = "edited afterwards"
         session.add(row)
         session.commit()
-    assert store.verify_chain() == (False, 2)
+    report = store.verify_chain()
+    assert not report.intact and (report.broken_kind, report.broken_id) == ("decision", 2)
 
 
 def test_every_decision_records_versions_and_latency(card_policy, store) -> None:

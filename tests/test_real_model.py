@@ -103,4 +103,4 @@ def test_cli_chat_jsonl_from_stdin(tmp_path: Path) -> None:
     assert lines[0]["response_id"] == "ask_identity" and lines[0]["step"] == "welcome"
     assert all({"id", "probability"} <= set(o) for line in lines for o in line["options"])
     store = Store(env["SOPAGENT_DB"])
-    assert len(store.decisions()) == 2 and store.verify_chain() == (True, None)
+    assert len(store.decisions()) == 2 and store.verify_chain().intact

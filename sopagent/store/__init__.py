@@ -1,0 +1,9 @@
+"""The audit store: tables, the hash chain, and the :class:`Store` that reads and appends."""
+
+from sopagent.store.chain import ChainReport, policy_digest
+from sopagent.store.store import DB_ENV, RESOLVING_ACTIONS, Store, database_url
+from sopagent.store.tables import (GENESIS_HASH, ChainHead, Conversation, Decision, OperatorAction, PolicyVersion,
+                                   utcnow)
+
+__all__ = ["ChainHead", "ChainReport", "Conversation", "DB_ENV", "Decision", "GENESIS_HASH", "OperatorAction",
+           "PolicyVersion", "RESOLVING_ACTIONS", "Store", "database_url", "policy_digest", "utcnow"]

@@ -1,0 +1,275 @@
+"""The audit store: conversations, decisions, operator actions and policy versions in SQL (SQLModel).
+
+A SQLite file by default, any SQLAlchemy URL otherwise (PostgreSQL when several processes share
+state). Decisions and operator actions are appended to one hash chain (see :mod:`.chain`); a chained
+row and the conversation's new state are committed in one transaction, and the engine returns a
+reply only after that commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterator
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, SQLModel, col, create_engine, select
+
+from sopagent.errors import ConversationError, StoreError
+from sopagent.store.chain import ChainReport, ChainRow, merge_by_seq, policy_digest, seal, verify_rows
+from sopagent.store.tables import ChainHead, Conversation, Decision, OperatorAction, PolicyVersion
+
+DB_ENV = "SOPAGENT_DB"
+DEFAULT_DB_URL = "sqlite:///sopagent.db"
+RESOLVING_ACTIONS = ("approve", "override", "escalate")
+"""Operator actions that settle a pending decision; only one may exist per decision."""
+
+
+def database_url(url: str | None = None) -> str:
+    """``url``, else ``$SOPAGENT_DB``, else a SQLite file ``sopagent.db`` in the current folder."""
+    chosen = url or os.environ.get(DB_ENV) or DEFAULT_DB_URL
+    if "://" not in chosen:  # a bare path means a SQLite file
+        chosen = f"sqlite:///{chosen}"
+    return chosen
+
+
+class Store:
+    """Access to the audit database."""
+
+    def __init__(self, url: str | None = None, *, timeout_s: float = 5.0) -> None:
+        self.url = database_url(url)
+        connect_args: dict[str, Any] = {}
+        if self.url.startswith("sqlite"):
+            connect_args = {"timeout": timeout_s, "check_same_thread": False}
+        try:
+            self.engine: Engine = create_engine(self.url, connect_args=connect_args)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise StoreError(f"cannot open the audit store {self.url!r}: {exc}\n"
+                             "  fix: pass --db sqlite:///PATH or a valid database URL") from exc
+        if self.url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            SQLModel.metadata.create_all(self.engine)
+            with Session(self.engine) as session:
+                if session.get(ChainHead, 1) is None:
+                    session.add(ChainHead())
+                    session.commit()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot initialise the audit store {self.url!r}: {_short(exc)}\n"
+                             "  fix: check that the path is writable and the server is reachable",
+                             retryable=True) from exc
+
+    def session(self) -> Session:
+        """A new ORM session (expire_on_commit off, so rows stay readable after commit)."""
+        return Session(self.engine, expire_on_commit=False)
+
+    # --- policy versions ----------------------------------------------------------------------
+
+    def policy_version(self, name: str, version: str, source: str, source_sha256: str,
+                       catalog_source: str, catalog_sha256: str) -> PolicyVersion:
+        """Return the stored snapshot for this exact source and catalog, creating it if new."""
+        try:
+            with self.session() as session:
+                found = session.exec(select(PolicyVersion).where(
+                    PolicyVersion.name == name, PolicyVersion.source_sha256 == source_sha256,
+                    PolicyVersion.catalog_sha256 == catalog_sha256)).first()
+                if found:
+                    return found
+                row = PolicyVersion(name=name, version=version, source=source, source_sha256=source_sha256,
+                                    catalog_source=catalog_source, catalog_sha256=catalog_sha256)
+                session.add(row)
+                session.commit()
+                return row
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot record the policy version: {_short(exc)}", retryable=True) from exc
+
+    # --- conversations -------------------------------------------------------------------------
+
+    def create_conversation(self, conversation: Conversation) -> Conversation:
+        """Insert a new conversation."""
+        try:
+            with self.session() as session:
+                session.add(conversation)
+                session.commit()
+                return conversation
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot start the conversation: {_short(exc)}", retryable=True) from exc
+
+    def get_conversation(self, conversation_id: str) -> Conversation:
+        """Load a conversation or raise :class:`ConversationError`."""
+        try:
+            with self.session() as session:
+                found = session.get(Conversation, conversation_id)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read conversation {conversation_id}: {_short(exc)}", retryable=True) from exc
+        if found is None:
+            raise ConversationError(f"unknown conversation {conversation_id!r}; start one first")
+        return found
+
+    def decisions(self, conversation_id: str | None = None) -> list[Decision]:
+        """Decisions in chain order, optionally of one conversation."""
+        try:
+            with self.session() as session:
+                query = select(Decision).order_by(col(Decision.seq))
+                if conversation_id is not None:
+                    query = query.where(Decision.conversation_id == conversation_id)
+                return list(session.exec(query).all())
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read decisions: {_short(exc)}", retryable=True) from exc
+
+    def actions(self, conversation_id: str | None = None) -> list[OperatorAction]:
+        """Operator actions in chain order, optionally of one conversation."""
+        try:
+            with self.session() as session:
+                query = select(OperatorAction).order_by(col(OperatorAction.seq))
+                if conversation_id is not None:
+                    query = query.where(OperatorAction.conversation_id == conversation_id)
+                return list(session.exec(query).all())
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read operator actions: {_short(exc)}", retryable=True) from exc
+
+    def transcript(self, conversation_id: str) -> list[ChainRow]:
+        """A conversation's decisions and operator actions merged in chain order."""
+        return list(merge_by_seq(iter(self.decisions(conversation_id)), iter(self.actions(conversation_id))))
+
+    def resolution(self, decision_id: int) -> OperatorAction | None:
+        """The operator action that settled a pending decision, if any."""
+        try:
+            with self.session() as session:
+                return session.exec(select(OperatorAction).where(
+                    OperatorAction.decision_id == decision_id,
+                    col(OperatorAction.action).in_(RESOLVING_ACTIONS))).first()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read operator actions: {_short(exc)}", retryable=True) from exc
+
+    def pending_decisions(self) -> list[Decision]:
+        """Decisions waiting for an operator (status pending, not yet approved, overridden or escalated)."""
+        settled = select(OperatorAction.decision_id).where(col(OperatorAction.action).in_(RESOLVING_ACTIONS),
+                                                           col(OperatorAction.decision_id).is_not(None))
+        try:
+            with self.session() as session:
+                return list(session.exec(select(Decision).where(
+                    Decision.status == "pending", col(Decision.id).not_in(settled)).order_by(col(Decision.seq))).all())
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the approval queue: {_short(exc)}", retryable=True) from exc
+
+    def append_turn(self, decision: Decision, conversation: Conversation, expected_revision: int) -> Decision:
+        """Commit a decision (chained) and the conversation's new state in one transaction.
+
+        Raises :class:`StoreError` if the write fails (nothing is committed) and
+        :class:`ConversationError` if another turn of this conversation committed first.
+        """
+        return self._append(decision, conversation, expected_revision)
+
+    def append_action(self, action: OperatorAction, conversation: Conversation | None = None,
+                      expected_revision: int | None = None) -> OperatorAction:
+        """Commit an operator action (chained) and, if given, the conversation's new state.
+
+        A resolving action (approve, override, escalate) on a decision that another operator already
+        settled raises :class:`ConversationError` naming who did it; nothing is written.
+        """
+        return self._append(action, conversation, expected_revision)
+
+    def _append(self, row: Any, conversation: Conversation | None, expected_revision: int | None) -> Any:
+        try:
+            with self.session() as session:
+                # Lock the chain head first: this serializes appends across processes.
+                session.execute(text("UPDATE chainhead SET length = length + 1 WHERE id = 1"))
+                head = session.get(ChainHead, 1)
+                assert head is not None
+                if isinstance(row, OperatorAction) and row.decision_id is not None \
+                        and row.action in RESOLVING_ACTIONS:
+                    done = session.exec(select(OperatorAction).where(
+                        OperatorAction.decision_id == row.decision_id,
+                        col(OperatorAction.action).in_(RESOLVING_ACTIONS))).first()
+                    if done is not None:
+                        session.rollback()
+                        raise ConversationError(
+                            f"decision {row.decision_id} was already handled: {done.action} by {done.operator} "
+                            f"at {done.created_at}; refresh to see its state")
+                if conversation is not None:
+                    expected = conversation.revision if expected_revision is None else expected_revision
+                    conversation.revision = expected + 1
+                    updated = session.execute(
+                        text("UPDATE conversation SET step=:step, status=:status, known_json=:known, turns=:turns, "
+                             "revision=:rev, updated_at=:now WHERE id=:id AND revision=:expected"),
+                        {"step": conversation.step, "status": conversation.status,
+                         "known": conversation.known_json, "turns": conversation.turns,
+                         "rev": conversation.revision, "now": row.created_at, "id": conversation.id,
+                         "expected": expected})
+                    if updated.rowcount != 1:
+                        session.rollback()
+                        raise ConversationError(
+                            f"conversation {conversation.id} changed while this ran (another turn or operator "
+                            "action came first); reload it and try again", retryable=True)
+                seal(row, head.last_hash, head.length)
+                head.last_hash = row.hash
+                session.add(row)
+                session.add(head)
+                session.commit()
+                return row
+        except ConversationError:
+            raise
+        except SQLAlchemyError as exc:
+            raise StoreError(f"the audit store could not record this, so no reply was sent: {_short(exc)}",
+                             retryable=True) from exc
+
+    def policy_digest_of(self, version: PolicyVersion) -> str:
+        """The digest a decision records for this policy version."""
+        return policy_digest(version.source_sha256, version.catalog_sha256)
+
+    def verify_chain(self) -> ChainReport:
+        """Recompute the whole chain (decisions and operator actions) and the policy snapshots."""
+        import hashlib
+
+        with self.session() as session:
+            digests = {}
+            for version in session.exec(select(PolicyVersion)).all():
+                source_ok = hashlib.sha256(version.source.encode("utf-8")).hexdigest() == version.source_sha256
+                catalog_ok = (hashlib.sha256(version.catalog_source.encode("utf-8")).hexdigest()
+                              == version.catalog_sha256)
+                digests[version.id or 0] = (policy_digest(version.source_sha256, version.catalog_sha256)
+                                            if source_ok and catalog_ok else "altered")
+            erased: set[tuple[str, int]] = set()
+            for action in session.exec(select(OperatorAction).where(
+                    col(OperatorAction.action).in_(("erase", "purge")))).all():
+                detail = json.loads(action.detail_json or "{}")
+                erased.update(("decision", int(i)) for i in detail.get("decisions", []))
+                erased.update(("action", int(i)) for i in detail.get("actions", []))
+            head = session.get(ChainHead, 1)
+        rows = merge_by_seq(self.iter_decisions(), self.iter_actions())
+        return verify_rows(rows, digests, erased, (head.last_hash, head.length) if head else None)
+
+    def iter_decisions(self, batch: int = 5000) -> Iterator[Decision]:
+        """All decisions in chain order, read in batches."""
+        yield from self._iter(Decision, batch)
+
+    def iter_actions(self, batch: int = 5000) -> Iterator[OperatorAction]:
+        """All operator actions in chain order, read in batches."""
+        yield from self._iter(OperatorAction, batch)
+
+    def _iter(self, table: Any, batch: int) -> Iterator[Any]:
+        last = -1
+        while True:
+            with self.session() as session:
+                rows = session.exec(select(table).where(table.seq > last).order_by(table.seq).limit(batch)).all()
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1].seq
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA secure_delete=ON")  # erased content is overwritten, not left in free pages
+    cursor.close()
+
+
+def _short(exc: BaseException) -> str:
+    original = getattr(exc, "orig", None)
+    return str(original or exc).splitlines()[0]
