@@ -38,10 +38,18 @@ KIND_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 """The one definition of what is hashed: per kind, (public fields, personal fields)."""
 
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_C_ENCODE = None
+if getattr(json.encoder, "c_make_encoder", None) is not None:
+    # The C encoder that JSONEncoder.encode itself uses, called without the Python wrappers: the
+    # same text as json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).
+    _C_ENCODE = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+        None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", True, False, True)
 
 
 def canonical(content: dict[str, Any]) -> str:
     """The canonical JSON text that is hashed (sorted keys, no spaces, UTF-8)."""
+    if _C_ENCODE is not None:
+        return "".join(_C_ENCODE(content, 0))
     return _ENCODER.encode(content)
 
 
@@ -157,7 +165,8 @@ class ChainReport:
 
 
 def verify_rows(rows: Iterable[ChainRow | ChainRecord], policy_digests: dict[int, str],
-                erased_allowed: set[tuple[str, int]], head: tuple[str, int] | None) -> ChainReport:
+                erased_allowed: set[tuple[str, int]], head: tuple[str, int] | None, *, start: int = 1,
+                prev_hash: str | None = GENESIS_HASH) -> ChainReport:
     """Check rows given in seq order; see :meth:`sopagent.store.Store.verify_chain`.
 
     Args:
@@ -165,9 +174,12 @@ def verify_rows(rows: Iterable[ChainRow | ChainRecord], policy_digests: dict[int
         policy_digests: policy_version id -> digest recomputed from its stored source and catalog.
         erased_allowed: (kind, id) pairs listed by chained erase/purge actions.
         head: (last_hash, length) from the chain head row.
+        start: chain position of the first row (a later one when checking a range of the chain).
+        prev_hash: the hash the first row must link to; None trusts the first row's own prev_hash
+            (the caller then checks that link itself).
     """
-    prev = GENESIS_HASH
-    checked = 0
+    prev = prev_hash
+    checked = start - 1
     for row in rows:
         record = row if isinstance(row, ChainRecord) else ChainRecord.of(row)
         checked += 1
@@ -179,6 +191,8 @@ def verify_rows(rows: Iterable[ChainRow | ChainRecord], policy_digests: dict[int
         if record.seq != checked:
             missing = "a record was deleted or inserted before it" if record.seq > checked else "duplicate position"
             return broken(f"expected chain position {checked}, found {record.seq}: {missing}")
+        if prev is None:
+            prev = record.prev_hash
         if record.prev_hash != prev:
             return broken("its prev_hash does not match the record before it (deleted, inserted or reordered)")
         if record.erased_at is None:
@@ -199,7 +213,7 @@ def verify_rows(rows: Iterable[ChainRow | ChainRecord], policy_digests: dict[int
                 return ChainReport(False, checked, "policy_version", version_id, record.seq,
                                    "the stored policy source or catalog was altered after decisions used it")
         prev = record.hash
-    if head is not None and (head[0] != prev or head[1] != checked):
+    if head is not None and (head[0] != (prev or GENESIS_HASH) or head[1] != checked):
         return ChainReport(False, checked, "chain_head", None, None,
                            f"the chain head says {head[1]} records ending {head[0][:12]}, found {checked} "
                            f"ending {prev[:12]}: records were removed from the end")
