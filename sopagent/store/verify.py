@@ -108,7 +108,8 @@ def _seq(record: ChainRecord) -> int:
 @dataclass(frozen=True)
 class _RangeResult:
     report: ChainReport
-    first_prev: str | None
+    first: tuple[str, int | None, int, str] | None
+    """kind, id, seq and prev_hash of the range's first row."""
     last_hash: str | None
     count: int
 
@@ -118,14 +119,14 @@ def _verify_range(url: str, lo: int, hi: int, digests: dict[int, str], allowed: 
     """Verify chain positions lo..hi on its own connection (run in a worker process)."""
     engine = create_engine(url)
     try:
-        first: list[str] = []
+        first: list[tuple[str, int | None, int, str]] = []
         last: list[str] = []
         count = [0]
 
         def watched() -> Iterator[ChainRecord]:
             for record in _merged(engine, batch, lo, hi):
                 if not first:
-                    first.append(record.prev_hash)
+                    first.append((record.kind, record.id, record.seq, record.prev_hash))
                 count[0] += 1
                 yield record
                 last[:] = [record.hash]
@@ -162,16 +163,18 @@ def verify_engine(engine: Engine, batch: int = 50_000, workers: int | None = Non
                                 [batch] * len(bounds)))
     prev = GENESIS_HASH
     total = 0
-    for (lo, _hi), result in zip(bounds, results):
-        report = result.report
-        position_error = (not report.intact and report.checked == lo
-                          and (report.reason or "").startswith("expected chain position"))
-        if lo > 1 and result.count and result.first_prev != prev and not position_error:
-            first = next(_merged(engine, 1, lo, lo))
-            return ChainReport(False, lo, first.kind, first.id, first.seq,
-                               "its prev_hash does not match the record before it (deleted, inserted or reordered)")
-        if not report.intact:
-            return report
+    for result in results:  # the links between ranges, then each range's own report, in chain order
+        if result.first is not None:
+            kind, row_id, seq, first_prev = result.first
+            if seq != total + 1:
+                missing = "a record was deleted or inserted before it" if seq > total + 1 else "duplicate position"
+                return ChainReport(False, total + 1, kind, row_id, seq,
+                                   f"expected chain position {total + 1}, found {seq}: {missing}")
+            if first_prev != prev:
+                return ChainReport(False, total + 1, kind, row_id, seq, "its prev_hash does not match the record "
+                                   "before it (deleted, inserted or reordered)")
+        if not result.report.intact:
+            return result.report
         total += result.count
         if result.last_hash is not None:
             prev = result.last_hash
