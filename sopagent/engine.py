@@ -110,7 +110,7 @@ class Agent:
         catalog = policy.catalog
         self.policy_version = store.policy_version(
             policy.name, policy.version, policy.source_text, policy.source_sha256,
-            catalog.source, catalog.sha256)
+            catalog.source, catalog.sha256, policy.modules_json)
         self._policy_sha256 = store.policy_digest_of(self.policy_version)
         self._system = prompts.system_text(policy.description)
 

@@ -21,8 +21,10 @@ the step's Pydantic model), the facts known so far, and the backend tools; it re
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
+import json
 import inspect
 import sys
 from dataclasses import dataclass, field
@@ -188,6 +190,47 @@ class Policy:
         if self.source_path is not None:
             return self.source_path.read_text(encoding="utf-8")
         return f"# in-memory policy {self.name} {self.version}\n"
+
+    def helper_modules(self) -> dict[str, Path]:
+        """Modules beside the policy file that it imports (directly or through each other), by name.
+
+        These hold code the policy runs (backend look-ups, shared rules), so they are stored with
+        every policy version; data files they read (``demo_data/``) are not.
+        """
+        if self.source_path is None:
+            return {}
+        folder = self.source_path.parent
+        found: dict[str, Path] = {}
+        todo = [self.source_path]
+        while todo:
+            path = todo.pop()
+            try:
+                tree = ast.parse(path.read_text(encoding="utf-8"))
+            except (OSError, SyntaxError):
+                continue
+            for node in ast.walk(tree):
+                names: list[str] = []
+                if isinstance(node, ast.Import):
+                    names = [alias.name.split(".")[0] for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module.split(".")[0]]
+                for name in names:
+                    candidate = folder / f"{name}.py"
+                    if name not in found and candidate.exists() and candidate != self.source_path:
+                        found[name] = candidate
+                        todo.append(candidate)
+        return dict(sorted(found.items()))
+
+    @property
+    def modules_json(self) -> str:
+        """The helper modules' snapshot as stored with a policy version (see :meth:`helper_modules`)."""
+        modules = {name: {"path": path.name, "source": path.read_text(encoding="utf-8")}
+                   for name, path in self.helper_modules().items()}
+        if not modules:
+            return "{}"
+        origin = str(self.source_path.parent) if self.source_path else ""
+        return json.dumps({"origin": origin, "policy_file": self.source_path.name if self.source_path else "",
+                           "modules": modules}, sort_keys=True)
 
     def make_tools(self) -> Any:
         """Build the policy's default tools (its demo backend), or None when it has none."""

@@ -31,36 +31,69 @@ ACTION_PERSONAL = ("slots_json", "sent_text")
 
 ChainRow = Decision | OperatorAction
 
+KIND_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "decision": (DECISION_PUBLIC, DECISION_PERSONAL),
+    "action": (ACTION_PUBLIC, ACTION_PERSONAL),
+}
+"""The one definition of what is hashed: per kind, (public fields, personal fields)."""
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_C_ENCODE = None
+if getattr(json.encoder, "c_make_encoder", None) is not None:
+    # The C encoder that JSONEncoder.encode itself uses, called without the Python wrappers: the
+    # same text as json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).
+    _C_ENCODE = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+        None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", True, False, True)
+
 
 def canonical(content: dict[str, Any]) -> str:
     """The canonical JSON text that is hashed (sorted keys, no spaces, UTF-8)."""
-    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if _C_ENCODE is not None:
+        return "".join(_C_ENCODE(content, 0))
+    return _ENCODER.encode(content)
 
 
-def policy_digest(source_sha256: str, catalog_sha256: str) -> str:
-    """What a decision stores to tie itself to a policy snapshot."""
-    return hashlib.sha256(f"{source_sha256}:{catalog_sha256}".encode()).hexdigest()
+def policy_digest(source_sha256: str, catalog_sha256: str, modules_sha256: str = "") -> str:
+    """What a decision stores to tie itself to a policy snapshot (helper modules included when stored)."""
+    text = f"{source_sha256}:{catalog_sha256}" + (f":{modules_sha256}" if modules_sha256 else "")
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def kind_of(row: ChainRow) -> str:
+    """``decision`` or ``action``."""
+    return "decision" if isinstance(row, Decision) else "action"
 
 
 def _fields(row: ChainRow) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
-    if isinstance(row, Decision):
-        return "decision", DECISION_PUBLIC, DECISION_PERSONAL
-    return "action", ACTION_PUBLIC, ACTION_PERSONAL
+    kind = kind_of(row)
+    public, personal = KIND_FIELDS[kind]
+    return kind, public, personal
+
+
+def commitment_from(salt: str | None, personal: dict[str, Any]) -> str:
+    """sha256 over a salt and the personal fields given by name."""
+    return hashlib.sha256(((salt or "") + canonical(personal)).encode("utf-8")).hexdigest()
+
+
+def hash_from(prev_hash: str, kind: str, seq: int, commitment: str, public: dict[str, Any]) -> str:
+    """The chain hash over the previous hash and a row's kind, seq, public fields and commitment.
+
+    ``public`` is consumed (the kind, seq and commitment are added to it).
+    """
+    public.update(kind=kind, seq=seq, commitment=commitment)
+    return hashlib.sha256((prev_hash + canonical(public)).encode("utf-8")).hexdigest()
 
 
 def commitment_of(row: ChainRow) -> str:
     """sha256 over the row's salt and personal fields (needs the salt: not erased)."""
     _, _, personal = _fields(row)
-    content = {name: getattr(row, name) for name in personal}
-    return hashlib.sha256(((row.salt or "") + canonical(content)).encode("utf-8")).hexdigest()
+    return commitment_from(row.salt, {name: getattr(row, name) for name in personal})
 
 
 def row_hash(prev_hash: str, row: ChainRow) -> str:
     """The chain hash of a row given the previous row's hash."""
     kind, public, _ = _fields(row)
-    content = {name: getattr(row, name) for name in public}
-    content.update(kind=kind, seq=row.seq, commitment=row.commitment)
-    return hashlib.sha256((prev_hash + canonical(content)).encode("utf-8")).hexdigest()
+    return hash_from(prev_hash, kind, row.seq, row.commitment, {name: getattr(row, name) for name in public})
 
 
 def seal(row: ChainRow, prev_hash: str, seq: int) -> None:
@@ -70,6 +103,43 @@ def seal(row: ChainRow, prev_hash: str, seq: int) -> None:
     row.commitment = commitment_of(row)
     row.prev_hash = prev_hash
     row.hash = row_hash(prev_hash, row)
+
+
+@dataclass(slots=True)
+class ChainRecord:
+    """A chained row as plain values: what verification reads (from ORM objects or raw SELECT tuples)."""
+
+    kind: str
+    id: int | None
+    seq: int
+    prev_hash: str
+    hash: str
+    salt: str | None
+    commitment: str
+    erased_at: str | None
+    public: dict[str, Any]
+    personal: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: ChainRow) -> "ChainRecord":
+        """The record of an ORM row."""
+        kind, public, personal = _fields(row)
+        return cls(kind, row.id, row.seq, row.prev_hash, row.hash, row.salt, row.commitment, row.erased_at,
+                   {n: getattr(row, n) for n in public}, {n: getattr(row, n) for n in personal})
+
+
+def record_columns(kind: str) -> tuple[str, ...]:
+    """Column names, in the order :func:`record_from_tuple` expects them, for a raw SELECT."""
+    public, personal = KIND_FIELDS[kind]
+    return ("id", "seq", "prev_hash", "hash", "salt", "commitment", "erased_at") + public + personal
+
+
+def record_from_tuple(kind: str, values: tuple[Any, ...]) -> ChainRecord:
+    """Build a record from a tuple selected with :func:`record_columns`."""
+    public, personal = KIND_FIELDS[kind]
+    split = 7 + len(public)
+    return ChainRecord(kind, values[0], values[1], values[2], values[3], values[4], values[5], values[6],
+                       dict(zip(public, values[7:split])), dict(zip(personal, values[split:])))
 
 
 @dataclass(frozen=True)
@@ -94,54 +164,64 @@ class ChainReport:
         return f"chain BROKEN at {where}{at}: {self.reason}"
 
 
-def verify_rows(rows: Iterable[ChainRow], policy_digests: dict[int, str], erased_allowed: set[tuple[str, int]],
-                head: tuple[str, int] | None) -> ChainReport:
+def verify_rows(rows: Iterable[ChainRow | ChainRecord], policy_digests: dict[int, str],
+                erased_allowed: set[tuple[str, int]], head: tuple[str, int] | None, *, start: int = 1,
+                prev_hash: str | None = GENESIS_HASH) -> ChainReport:
     """Check rows given in seq order; see :meth:`sopagent.store.Store.verify_chain`.
 
     Args:
-        rows: every decision and operator action, merged in seq order.
+        rows: every decision and operator action (ORM rows or :class:`ChainRecord`), merged in seq order.
         policy_digests: policy_version id -> digest recomputed from its stored source and catalog.
         erased_allowed: (kind, id) pairs listed by chained erase/purge actions.
         head: (last_hash, length) from the chain head row.
+        start: chain position of the first row (a later one when checking a range of the chain).
+        prev_hash: the hash the first row must link to; None trusts the first row's own prev_hash
+            (the caller then checks that link itself).
     """
-    prev = GENESIS_HASH
-    checked = 0
+    prev = prev_hash
+    checked = start - 1
     for row in rows:
+        record = row if isinstance(row, ChainRecord) else ChainRecord.of(row)
         checked += 1
-        kind, _, _ = _fields(row)
+        kind = record.kind
 
         def broken(reason: str) -> ChainReport:
-            return ChainReport(False, checked, kind, row.id, row.seq, reason)
+            return ChainReport(False, checked, kind, record.id, record.seq, reason)
 
-        if row.seq != checked:
-            missing = "a record was deleted or inserted before it" if row.seq > checked else "duplicate position"
-            return broken(f"expected chain position {checked}, found {row.seq}: {missing}")
-        if row.prev_hash != prev:
+        if record.seq != checked:
+            missing = "a record was deleted or inserted before it" if record.seq > checked else "duplicate position"
+            return broken(f"expected chain position {checked}, found {record.seq}: {missing}")
+        if prev is None:
+            prev = record.prev_hash
+        if record.prev_hash != prev:
             return broken("its prev_hash does not match the record before it (deleted, inserted or reordered)")
-        if row.erased_at is None:
-            if row.salt is None or commitment_of(row) != row.commitment:
+        if record.erased_at is None:
+            if record.salt is None or commitment_from(record.salt, record.personal) != record.commitment:
                 return broken("its personal content (text, facts, slots or reply) was altered")
-        elif (kind, row.id or 0) not in erased_allowed:
+        elif (kind, record.id or 0) not in erased_allowed:
             return broken("its content was cleared without a recorded erase or purge action")
-        if row_hash(prev, row) != row.hash:
+        public = record.public
+        if kind == "decision":
+            version_id, recorded_digest = public["policy_version_id"], public["policy_sha256"]
+        if hash_from(prev, kind, record.seq, record.commitment, public) != record.hash:
             return broken("its recorded fields were altered")
-        if isinstance(row, Decision):
-            digest = policy_digests.get(row.policy_version_id)
+        if kind == "decision":
+            digest = policy_digests.get(version_id)
             if digest is None:
-                return broken(f"its policy version {row.policy_version_id} is missing")
-            if digest != row.policy_sha256:
-                return ChainReport(False, checked, "policy_version", row.policy_version_id, row.seq,
+                return broken(f"its policy version {version_id} is missing")
+            if digest != recorded_digest:
+                return ChainReport(False, checked, "policy_version", version_id, record.seq,
                                    "the stored policy source or catalog was altered after decisions used it")
-        prev = row.hash
-    if head is not None and (head[0] != prev or head[1] != checked):
+        prev = record.hash
+    if head is not None and (head[0] != (prev or GENESIS_HASH) or head[1] != checked):
         return ChainReport(False, checked, "chain_head", None, None,
                            f"the chain head says {head[1]} records ending {head[0][:12]}, found {checked} "
                            f"ending {prev[:12]}: records were removed from the end")
     return ChainReport(True, checked)
 
 
-def merge_by_seq(decisions: Iterator[Decision], actions: Iterator[OperatorAction]) -> Iterator[ChainRow]:
-    """Merge two seq-ordered streams into one."""
+def merge_by_seq(decisions: Iterator[Any], actions: Iterator[Any]) -> Iterator[Any]:
+    """Merge two seq-ordered streams (anything with a ``seq``) into one."""
     d = next(decisions, None)
     a = next(actions, None)
     while d is not None or a is not None:

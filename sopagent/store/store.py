@@ -8,7 +8,6 @@ reply only after that commit.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Iterator
 
@@ -18,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from sopagent.errors import ConversationError, StoreError
-from sopagent.store.chain import ChainReport, ChainRow, merge_by_seq, policy_digest, seal, verify_rows
+from sopagent.store.chain import ChainReport, ChainRow, merge_by_seq, policy_digest, seal
 from sopagent.store.tables import ChainHead, Conversation, Decision, OperatorAction, PolicyVersion
 
 DB_ENV = "SOPAGENT_DB"
@@ -68,17 +67,22 @@ class Store:
     # --- policy versions ----------------------------------------------------------------------
 
     def policy_version(self, name: str, version: str, source: str, source_sha256: str,
-                       catalog_source: str, catalog_sha256: str) -> PolicyVersion:
-        """Return the stored snapshot for this exact source and catalog, creating it if new."""
+                       catalog_source: str, catalog_sha256: str, modules_json: str = "{}") -> PolicyVersion:
+        """Return the stored snapshot for this exact source, catalog and helper modules, creating it if new."""
+        from sopagent.store.verify import modules_digest
+
+        modules_sha256 = modules_digest(modules_json)
         try:
             with self.session() as session:
                 found = session.exec(select(PolicyVersion).where(
                     PolicyVersion.name == name, PolicyVersion.source_sha256 == source_sha256,
-                    PolicyVersion.catalog_sha256 == catalog_sha256)).first()
+                    PolicyVersion.catalog_sha256 == catalog_sha256,
+                    PolicyVersion.modules_sha256 == modules_sha256)).first()
                 if found:
                     return found
                 row = PolicyVersion(name=name, version=version, source=source, source_sha256=source_sha256,
-                                    catalog_source=catalog_source, catalog_sha256=catalog_sha256)
+                                    catalog_source=catalog_source, catalog_sha256=catalog_sha256,
+                                    modules_json=modules_json, modules_sha256=modules_sha256)
                 session.add(row)
                 session.commit()
                 return row
@@ -218,29 +222,20 @@ class Store:
 
     def policy_digest_of(self, version: PolicyVersion) -> str:
         """The digest a decision records for this policy version."""
-        return policy_digest(version.source_sha256, version.catalog_sha256)
+        return policy_digest(version.source_sha256, version.catalog_sha256, version.modules_sha256)
 
     def verify_chain(self) -> ChainReport:
-        """Recompute the whole chain (decisions and operator actions) and the policy snapshots."""
-        import hashlib
+        """Recompute the whole chain (decisions and operator actions) and the policy snapshots.
 
-        with self.session() as session:
-            digests = {}
-            for version in session.exec(select(PolicyVersion)).all():
-                source_ok = hashlib.sha256(version.source.encode("utf-8")).hexdigest() == version.source_sha256
-                catalog_ok = (hashlib.sha256(version.catalog_source.encode("utf-8")).hexdigest()
-                              == version.catalog_sha256)
-                digests[version.id or 0] = (policy_digest(version.source_sha256, version.catalog_sha256)
-                                            if source_ok and catalog_ok else "altered")
-            erased: set[tuple[str, int]] = set()
-            for action in session.exec(select(OperatorAction).where(
-                    col(OperatorAction.action).in_(("erase", "purge")))).all():
-                detail = json.loads(action.detail_json or "{}")
-                erased.update(("decision", int(i)) for i in detail.get("decisions", []))
-                erased.update(("action", int(i)) for i in detail.get("actions", []))
-            head = session.get(ChainHead, 1)
-        rows = merge_by_seq(self.iter_decisions(), self.iter_actions())
-        return verify_rows(rows, digests, erased, (head.last_hash, head.length) if head else None)
+        Reads plain tuples in large batches (see :mod:`sopagent.store.verify`); the hashes are the
+        ones :mod:`sopagent.store.chain` defines.
+        """
+        from sopagent.store.verify import verify_engine
+
+        try:
+            return verify_engine(self.engine)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the audit chain: {_short(exc)}", retryable=True) from exc
 
     def iter_decisions(self, batch: int = 5000) -> Iterator[Decision]:
         """All decisions in chain order, read in batches."""

@@ -31,6 +31,10 @@ class PolicyVersion(SQLModel, table=True):
     catalog_sha256: str
     source: str
     catalog_source: str
+    modules_json: str = "{}"
+    """Helper modules the policy imports from beside it: {"origin": folder, "modules": {name: {path, source}}}."""
+    modules_sha256: str = ""
+    """sha256 over the helper modules' sources (empty when the policy imports none)."""
     created_at: str = Field(default_factory=utcnow)
 
 

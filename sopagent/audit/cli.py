@@ -1,0 +1,196 @@
+"""``sopagent audit``: list, show, export, verify, versions, replay, erase, purge."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from sopagent.audit.query import AuditFilter
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``audit`` and its subcommands on the main parser's subparsers."""
+    audit = sub.add_parser("audit", help="query, export, verify, replay and erase the audit log")
+    cmds = audit.add_subparsers(dest="audit_command", required=True)
+
+    def filters(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--conversation", help="conversation id")
+        p.add_argument("--customer", help="customer reference")
+        p.add_argument("--policy-name", dest="policy_name", help="policy name")
+        p.add_argument("--policy-version", help="version label (1.0) or stored version id (#3)")
+        p.add_argument("--response", help="catalog response id")
+        p.add_argument("--status", help="sent, pending, escalated or received")
+        p.add_argument("--operator", help="operator name")
+        p.add_argument("--since", help="from this ISO time (inclusive)")
+        p.add_argument("--until", help="before this ISO time")
+        p.add_argument("--kind", choices=("all", "decisions", "actions"), default="all")
+        p.add_argument("--limit", type=int)
+
+    p = cmds.add_parser("list", help="one line per decision or operator action")
+    filters(p)
+    p.set_defaults(audit_func=cmd_list)
+    p = cmds.add_parser("show", help="explain one decision in plain words")
+    p.add_argument("decision_id", type=int)
+    p.set_defaults(audit_func=cmd_show)
+    p = cmds.add_parser("export", help="write rows as JSON Lines or CSV")
+    filters(p)
+    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    p.add_argument("--out", "-o", help="file to write (default: standard output)")
+    p.set_defaults(audit_func=cmd_export)
+    p = cmds.add_parser("verify", help="check the hash chain and the stored policy versions (exit 0 only if intact)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per CPU on big chains)")
+    p.set_defaults(audit_func=cmd_verify)
+    p = cmds.add_parser("versions", help="list stored policy versions")
+    p.set_defaults(audit_func=cmd_versions)
+    p = cmds.add_parser("replay", help="re-run recorded conversations under another policy version")
+    p.add_argument("--policy", required=True, help="policy file, or stored policy version id (#3)")
+    filters(p)
+    p.add_argument("--model", help="GGUF file for turns whose model input changed (default: embedded model)")
+    p.add_argument("--max-changed-share", type=float, default=None,
+                   help="exit 1 when more than this share (0..1) of replayed turns would change")
+    p.add_argument("--details", action="store_true", help="print every changed turn")
+    p.set_defaults(audit_func=cmd_replay)
+    p = cmds.add_parser("erase", help="erase one customer's personal data (recorded as an operator action)")
+    p.add_argument("--customer", required=True, help="customer reference")
+    p.add_argument("--operator", required=True)
+    p.add_argument("--reason", required=True, help="e.g. the request's ticket number (no personal data)")
+    p.set_defaults(audit_func=cmd_erase)
+    p = cmds.add_parser("purge", help="retention: clear personal content older than N days")
+    p.add_argument("--older-than-days", type=int, required=True)
+    p.add_argument("--operator", default="retention")
+    p.add_argument("--reason", default="")
+    p.set_defaults(audit_func=cmd_purge)
+    for command in cmds.choices.values():
+        command.add_argument("--db", help="audit store URL (default $SOPAGENT_DB or sqlite:///sopagent.db)")
+    audit.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to the audit subcommand."""
+    return int(args.audit_func(args))
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from sopagent.store import Store
+
+    return Store(args.db)
+
+
+def _filter(args: argparse.Namespace) -> AuditFilter:
+    return AuditFilter(conversation=args.conversation, customer=args.customer, policy=args.policy_name,
+                       policy_version=args.policy_version, response=args.response, status=args.status,
+                       operator=args.operator, since=args.since, until=args.until, kind=args.kind, limit=args.limit)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print matching rows, one per line."""
+    from sopagent.audit.explain import summary_line
+    from sopagent.audit.query import select_rows
+
+    rows = select_rows(_store(args), _filter(args))
+    for row in rows:
+        print(summary_line(row))
+    print(f"{len(rows)} records", file=sys.stderr)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Explain one decision."""
+    from sopagent.audit.explain import explain_decision
+
+    print(explain_decision(_store(args), args.decision_id))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write JSONL or CSV."""
+    from sopagent.audit.export import write_csv, write_jsonl
+    from sopagent.audit.query import select_rows
+
+    rows = select_rows(_store(args), _filter(args))
+    writer = write_csv if args.format == "csv" else write_jsonl
+    if args.out:
+        # utf-8-sig: spreadsheet programs then read the file as UTF-8
+        encoding = "utf-8-sig" if args.format == "csv" else "utf-8"
+        with open(args.out, "w", newline="", encoding=encoding) as stream:
+            count = writer(rows, stream)
+    else:
+        count = writer(rows, sys.stdout)
+    print(f"exported {count} records", file=sys.stderr)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Verify the chain; exit 0 only when intact."""
+    import time
+
+    from sopagent.store.verify import verify_engine
+
+    store = _store(args)
+    started = time.perf_counter()
+    report = verify_engine(store.engine, workers=args.workers)
+    print(report.describe() + f" ({time.perf_counter() - started:.2f} s)")
+    return 0 if report.intact else 1
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    """List stored policy versions."""
+    from sqlmodel import select
+
+    from sopagent.store import PolicyVersion
+
+    with _store(args).session() as session:
+        for v in session.exec(select(PolicyVersion).order_by(PolicyVersion.id)).all():
+            import json
+
+            modules = ", ".join(json.loads(v.modules_json or "{}").get("modules", {})) or "none"
+            print(f"#{v.id}  {v.name} {v.version}  source {v.source_sha256[:12]}  catalog {v.catalog_sha256[:12]}  "
+                  f"helper modules: {modules}  stored {v.created_at[:19]}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Replay and report; with --max-changed-share, exit 1 when too much would change."""
+    from sopagent.audit.replay import load_policy_spec, replay
+
+    store = _store(args)
+    policy = load_policy_spec(store, args.policy)
+
+    def model_factory() -> Any:
+        from sopagent.cli import _progress
+        from sopagent.models import load_model
+
+        print(f"loading model{' ' + args.model if args.model else ''} for changed turns ...", file=sys.stderr)
+        return load_model(args.model, progress=_progress(sys.stderr))
+
+    report = replay(store, policy, _filter(args), model_factory)
+    changes = report.changes
+    if args.details or len(changes) <= 20:
+        for c in changes:
+            print(f"  decision {c.decision_id} ({c.conversation_id[:8]} turn {c.turn}, step {c.step}): "
+                  f"{c.recorded} -> {c.replayed}  [{', '.join(c.what)}]")
+    for note in report.skipped:
+        print(f"  skipped {note}")
+    print(report.summary())
+    if args.max_changed_share is not None and report.changed_share > args.max_changed_share:
+        print(f"FAIL: {report.changed_share:.1%} of past turns would change, more than the allowed "
+              f"{args.max_changed_share:.1%}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    """Erase a customer's personal data."""
+    from sopagent.audit.erase import erase_customer
+
+    print(erase_customer(_store(args), args.customer, args.operator, args.reason).describe())
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    """Retention purge."""
+    from sopagent.audit.erase import purge_older_than
+
+    print(purge_older_than(_store(args), args.older_than_days, args.operator, args.reason).describe())
+    return 0
