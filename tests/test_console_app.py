@@ -321,3 +321,13 @@ async def test_conversation_deleted_meanwhile_is_reported(seeded: Store) -> None
         await settle(pilot)
         assert isinstance(app.screen, ConversationsScreen)
         assert any("no longer exists" in n.message for n in app._notifications)
+
+
+def test_supervise_on_a_missing_database_says_how_to_fix(tmp_path: Path, capsys: Any) -> None:
+    from sopagent.cli import main
+
+    missing = tmp_path / "nowhere.db"
+    assert main(["supervise", "--db", f"sqlite:///{missing}", "--operator", "ana"]) == 3
+    err = capsys.readouterr().err
+    assert f"no audit store at {missing}" in err and "fix:" in err and "Traceback" not in err
+    assert not missing.exists()  # not silently created empty

@@ -43,6 +43,10 @@ class ConversationScreen(PollingScreen, DecisionActions):
             yield Static("", id="transcript")
         yield Footer()
 
+    def on_mount(self) -> None:
+        self.query_one("#transcript-scroll", VerticalScroll).anchor()  # follow new turns at the bottom
+        super().on_mount()
+
     def load(self) -> ConversationDetail:
         return conversation_detail(self.console.store, self.conversation_id)
 
@@ -67,8 +71,6 @@ class ConversationScreen(PollingScreen, DecisionActions):
         if not detail.entries:
             body.append("no turns yet", style="dim")
         self.query_one("#transcript", Static).update(body)
-        scroll = self.query_one("#transcript-scroll", VerticalScroll)
-        scroll.scroll_end(animate=False)
 
     def on_resize(self) -> None:
         if self.detail is not None:
