@@ -67,8 +67,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     agent = _load_agent(args)
     conversation_id = agent.start(customer_ref=args.customer)
-    watcher = ResolutionWatcher(agent.store, sys.stdout, jsonl=args.jsonl)
     interactive = sys.stdin.isatty() and not args.jsonl
+    watcher = ResolutionWatcher(agent.store, sys.stdout, jsonl=args.jsonl, interactive=interactive)
     if interactive:
         print(f"conversation {conversation_id} with policy {agent.policy.name} "
               f"(model {agent.model.name}); Ctrl-D to end.", file=sys.stderr)

@@ -19,7 +19,10 @@ from sopagent.store import OperatorAction, Store
 class ResolutionWatcher:
     """Polls the store for the resolution of pending decisions and prints what the customer receives."""
 
-    def __init__(self, store: Store, out: TextIO, *, interval_s: float = 0.5, jsonl: bool = False) -> None:
+    def __init__(self, store: Store, out: TextIO, *, interval_s: float = 0.5, jsonl: bool = False,
+                 interactive: bool = False) -> None:
+        self.interactive = interactive
+        """At a terminal the reply arrives while ``you>`` waits for input: start it on a new line."""
         self.store = store
         self.out = out
         self.interval_s = interval_s
@@ -58,10 +61,10 @@ class ResolutionWatcher:
             self.say(json.dumps({"decision_id": decision_id, "resolution": action.action,
                                  "operator": action.operator, "response_id": action.response_id,
                                  "reply": action.sent_text}, ensure_ascii=False))
-        elif action.sent_text:
-            self.say(f"agent> {action.sent_text}")
         else:
-            self.say("agent> (an operator escalated this conversation; a colleague will contact you)")
+            lead = "\n" if self.interactive else ""
+            text = action.sent_text or "(an operator escalated this conversation; a colleague will contact you)"
+            self.say(f"{lead}agent> {text}")
 
     def pending(self) -> int:
         """How many watched decisions are still unresolved."""

@@ -80,7 +80,9 @@ class ConsoleApp(App[None]):
             return
         keys: list[tuple[str, str]] = []
         seen: set[str] = set()
-        for key, active in self.screen.active_bindings.items():
+        ranked = sorted(self.screen.active_bindings.values(),
+                        key=lambda a: 0 if a.node is self.screen else 1 if a.node is self else 2)
+        for active in ranked:
             binding = active.binding
             description = binding.description or (binding.action.replace("_", " ") if binding.show else "")
             if description and description not in seen:

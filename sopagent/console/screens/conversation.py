@@ -17,6 +17,9 @@ from sopagent.operations import _step_names
 
 WIDE = 110
 """From this many columns on, decisions show slot values and latency per stage."""
+RECENT = 12
+"""Transcript items rendered at first (newest); ``m`` shows all of them."""
+"""From this many columns on, decisions show slot values and latency per stage."""
 
 
 class ConversationScreen(PollingScreen, DecisionActions):
@@ -29,12 +32,14 @@ class ConversationScreen(PollingScreen, DecisionActions):
         Binding("r", "reply", "Reply"),
         Binding("h", "hand_back", "Hand back"),
         Binding("p", "pause", "Pause/resume"),
+        Binding("m", "more", "All turns"),
     ]
 
     def __init__(self, conversation_id: str) -> None:
         super().__init__()
         self.conversation_id = conversation_id
         self.detail: ConversationDetail | None = None
+        self.show_all = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -65,7 +70,10 @@ class ConversationScreen(PollingScreen, DecisionActions):
         wide = self.size.width >= WIDE
         body = Text()
         policy = f"{detail.policy_name} {detail.policy_version}"
-        for entry in detail.entries:
+        entries = detail.entries if self.show_all else detail.entries[-RECENT:]
+        if len(entries) < len(detail.entries):
+            body.append(f"({len(detail.entries) - len(entries)} earlier items; m shows all)\n\n", style="dim")
+        for entry in entries:
             body.append_text(entry_text(entry, wide, policy if wide else ""))
             body.append("\n")
         if not detail.entries:
@@ -83,6 +91,12 @@ class ConversationScreen(PollingScreen, DecisionActions):
 
     def after_action(self) -> None:
         self.force_show()
+
+    def action_more(self) -> None:
+        """Show the whole transcript, not only the newest items."""
+        self.show_all = True
+        if self.detail is not None:
+            self.show(self.detail)
 
     def action_back(self) -> None:
         """Back to the list."""

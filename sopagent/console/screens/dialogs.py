@@ -220,7 +220,8 @@ class HelpScreen(ModalScreen[None]):
             lines.append(f"{description}\n")
         with Vertical(classes="dialog"):
             yield Label(f"Keys: {self.title_text}", classes="dialog-title")
-            yield Static(lines, id="help-keys")
+            with VerticalScroll(id="help-scroll"):
+                yield Static(lines, id="help-keys")
             yield Static("Escape closes", classes="dialog-help")
 
     def action_close(self) -> None:
