@@ -63,9 +63,12 @@ def format_explain(result: Any) -> str:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     """Interactive (or scripted, from stdin) conversation with a policy."""
+    from sopagent.waiting import ResolutionWatcher
+
     agent = _load_agent(args)
     conversation_id = agent.start(customer_ref=args.customer)
     interactive = sys.stdin.isatty() and not args.jsonl
+    watcher = ResolutionWatcher(agent.store, sys.stdout, jsonl=args.jsonl, interactive=interactive)
     if interactive:
         print(f"conversation {conversation_id} with policy {agent.policy.name} "
               f"(model {agent.model.name}); Ctrl-D to end.", file=sys.stderr)
@@ -91,13 +94,18 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 print(json.dumps({"error": str(exc), "reply": None}), flush=True)
             return 2
         if args.jsonl:
-            print(json.dumps(result.to_json(), ensure_ascii=False), flush=True)
+            watcher.say(json.dumps(result.to_json(), ensure_ascii=False))
         else:
-            print(f"agent> {result.reply if result.reply is not None else '(waiting for an operator)'}", flush=True)
+            watcher.say(f"agent> {result.reply if result.reply is not None else '(waiting for an operator)'}")
             if args.explain:
-                print(format_explain(result), flush=True)
+                watcher.say(format_explain(result))
+        if result.status == "pending" and result.step != "awaiting_approval":
+            watcher.watch(result.decision_id)
         if result.ended:
             break
+    if watcher.pending() and not watcher.wait(args.wait_operator):
+        print(f"error: no operator settled the pending reply within {args.wait_operator:g} s; it stays in the "
+              "approval queue (sopagent supervise)", file=sys.stderr)
     return 0
 
 
@@ -126,6 +134,13 @@ def cmd_test(args: argparse.Namespace) -> int:
                           out=sys.stdout)
 
 
+def cmd_supervise(args: argparse.Namespace) -> int:
+    """The Textual operator console."""
+    from sopagent.console.cli import run_supervise
+
+    return run_supervise(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="sopagent", description=__doc__.splitlines()[0])
@@ -144,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--customer", help="customer reference stored with the conversation")
     chat.add_argument("--confidence", type=float, default=None,
                       help="model choices below this probability wait for an operator")
+    chat.add_argument("--wait-operator", type=float, default=600.0, metavar="SECONDS",
+                      help="at the end of input, wait this long for operators to settle pending replies")
     chat.set_defaults(func=cmd_chat)
 
     check = sub.add_parser("check", help="validate policies and catalogs without a model")
@@ -159,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     from sopagent.audit.cli import add_parser as add_audit  # audit: list, show, export, verify, replay, erase
 
     add_audit(sub)
+
+    supervise = sub.add_parser("supervise", help="operator console: watch, approve, take over, audit")
+    common(supervise)
+    supervise.add_argument("--operator", help="your name, recorded on every action (default: login name)")
+    supervise.add_argument("--policies", default="policies", help="folder listed by 'try a policy'")
+    supervise.add_argument("--poll", type=float, default=1.0, help="seconds between database polls")
+    supervise.set_defaults(func=cmd_supervise)
     return parser
 
 

@@ -1,0 +1,82 @@
+"""A screen that polls the audit store in a worker thread and renders only what changed."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+from textual.binding import Binding
+from textual.screen import Screen
+
+from sopagent.errors import ConversationError, SopAgentError
+
+if TYPE_CHECKING:
+    from sopagent.console.app import ConsoleApp
+
+
+class PollingScreen(Screen[None]):
+    """Subclasses implement :meth:`load` (runs in a thread) and :meth:`show` (runs on the UI loop)."""
+
+    BINDINGS = [Binding("ctrl+r", "refresh", "Refresh")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: Any = object()
+        self._last_error = ""
+
+    @property
+    def console(self) -> "ConsoleApp":
+        """The console app (typed)."""
+        return cast("ConsoleApp", self.app)
+
+    def on_mount(self) -> None:
+        """Load once now, then every poll interval."""
+        self.action_refresh()
+        if self.console.poll_interval > 0:
+            self.set_interval(self.console.poll_interval, self._tick)
+
+    def _tick(self) -> None:
+        if self.app.screen is self:  # screens underneath (or under a dialog) wait until shown again
+            self.action_refresh()
+
+    def on_screen_resume(self) -> None:
+        """Shown again (a screen or dialog above was closed): reload now."""
+        self.action_refresh()
+
+    def action_refresh(self) -> None:
+        """Reload from the database in a worker thread."""
+        self.run_worker(self._poll, thread=True, exclusive=True, group=f"poll-{id(self)}")
+
+    def _poll(self) -> None:
+        try:
+            data = self.load()
+        except ConversationError as exc:
+            self.app.call_from_thread(self.gone, exc)
+            return
+        except SopAgentError as exc:
+            if str(exc) != self._last_error:  # say it once, not every second
+                self._last_error = str(exc)
+                self.console.report(exc)
+            return
+        self._last_error = ""
+        if data != self._last:
+            self._last = data
+            self.app.call_from_thread(self.show, data)
+
+    def force_show(self) -> None:
+        """Forget the last data so the next poll re-renders (after a resize, say)."""
+        self._last = object()
+        self.action_refresh()
+
+    def load(self) -> Any:
+        """Read what the screen shows (worker thread)."""
+        raise NotImplementedError
+
+    def show(self, data: Any) -> None:
+        """Render ``data`` (UI loop)."""
+        raise NotImplementedError
+
+    def gone(self, exc: ConversationError) -> None:
+        """What the screen shows is gone from the database: say so and leave."""
+        self.console.report(exc)
+        if self.app.screen is self:
+            self.app.pop_screen()

@@ -1,0 +1,172 @@
+"""One conversation: the transcript, and under each agent turn its decision; operator actions."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import Footer, Header, Static
+
+from sopagent.console.queries import ConversationDetail, Entry, conversation_detail
+from sopagent.console.render import entry_text, status_text
+from sopagent.console.screens.actions import DECISION_BINDINGS, DecisionActions
+from sopagent.console.screens.base import PollingScreen
+from sopagent.console.screens.dialogs import ReasonDialog, ReplyDialog, StepDialog
+from sopagent.operations import _step_names
+
+WIDE = 110
+"""From this many columns on, decisions show slot values and latency per stage."""
+RECENT = 12
+"""Transcript items rendered at first (newest); ``m`` shows all of them."""
+"""From this many columns on, decisions show slot values and latency per stage."""
+
+
+class ConversationScreen(PollingScreen, DecisionActions):
+    """A conversation's transcript with every decision; approve, take over, reply, hand back, pause."""
+
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        *DECISION_BINDINGS,
+        Binding("t", "take_over", "Take over"),
+        Binding("r", "reply", "Reply"),
+        Binding("h", "hand_back", "Hand back"),
+        Binding("p", "pause", "Pause/resume"),
+        Binding("m", "more", "All turns"),
+    ]
+
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__()
+        self.conversation_id = conversation_id
+        self.detail: ConversationDetail | None = None
+        self.show_all = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("loading ...", id="conversation-head")
+        with VerticalScroll(id="transcript-scroll"):
+            yield Static("", id="transcript")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#transcript-scroll", VerticalScroll).anchor()  # follow new turns at the bottom
+        super().on_mount()
+
+    def load(self) -> ConversationDetail:
+        return conversation_detail(self.console.store, self.conversation_id)
+
+    def show(self, detail: ConversationDetail) -> None:
+        self.detail = detail
+        head = Text()
+        head.append(f"{detail.customer_ref or '(no customer ref)'}  ", style="bold")
+        head.append(f"{detail.policy_name} {detail.policy_version}  step {detail.step}  ")
+        head.append_text(status_text(detail.status))
+        open_count = len(detail.open_decisions)
+        if open_count:
+            head.append(f"  {open_count} waiting for approval", style="bold yellow")
+        head.append(f"\n{detail.id}  {detail.turns} turns  last {detail.updated_at[:19].replace('T', ' ')}",
+                    style="dim")
+        self.query_one("#conversation-head", Static).update(head)
+        wide = self.size.width >= WIDE
+        body = Text()
+        policy = f"{detail.policy_name} {detail.policy_version}"
+        entries = detail.entries if self.show_all else detail.entries[-RECENT:]
+        if len(entries) < len(detail.entries):
+            body.append(f"({len(detail.entries) - len(entries)} earlier items; m shows all)\n\n", style="dim")
+        for entry in entries:
+            body.append_text(entry_text(entry, wide, policy if wide else ""))
+            body.append("\n")
+        if not detail.entries:
+            body.append("no turns yet", style="dim")
+        self.query_one("#transcript", Static).update(body)
+
+    def on_resize(self) -> None:
+        if self.detail is not None:
+            self.show(self.detail)
+
+    def selected_decision(self) -> Entry | None:
+        if self.detail is None or not self.detail.open_decisions:
+            return None
+        return self.detail.open_decisions[-1]
+
+    def after_action(self) -> None:
+        self.force_show()
+
+    def action_more(self) -> None:
+        """Show the whole transcript, not only the newest items."""
+        self.show_all = True
+        if self.detail is not None:
+            self.show(self.detail)
+
+    def action_back(self) -> None:
+        """Back to the list."""
+        self.app.pop_screen()
+
+    def action_take_over(self) -> None:
+        """Stop the agent; answer with catalog responses yourself."""
+        cid = self.conversation_id
+
+        def done(reason: str | None) -> None:
+            if reason is not None:
+                self.console.perform("took over the conversation", lambda ops: ops.take_over(cid, reason),
+                                     self.after_action)
+
+        self.app.push_screen(ReasonDialog("Take over this conversation"), done)
+
+    def action_reply(self) -> None:
+        """Answer the customer with a catalog response (only while taken over)."""
+        if self.detail is None:
+            return
+        if self.detail.status != "taken_over":
+            self.app.notify(f"the conversation is {self.detail.status}; take it over first (t)", severity="warning")
+            return
+        cid = self.conversation_id
+        try:
+            catalog = self.console.ops.catalog_for(self.console.store.get_conversation(cid))
+        except Exception as exc:  # noqa: BLE001 - shown, never raised into the UI loop
+            self.console.report(exc)
+            return
+
+        def done(reply: tuple[str, dict, str] | None) -> None:
+            if reply is not None:
+                response_id, slots, reason = reply
+                self.console.perform(f"sent {response_id}", lambda ops: ops.reply(cid, response_id, slots, reason),
+                                     self.after_action)
+
+        self.app.push_screen(ReplyDialog(catalog), done)
+
+    def action_hand_back(self) -> None:
+        """Give the conversation back to the agent at a step."""
+        if self.detail is None:
+            return
+        if self.detail.status not in ("taken_over", "paused", "escalated"):
+            self.app.notify(f"the conversation is {self.detail.status}; nothing to hand back", severity="warning")
+            return
+        cid = self.conversation_id
+        version = self.console.ops._version(self.detail.policy_version_id)
+        steps = sorted(_step_names(version)) or [self.detail.step]
+
+        def done(picked: tuple[str, str] | None) -> None:
+            if picked is not None:
+                step, reason = picked
+                self.console.perform(f"handed back at {step}", lambda ops: ops.hand_back(cid, step, reason),
+                                     self.after_action)
+
+        self.app.push_screen(StepDialog(steps, self.detail.step), done)
+
+    def action_pause(self) -> None:
+        """Pause the agent for this conversation, or resume it."""
+        if self.detail is None:
+            return
+        cid = self.conversation_id
+        resume = self.detail.status == "paused"
+
+        def done(reason: str | None) -> None:
+            if reason is None:
+                return
+            if resume:
+                self.console.perform("resumed the agent", lambda ops: ops.resume(cid, reason), self.after_action)
+            else:
+                self.console.perform("paused the agent", lambda ops: ops.pause(cid, reason), self.after_action)
+
+        self.app.push_screen(ReasonDialog("Resume the agent" if resume else "Pause the agent"), done)

@@ -1,0 +1,121 @@
+"""The live conversation list: customer, policy, step, status, pending count, last activity."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from sopagent.console.queries import ConversationPage, conversation_page
+from sopagent.console.render import status_text
+from sopagent.console.screens.base import PollingScreen
+
+STATUS_FILTERS = ("", "pending", "active", "awaiting_approval", "paused", "taken_over", "escalated", "closed")
+"""What ``f`` cycles through ("" shows every status; pending: something waits for approval)."""
+
+
+class ConversationsScreen(PollingScreen):
+    """Every conversation by latest activity, updating by itself as agents write."""
+
+    BINDINGS = [
+        Binding("slash", "search", "Search", key_display="/"),
+        Binding("f", "cycle_filter", "Filter"),
+        Binding("a", "approvals", "Approvals"),
+        Binding("u", "audit", "Audit"),
+        Binding("t", "try_policy", "Try policy"),
+        Binding("escape", "clear_search", "Clear", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.search = ""
+        self.status_filter = ""
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="list-bar"):
+            yield Input(placeholder="search id, customer, policy, step  (/)", id="search")
+            yield Static("", id="list-info")
+        yield DataTable(id="conversations", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for label, key in (("customer", "customer"), ("policy", "policy"), ("step", "step"),
+                           ("status", "status"), ("pend", "pending"), ("last activity", "updated"),
+                           ("conversation", "id")):
+            table.add_column(label, key=key)
+        table.focus()
+        super().on_mount()
+
+    def load(self) -> ConversationPage:
+        return conversation_page(self.console.store, self.search, self.status_filter)
+
+    def show(self, page: ConversationPage) -> None:
+        table = self.query_one(DataTable)
+        selected = self.selected_id()
+        table.clear()
+        for row in page.rows:
+            table.add_row(row.customer_ref or "-", row.policy_name, row.step, status_text(row.status),
+                          str(row.pending) if row.pending else "", row.updated_at[:19].replace("T", " "),
+                          row.id[:8], key=row.id)
+        if selected is not None and selected in table.rows:
+            table.move_cursor(row=table.get_row_index(selected))
+        shown = f"{len(page.rows)} of {page.total}" if page.total > len(page.rows) else str(page.total)
+        what = f", {self.status_filter}" if self.status_filter else ""
+        self.query_one("#list-info", Static).update(Text(f"{shown} conversations{what}"))
+
+    def selected_id(self) -> str | None:
+        """The conversation id under the cursor, if any."""
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "search":
+            self.search = event.value
+            self.action_refresh()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.query_one(DataTable).focus()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        from sopagent.console.screens.conversation import ConversationScreen
+
+        self.app.push_screen(ConversationScreen(str(event.row_key.value)))
+
+    def action_search(self) -> None:
+        """Focus the search box."""
+        self.query_one("#search", Input).focus()
+
+    def action_clear_search(self) -> None:
+        """Empty the search box."""
+        self.query_one("#search", Input).value = ""
+        self.query_one(DataTable).focus()
+
+    def action_cycle_filter(self) -> None:
+        """Show the next status only (pending, active, ... all)."""
+        position = STATUS_FILTERS.index(self.status_filter)
+        self.status_filter = STATUS_FILTERS[(position + 1) % len(STATUS_FILTERS)]
+        self.action_refresh()
+
+    def action_approvals(self) -> None:
+        """Open the approval queue."""
+        from sopagent.console.screens.approvals import ApprovalsScreen
+
+        self.app.push_screen(ApprovalsScreen())
+
+    def action_audit(self) -> None:
+        """Open the audit view."""
+        from sopagent.console.screens.audit import AuditScreen
+
+        self.app.push_screen(AuditScreen())
+
+    def action_try_policy(self) -> None:
+        """Start a test conversation against a policy."""
+        from sopagent.console.screens.try_policy import TryPolicyScreen
+
+        self.app.push_screen(TryPolicyScreen())

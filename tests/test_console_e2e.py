@@ -1,0 +1,93 @@
+"""End to end: a real `sopagent chat` process (scripted model) writes; the console shows it live and
+an operator approves; the customer's process then prints the approved reply."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.widgets import DataTable
+from textual.worker import WorkerCancelled
+
+from console_support import FEE, ID_MARIA, OK
+from sopagent import Store
+from sopagent.console import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Textual runs on asyncio."""
+    return "asyncio"
+
+
+class ChatProcess:
+    """`sopagent chat` in a subprocess; its stdout lines collected by a thread."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "sopagent.cli", "chat", *args], cwd=ROOT,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, bufsize=1)
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def send(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+
+async def test_chat_process_waits_for_the_console_to_approve(store: Store, tmp_path: Path) -> None:
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"facts": [FEE, ID_MARIA, {"fee_type": "annual", "handoff": OK}],
+                                  "choices": [[0.45, 0.55]]}))
+    chat = ChatProcess([str(ROOT / "policies" / "card_services.py"), "--db", store.url, "--model",
+                        f"scripted:{script}", "--confidence", "0.6", "--customer", "cust-e2e",
+                        "--wait-operator", "60"])
+    try:
+        for text in ("please refund a fee", "4821, 14 March 1985", "the annual fee, it was your mistake"):
+            chat.send(text)
+        app = create_app(store, "ana", poll_interval=0.1)
+        async with app.run_test(size=(100, 30)) as pilot:
+            table = app.screen.query_one("#conversations", DataTable)
+            for _ in range(200):  # the other process writes while the list is on screen
+                await pilot.pause(0.1)
+                rows = [[str(getattr(c, "plain", c)) for c in table.get_row_at(i)] for i in range(table.row_count)]
+                if rows and rows[0][0] == "cust-e2e" and rows[0][4] == "1":
+                    break
+            assert rows[0][0] == "cust-e2e" and rows[0][3] == "awaiting_approval" and rows[0][4] == "1"
+            assert any("waiting for an operator" in line for line in chat.lines)
+            await pilot.press("a")
+            await pilot.pause(0.3)
+            await pilot.press("a", *"goodwill", "enter")
+            try:
+                await app.workers.wait_for_complete()
+            except WorkerCancelled:
+                pass
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("A annual fee of €95.00" in line for line in chat.lines):
+            time.sleep(0.1)
+        approved = [line for line in chat.lines if "A annual fee of €95.00" in line]
+        assert approved and approved[0].startswith("agent> ")
+        assert chat.lines.index(approved[0]) > max(i for i, line in enumerate(chat.lines) if "waiting" in line)
+        assert chat.proc.stdin is not None
+        chat.proc.stdin.close()
+        assert chat.proc.wait(30) == 0
+    finally:
+        if chat.proc.poll() is None:
+            chat.proc.kill()
+    (action,) = store.actions()
+    assert (action.action, action.operator, action.reason) == ("approve", "ana", "goodwill")
