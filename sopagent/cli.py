@@ -155,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(test)
     test.add_argument("--repeat", type=int, default=1, help="run each test K times (pass^k)")
     test.set_defaults(func=cmd_test)
+
+    from sopagent.server.cli import register as register_server  # serve, keys (their imports stay lazy)
+
+    register_server(sub)
     return parser
 
 
