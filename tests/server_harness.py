@@ -90,7 +90,7 @@ def cli_key(db: str, scope: str) -> str:
 class ServerProcess:
     """``sopagent serve`` as a subprocess (for SIGKILL and multi-worker tests)."""
 
-    def __init__(self, db: str, *extra: str, model: str = "echo") -> None:
+    def __init__(self, db: str, *extra: str, model: str = "echo", start_timeout_s: float = 60) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -98,7 +98,7 @@ class ServerProcess:
             [sys.executable, "-m", "sopagent.cli", "serve", CARD, "--db", db, "--model", model,
              "--port", str(self.port), "--log-level", "warning", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + start_timeout_s
         while True:
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
