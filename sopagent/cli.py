@@ -183,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     supervise.add_argument("--policies", default="policies", help="folder listed by 'try a policy'")
     supervise.add_argument("--poll", type=float, default=1.0, help="seconds between database polls")
     supervise.set_defaults(func=cmd_supervise)
+
+    from sopagent.server.cli import register as register_server  # serve, keys (their imports stay lazy)
+
+    register_server(sub)
     return parser
 
 

@@ -81,3 +81,7 @@ class StoreError(RunError):
 
 class ConversationError(RunError):
     """The conversation is unknown, closed or in a state that does not accept this action."""
+
+
+class ApiKeyError(RunError):
+    """An API key is missing, unknown, revoked, or of a scope that may not do this."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sopagent import Store, load_policy
-from postgres import postgres_server, postgres_url  # noqa: F401  (shared fixtures, tests/postgres.py)
+from postgres import fresh_postgres_url, postgres_server, postgres_url  # noqa: F401  (shared fixtures, tests/postgres.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"

@@ -1,0 +1,147 @@
+"""The ASGI application factory: ``create_app(config)``; ``app_from_env()`` for uvicorn workers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sopagent.errors import ApiKeyError, ConversationError, SopAgentError, StoreError
+from sopagent.models.base import DecisionModel
+from sopagent.server import openai_compat, routes_conversations, routes_operator
+from sopagent.server.config import ServeConfig
+from sopagent.server.schemas import Health
+from sopagent.server.service import ApiProblem, Service
+
+log = logging.getLogger("sopagent.server")
+
+
+def load_serving_model(spec: str | None) -> DecisionModel:
+    """``echo`` / ``echo:DELAY_S`` (the test model), a GGUF path, or None for the embedded model."""
+    if spec and (spec == "echo" or spec.startswith("echo:")):
+        from sopagent.models.echo import EchoModel
+
+        delay = spec.partition(":")[2]
+        return EchoModel(float(delay) if delay else 0.0)
+    from sopagent.models import load_model
+
+    model = load_model(spec)
+    return model
+
+
+def create_app(config: ServeConfig, model: DecisionModel | None = None) -> FastAPI:
+    """Build the service: policies loaded, store opened, model ready (``model`` overrides ``config.model``)."""
+    service = Service(config, model if model is not None else load_serving_model(config.model))
+    if hasattr(service.model.inner, "warm"):
+        for agent in service.agents.values():
+            service.model.inner.warm([s.facts for s in agent.policy.steps.values() if s.facts.model_fields])
+    app = FastAPI(title="sopagent", version="0.1.0",
+                  description="Support-bot backend: every reply is a catalog response whose decision was "
+                              "committed to the audit store before it is returned.")
+    app.state.service = service
+    app.include_router(routes_conversations.router)
+    app.include_router(routes_operator.router)
+    app.include_router(openai_compat.router)
+    _health(app, service)
+    _handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)  # type: ignore[arg-type]
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` worker processes (configuration in ``$SOPAGENT_SERVE_CONFIG``)."""
+    return create_app(ServeConfig.from_env())
+
+
+def _health(app: FastAPI, service: Service) -> None:
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    def liveness() -> Health:
+        """The process is up (no dependencies checked)."""
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Health, tags=["health"], responses={503: {"model": Health}})
+    def readiness() -> Any:
+        """The audit store answers; 503 otherwise (take this process out of the load balancer)."""
+        problem = service.ready()
+        if problem:
+            return JSONResponse(Health(status="unavailable", detail=problem).model_dump(), status_code=503)
+        return Health(status="ok", detail=f"policies: {', '.join(sorted(service.agents))}")
+
+
+def _problem(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiProblem)
+    async def api_problem(_: Request, exc: ApiProblem) -> JSONResponse:
+        return _problem(exc.status, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for error in exc.errors()[:5]:
+            where = ".".join(str(p) for p in error.get("loc", ()))
+            parts.append(f"{where}: {error.get('msg')}")
+        return _problem(422, "invalid request: " + "; ".join(parts))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 400 and "parsing the body" in message:
+            message = "the request body is not valid JSON in UTF-8; send a JSON object"
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(StoreError)
+    async def store_down(_: Request, exc: StoreError) -> JSONResponse:
+        log.error("audit store error: %s", exc)
+        return _problem(503, f"{exc}; nothing was sent. Retry later (GET /readyz shows when the store is back)")
+
+    @app.exception_handler(ApiKeyError)
+    async def key_error(_: Request, exc: ApiKeyError) -> JSONResponse:
+        return _problem(401, str(exc))
+
+    @app.exception_handler(ConversationError)
+    async def conversation_error(_: Request, exc: ConversationError) -> JSONResponse:
+        return _problem(409, str(exc))
+
+    @app.exception_handler(SopAgentError)
+    async def other(_: Request, exc: SopAgentError) -> JSONResponse:
+        log.error("request failed: %s", exc)
+        return _problem(503 if exc.retryable else 500, str(exc))
+
+
+class BodyLimit:
+    """Refuse request bodies over ``max_bytes`` with 413, by Content-Length or by counting the stream."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        too_big = _problem(413, f"the request body is over {self.max_bytes} bytes; send a shorter message")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await too_big(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise StarletteHTTPException(413, f"the request body is over {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counted, send)

@@ -1,0 +1,98 @@
+"""``sopagent serve`` and ``sopagent keys``: the command functions (registered in :mod:`sopagent.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from sopagent.errors import ApiKeyError
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the HTTP service with uvicorn (one process, or ``--workers N`` sharing the database)."""
+    import uvicorn
+
+    from sopagent.policy import load_policy
+    from sopagent.server.config import CONFIG_ENV, ServeConfig
+    from sopagent.store import database_url
+
+    config = ServeConfig(policies=[str(p) for p in args.policies], db=database_url(args.db), model=args.model,
+                         model_timeout_s=args.model_timeout, webhook_url=args.webhook,
+                         max_message_chars=args.max_message_chars, confidence=args.confidence)
+    for path in config.policies:
+        load_policy(path)  # authoring errors are reported here, before any worker starts
+    if args.workers > 1 and not config.db.startswith("postgresql"):
+        print("warning: several workers on SQLite serialize on one file and may answer 409 for concurrent "
+              "turns of one conversation; use --db postgresql+psycopg://... to scale out", file=sys.stderr)
+    print(f"serving {', '.join(config.policies)} on http://{args.host}:{args.port} "
+          f"({args.workers} worker{'s' if args.workers > 1 else ''}; OpenAPI at /docs and /openapi.json)",
+          file=sys.stderr, flush=True)
+    if args.workers > 1:
+        os.environ[CONFIG_ENV] = config.to_env()
+        uvicorn.run("sopagent.server.app:app_from_env", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=5)
+    else:
+        from sopagent.server.app import create_app
+
+        uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level,
+                    timeout_graceful_shutdown=5)
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Create, revoke or list API keys."""
+    from sopagent import keys
+    from sopagent.store import Store
+
+    store = Store(args.db)
+    if args.keys_command == "create":
+        row, secret = keys.create_key(store, args.scope, args.name or f"{args.scope}-key")
+        print(secret)
+        print(f"created {row.id} ({row.scope}, name {row.name!r}); the key is shown only once: store it now",
+              file=sys.stderr)
+        return 0
+    if args.keys_command == "revoke":
+        row = keys.revoke_key(store, args.key_id)
+        print(f"revoked {row.id} ({row.scope}, name {row.name!r}) at {row.revoked_at}")
+        return 0
+    for row in keys.list_keys(store):
+        state = f"revoked {row.revoked_at}" if row.revoked_at else "active"
+        print(f"{row.id}  {row.scope:<8}  {row.name}  created {row.created_at}  {state}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``serve`` and ``keys`` to the ``sopagent`` parser."""
+    serve = sub.add_parser("serve", help="run the HTTP API (support-bot backend, OpenAI-compatible chat)")
+    serve.add_argument("policies", nargs="+", metavar="POLICY", help="policy files to serve")
+    serve.add_argument("--db", help="audit store URL (default $SOPAGENT_DB or sqlite:///sopagent.db)")
+    serve.add_argument("--model", help="GGUF file, or echo[:DELAY_S] (test model); default the embedded model")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="processes (use PostgreSQL for more than one)")
+    serve.add_argument("--model-timeout", type=float, default=30.0,
+                       help="seconds before a model call gives the fallback reply (escalated)")
+    serve.add_argument("--webhook", help="URL that receives a JSON POST for every escalation")
+    serve.add_argument("--max-message-chars", type=int, default=4000)
+    serve.add_argument("--confidence", type=float, default=None,
+                       help="model choices below this probability wait for an operator")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.set_defaults(func=cmd_serve)
+
+    keys = sub.add_parser("keys", help="API keys for `sopagent serve`")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key and print it once")
+    create.add_argument("--scope", required=True, choices=["customer", "operator"])
+    create.add_argument("--name", help="channel or operator name (recorded with operator actions)")
+    create.add_argument("--db", help="audit store URL")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by its id (key_...)")
+    revoke.add_argument("key_id")
+    revoke.add_argument("--db", help="audit store URL")
+    listing = keys_sub.add_parser("list", help="list keys (never the secrets)")
+    listing.add_argument("--db", help="audit store URL")
+    for p in (keys, create, revoke, listing):
+        p.set_defaults(func=cmd_keys)
+
+
+__all__ = ["ApiKeyError", "cmd_keys", "cmd_serve", "register"]

@@ -1,0 +1,46 @@
+"""What one ``sopagent serve`` process needs to know; passed to worker processes as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+CONFIG_ENV = "SOPAGENT_SERVE_CONFIG"
+
+
+@dataclass
+class ServeConfig:
+    """Settings of the HTTP service (the ``sopagent serve`` options)."""
+
+    policies: list[str]
+    """Policy files served; a conversation names one by its policy name."""
+    db: str | None = None
+    """Audit store URL (SQLite for one process, PostgreSQL for several)."""
+    model: str | None = None
+    """A GGUF path, ``echo`` / ``echo:DELAY_S`` (the test model), or None for the embedded model."""
+    model_timeout_s: float = 30.0
+    """A model call slower than this gives the fallback reply and an escalated decision."""
+    webhook_url: str | None = None
+    """Escalations are POSTed here as JSON (best effort, after the decision is committed)."""
+    max_message_chars: int = 4000
+    """Longest customer message accepted."""
+    max_body_bytes: int = 65536
+    """Largest request body accepted (413 above)."""
+    long_poll_max_s: float = 60.0
+    """Longest ``wait`` a client may ask of the delivery long-poll."""
+    confidence: float | None = None
+    """Model choices below this probability wait for an operator (default: the policy's)."""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_env(self) -> str:
+        """JSON for :data:`CONFIG_ENV`."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> "ServeConfig":
+        """Read the configuration a ``sopagent serve`` parent left in the environment."""
+        raw = os.environ.get(CONFIG_ENV)
+        if not raw:
+            raise RuntimeError(f"${CONFIG_ENV} is not set; start the service with `sopagent serve POLICY...`")
+        return cls(**json.loads(raw))

@@ -1,0 +1,99 @@
+"""Customer-channel endpoints: start a conversation, post a message, read it, wait for a held reply."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from fastapi import APIRouter, BackgroundTasks, Path, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from sopagent.engine import TurnResult
+from sopagent.server.auth import AnyKey, CustomerKey
+from sopagent.server.schemas import (ActionView, ConversationView, CustomerMessage, Delivery, DecisionView, Problem,
+                                     Reply, StartConversation, Started)
+from sopagent.server.service import Service, options_of
+from sopagent.store import Decision
+
+router = APIRouter(prefix="/v1", tags=["conversations"])
+ERRORS = {code: {"model": Problem} for code in (400, 401, 403, 404, 409, 413, 422, 503)}
+ConversationId = Path(min_length=1, max_length=100, description="the id returned when the conversation started")
+
+
+def _service(request: Request) -> Service:
+    return request.app.state.service
+
+
+def reply_of(result: TurnResult, request: Request) -> Reply:
+    """The API shape of a turn result."""
+    delivery = (str(request.url_for("delivery", decision_id=result.decision_id))
+                if result.status == "pending" else None)
+    return Reply(conversation_id=result.conversation_id, decision_id=result.decision_id, reply=result.reply,
+                 response_id=result.response_id, status=result.status,  # type: ignore[arg-type]
+                 ended=result.ended, delivery_url=delivery)
+
+
+@router.post("/conversations", response_model=Started, status_code=201, responses=ERRORS)
+def start_conversation(body: StartConversation, request: Request, key: CustomerKey) -> Started:
+    """Open a conversation under a policy; returns its id."""
+    service = _service(request)
+    cid = service.start(body.policy, body.customer_ref, body.metadata)
+    conversation = service.conversation(cid)
+    return Started(conversation_id=cid, policy=body.policy, step=conversation.step, status=conversation.status)
+
+
+@router.post("/conversations/{conversation_id}/messages", response_model=Reply, responses=ERRORS)
+def post_message(body: CustomerMessage, request: Request, key: CustomerKey, background: BackgroundTasks,
+                 conversation_id: str = ConversationId) -> Reply:
+    """Post the customer's message; the reply comes back only after its decision is committed.
+
+    ``status`` is ``sent`` (show ``reply``), ``pending`` (show ``reply``, the holding message, then
+    long-poll ``delivery_url`` for the approved one), ``escalated`` (the fallback reply was sent and a
+    person takes over) or ``received`` (an operator has the conversation; ``reply`` is null).
+    """
+    service = _service(request)
+    result = service.turn(conversation_id, body.text)
+    if result.status == "escalated":
+        background.add_task(service.escalated, conversation_id, result.decision_id, "agent", result.error)
+    return reply_of(result, request)
+
+
+@router.get("/conversations/{conversation_id}", response_model=ConversationView, responses=ERRORS)
+def read_conversation(request: Request, key: AnyKey, conversation_id: str = ConversationId) -> ConversationView:
+    """A conversation with its decisions and operator actions in chain order."""
+    service = _service(request)
+    conversation = service.conversation(conversation_id)
+    decisions = [DecisionView(id=d.id or 0, turn=d.turn, step=d.step, status=d.status, response_id=d.response_id,
+                              chosen_by=d.chosen_by, confidence=d.confidence, customer_text=d.customer_text,
+                              sent_text=d.sent_text, next_step=d.next_step, error=d.error, created_at=d.created_at,
+                              options=options_of(d))
+                 for d in service.store.decisions(conversation_id)]
+    actions = [ActionView(id=a.id or 0, action=a.action, operator=a.operator, decision_id=a.decision_id,
+                          response_id=a.response_id, sent_text=a.sent_text, reason=a.reason, created_at=a.created_at)
+               for a in service.store.actions(conversation_id)]
+    return ConversationView(id=conversation.id, policy=conversation.policy_name, status=conversation.status,
+                            step=conversation.step, turns=conversation.turns, customer_ref=conversation.customer_ref,
+                            metadata=json.loads(conversation.metadata_json or "{}"), created_at=conversation.created_at,
+                            decisions=decisions, actions=actions)
+
+
+@router.get("/decisions/{decision_id}/delivery", name="delivery", response_model=Delivery, responses=ERRORS)
+async def delivery(request: Request, key: AnyKey, decision_id: int = Path(ge=1, le=2**62),
+                   wait: float = Query(25.0, ge=0, le=3600, description="seconds to wait for an operator (long-poll)")
+                   ) -> Delivery:
+    """Long-poll a pending reply: returns as soon as an operator approved, overrode or escalated it,
+    or after ``wait`` seconds with state ``pending`` (then poll again)."""
+    service = _service(request)
+    decision: Decision = await run_in_threadpool(service.decision, decision_id)
+    if decision.status != "pending":
+        return Delivery(decision_id=decision_id, state="not_pending", text=decision.sent_text)
+    deadline = time.monotonic() + min(wait, service.config.long_poll_max_s)
+    while True:
+        action = await run_in_threadpool(service.store.resolution, decision_id)
+        if action is not None:
+            return Delivery(decision_id=decision_id, state=action.action,  # type: ignore[arg-type]
+                            text=action.sent_text, operator=action.operator, resolved_at=action.created_at)
+        if time.monotonic() >= deadline or await request.is_disconnected():
+            return Delivery(decision_id=decision_id, state="pending")
+        await asyncio.sleep(0.2)

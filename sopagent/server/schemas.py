@@ -1,0 +1,162 @@
+"""Request and response bodies of the HTTP API (they make up the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MetadataValue = str | int | float | bool | None
+
+
+class StartConversation(BaseModel):
+    """Open a conversation under a policy."""
+
+    model_config = ConfigDict(extra="forbid")
+    policy: str = Field(min_length=1, max_length=200, description="policy name, e.g. card_services")
+    customer_ref: str | None = Field(None, max_length=200, description="your reference for the customer")
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict, max_length=50,
+                                               description="free key/value pairs stored with the conversation")
+
+
+class Started(BaseModel):
+    """A conversation was opened."""
+
+    conversation_id: str
+    policy: str
+    step: str
+    status: str
+
+
+class CustomerMessage(BaseModel):
+    """What the customer wrote."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, description="the customer's message (size limit: see the 422 message)")
+
+
+class Reply(BaseModel):
+    """The agent's answer to one message; returned only after its decision was committed."""
+
+    conversation_id: str
+    decision_id: int
+    reply: str | None = Field(description="what to show the customer now; null while an operator has the conversation")
+    response_id: str | None = Field(description="the catalog response chosen (pending: the one awaiting approval)")
+    status: Literal["sent", "pending", "escalated", "received"]
+    ended: bool = Field(description="the conversation is closed")
+    delivery_url: str | None = Field(None, description="pending only: long-poll this for the approved reply")
+
+
+class Delivery(BaseModel):
+    """Where a pending reply stands (long-poll result)."""
+
+    decision_id: int
+    state: Literal["pending", "approve", "override", "escalate", "not_pending"]
+    text: str | None = Field(None, description="the reply sent to the customer when an operator approved or overrode")
+    operator: str | None = None
+    resolved_at: str | None = None
+
+
+class DecisionView(BaseModel):
+    """One recorded decision."""
+
+    id: int
+    turn: int
+    step: str
+    status: str
+    response_id: str | None
+    chosen_by: str
+    confidence: float | None
+    customer_text: str | None
+    sent_text: str | None
+    next_step: str
+    error: str | None
+    created_at: str
+    options: list[dict[str, Any]]
+
+
+class ActionView(BaseModel):
+    """One recorded operator action."""
+
+    id: int
+    action: str
+    operator: str
+    decision_id: int | None
+    response_id: str | None
+    sent_text: str | None
+    reason: str
+    created_at: str
+
+
+class ConversationView(BaseModel):
+    """A conversation, its decisions and operator actions in chain order."""
+
+    id: str
+    policy: str
+    status: str
+    step: str
+    turns: int
+    customer_ref: str | None
+    metadata: dict[str, Any]
+    created_at: str
+    decisions: list[DecisionView]
+    actions: list[ActionView]
+
+
+class OperatorRequest(BaseModel):
+    """Approve or escalate a pending decision."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field("", max_length=2000)
+
+
+class OverrideRequest(OperatorRequest):
+    """Send another allowed option instead of the one chosen."""
+
+    option_index: int = Field(ge=0, le=1000, description="index into the decision's allowed options")
+
+
+class OperatorResult(BaseModel):
+    """The operator action recorded."""
+
+    action_id: int
+    action: str
+    decision_id: int | None
+    conversation_id: str | None
+    sent_text: str | None
+
+
+class Problem(BaseModel):
+    """An error: what is wrong and how to fix it."""
+
+    error: str
+
+
+class Health(BaseModel):
+    """Liveness / readiness."""
+
+    status: Literal["ok", "unavailable"]
+    detail: str = ""
+
+
+# --- OpenAI-compatible chat completions ---------------------------------------------------------------
+
+
+class ChatMessage(BaseModel):
+    """An OpenAI chat message; only the last ``user`` message is read."""
+
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """An OpenAI chat completion request; ``model`` names the policy."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1, max_length=200, description="the policy name")
+    messages: list[ChatMessage] = Field(min_length=1, max_length=1000)
+    stream: bool | None = False
+    user: str | None = Field(None, max_length=200,
+                             description="customer reference: continues that customer's open conversation")
+    metadata: dict[str, str] | None = Field(None, description="conversation_id continues that conversation")

@@ -1,0 +1,130 @@
+"""What the routes share: the store, one Agent per policy (stateless), locks and the model queue."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import text as sql
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import col, select
+
+from sopagent.engine import Agent, TurnResult
+from sopagent.errors import ConversationError, StoreError
+from sopagent.keys import ensure_table
+from sopagent.models.base import DecisionModel
+from sopagent.policy import Policy, load_policy
+from sopagent.server.config import ServeConfig
+from sopagent.server.runtime import ConversationLocks, QueuedModel, notify_webhook
+from sopagent.store import Conversation, Decision, Store
+
+
+class ApiProblem(Exception):
+    """An HTTP error with a message saying what is wrong and how to fix it."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(message)
+
+
+class Service:
+    """The service's per-process parts; holds no conversation state."""
+
+    def __init__(self, config: ServeConfig, model: DecisionModel) -> None:
+        self.config = config
+        self.store = Store(config.db)
+        ensure_table(self.store)
+        self.model = QueuedModel(model, config.model_timeout_s)
+        self.locks = ConversationLocks(self.store.url)
+        self.agents: dict[str, Agent] = {}
+        for path in config.policies:
+            policy: Policy = load_policy(path)
+            self.agents[policy.name] = Agent(policy, self.model, self.store, confidence_threshold=config.confidence)
+
+    def agent(self, policy_name: str) -> Agent:
+        """The agent for a policy name, or 404 listing the served policies."""
+        agent = self.agents.get(policy_name)
+        if agent is None:
+            raise ApiProblem(404, f"unknown policy {policy_name!r}; this server runs: {', '.join(sorted(self.agents))}")
+        return agent
+
+    def conversation(self, conversation_id: str) -> Conversation:
+        """Load a conversation, or 404."""
+        try:
+            return self.store.get_conversation(conversation_id)
+        except ConversationError as exc:
+            raise ApiProblem(404, str(exc)) from exc
+
+    def start(self, policy_name: str, customer_ref: str | None, metadata: dict[str, Any]) -> str:
+        """Open a conversation; return its id."""
+        return self.agent(policy_name).start(customer_ref=customer_ref, metadata=metadata)
+
+    def turn(self, conversation_id: str, text: str) -> TurnResult:
+        """One customer turn, serialized with the conversation's other turns across processes."""
+        if len(text) > self.config.max_message_chars:
+            raise ApiProblem(422, f"the message has {len(text)} characters; the limit is "
+                                  f"{self.config.max_message_chars}: split it or shorten it")
+        if not text.strip():
+            raise ApiProblem(422, "the message is empty or only whitespace; send the customer's words")
+        if "\x00" in text:
+            raise ApiProblem(422, "the message contains a NUL character; send plain text")
+        conversation = self.conversation(conversation_id)
+        agent = self.agents.get(conversation.policy_name)
+        if agent is None:
+            raise ApiProblem(409, f"conversation {conversation_id} runs policy {conversation.policy_name!r}, "
+                                  f"which this server does not serve; start it with that policy file")
+        if conversation.status == "closed":
+            raise ApiProblem(409, f"conversation {conversation_id} is closed; start a new one")
+        with self.locks.hold(conversation_id):
+            try:
+                result = agent.respond(conversation_id, text)
+            except ConversationError as exc:
+                raise ApiProblem(409, str(exc)) from exc
+        return result
+
+    def escalated(self, conversation_id: str, decision_id: int | None, by: str, error: str | None) -> None:
+        """Tell the configured webhook (no personal text is sent)."""
+        if self.config.webhook_url:
+            notify_webhook(self.config.webhook_url, {
+                "event": "conversation.escalated", "conversation_id": conversation_id,
+                "decision_id": decision_id, "by": by, "error": error})
+
+    def open_conversation_of(self, policy_name: str, customer_ref: str) -> str | None:
+        """The newest conversation of this customer under this policy that is not closed."""
+        try:
+            with self.store.session() as session:
+                found = session.exec(select(Conversation).where(
+                    Conversation.policy_name == policy_name, Conversation.customer_ref == customer_ref,
+                    Conversation.status != "closed").order_by(col(Conversation.created_at).desc())).first()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read conversations: {type(exc).__name__}", retryable=True) from exc
+        return found.id if found else None
+
+    def decision(self, decision_id: int) -> Decision:
+        """A decision by id, or 404."""
+        try:
+            with self.store.session() as session:
+                found = session.get(Decision, decision_id)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read decision {decision_id}: {type(exc).__name__}", retryable=True) from exc
+        if found is None:
+            raise ApiProblem(404, f"unknown decision {decision_id}")
+        return found
+
+    def ready(self) -> str | None:
+        """None when the store answers, else why not."""
+        try:
+            with self.store.engine.connect() as connection:
+                connection.execute(sql("SELECT 1"))
+        except SQLAlchemyError as exc:
+            return f"the audit store is unreachable ({type(exc).__name__})"
+        return None
+
+
+def options_of(decision: Decision) -> list[dict[str, Any]]:
+    """The decision's recorded options (empty once erased)."""
+    try:
+        return list(json.loads(decision.options_json or "[]"))
+    except ValueError:
+        return []

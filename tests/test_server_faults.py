@@ -1,0 +1,134 @@
+"""Faults and scale-out: a database that goes away, a process killed mid-turn, turns of one
+conversation from several processes on PostgreSQL."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from postgres import PostgresServer, fresh_postgres_url, postgres_server, postgres_url  # noqa: F401 (fixtures)
+from server_harness import CARD, ID_MARIA, LOST, Live, ServerProcess, cli_key, say, serve_in_thread
+from sopagent import Store
+from sopagent.server.config import ServeConfig
+
+
+def _db_name(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+def _cut_off(server: PostgresServer, url: str) -> None:
+    name = _db_name(url)
+    server.sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    server.sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+
+
+def _restore(server: PostgresServer, url: str) -> None:
+    server.sql(f'ALTER DATABASE "{_db_name(url)}" ALLOW_CONNECTIONS true')
+
+
+@pytest.fixture
+def pg_live(fresh_postgres_url: str) -> Iterator[Live]:  # noqa: F811
+    yield from serve_in_thread(ServeConfig(policies=[CARD], db=fresh_postgres_url, model="echo", model_timeout_s=10))
+
+
+def test_database_unreachable_gives_503_and_sends_nothing(pg_live: Live, postgres_server: PostgresServer,  # noqa: F811
+                                                           fresh_postgres_url: str) -> None:  # noqa: F811
+    with pg_live.client() as client:
+        cid = client.post("/v1/conversations", json={"policy": "card_services"}).json()["conversation_id"]
+        # 1: the store is gone before the turn starts
+        _cut_off(postgres_server, fresh_postgres_url)
+        down = client.post(f"/v1/conversations/{cid}/messages", json={"text": say(LOST)})
+        ready = client.get("/readyz")
+        _restore(postgres_server, fresh_postgres_url)
+        # 2: the store goes away while the model works: the decision cannot be committed
+        result: dict = {}
+        turn = threading.Thread(target=lambda: result.update(r=client.post(
+            f"/v1/conversations/{cid}/messages", json={"text": say(LOST, _sleep=1.5)})))
+        turn.start()
+        time.sleep(0.7)
+        _cut_off(postgres_server, fresh_postgres_url)
+        turn.join(30)
+        _restore(postgres_server, fresh_postgres_url)
+        assert client.get("/readyz").status_code == 200
+    assert down.status_code == 503 and "unreachable" in down.json()["error"] or "could not" in down.json()["error"]
+    assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
+    mid = result["r"]
+    assert mid.status_code == 503, mid.text
+    assert "no reply was sent" in mid.json()["error"] and "reply" not in mid.json()
+    store = Store(fresh_postgres_url)
+    assert store.decisions(cid) == [] and store.get_conversation(cid).turns == 0
+    assert store.verify_chain().intact
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_killed_mid_turn_loses_nothing_and_records_nothing_twice(backend: str, tmp_path: Path,
+                                                                 request: pytest.FixtureRequest) -> None:
+    db = f"sqlite:///{tmp_path / 'audit.db'}" if backend == "sqlite" else request.getfixturevalue("fresh_postgres_url")
+    key = cli_key(db, "customer")
+    headers = {"Authorization": f"Bearer {key}"}
+    server = ServerProcess(db)
+    try:
+        cid = httpx.post(f"{server.url}/v1/conversations", json={"policy": "card_services"}, headers=headers,
+                         timeout=10).json()["conversation_id"]
+        first = httpx.post(f"{server.url}/v1/conversations/{cid}/messages", json={"text": say(LOST)},
+                           headers=headers, timeout=10).json()
+        errors: list[BaseException] = []
+
+        def slow_turn() -> None:
+            try:
+                httpx.post(f"{server.url}/v1/conversations/{cid}/messages",
+                           json={"text": say(ID_MARIA, _sleep=5)}, headers=headers, timeout=30)
+            except httpx.HTTPError as exc:
+                errors.append(exc)
+
+        turn = threading.Thread(target=slow_turn)
+        turn.start()
+        time.sleep(1.5)  # inside the slow model call
+        server.kill()
+        turn.join(30)
+        assert errors, "the killed server should not have answered"
+    finally:
+        server.stop()
+    store = Store(db)
+    assert [d.id for d in store.decisions(cid)] == [first["decision_id"]]
+    assert store.get_conversation(cid).turns == 1 and store.verify_chain().intact
+    restarted = ServerProcess(db)
+    try:
+        again = httpx.post(f"{restarted.url}/v1/conversations/{cid}/messages", json={"text": say(ID_MARIA)},
+                           headers=headers, timeout=10)
+    finally:
+        restarted.stop()
+    assert again.status_code == 200 and again.json()["response_id"] != "handoff_to_human"
+    decisions = store.decisions(cid)
+    assert [d.turn for d in decisions] == [1, 2] and store.get_conversation(cid).turns == 2
+    assert store.verify_chain().intact
+
+
+def test_two_worker_processes_serialize_one_conversation(fresh_postgres_url: str) -> None:  # noqa: F811
+    key = cli_key(fresh_postgres_url, "customer")
+    headers = {"Authorization": f"Bearer {key}"}
+    server = ServerProcess(fresh_postgres_url, "--workers", "2", model="echo:0.2")
+    try:
+        with httpx.Client(base_url=server.url, headers=headers, timeout=60) as client:
+            cids = [client.post("/v1/conversations", json={"policy": "card_services"}).json()["conversation_id"]
+                    for _ in range(4)]
+            # 6 messages to each conversation at once: every one answered, none refused as stale
+            # (a model failure keeps the conversation open at its step, so all 6 are real turns)
+            jobs = [(cid, i) for cid in cids for i in range(6)]
+            with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+                responses = list(pool.map(lambda job: client.post(
+                    f"/v1/conversations/{job[0]}/messages", json={"text": say(LOST, _fail="busy")}), jobs))
+    finally:
+        server.stop()
+    assert [r.status_code for r in responses] == [200] * len(jobs), [r.text for r in responses if r.status_code != 200]
+    store = Store(fresh_postgres_url)
+    for cid in cids:
+        assert [d.turn for d in store.decisions(cid)] == list(range(1, 7))
+    assert len({r.json()["decision_id"] for r in responses}) == len(jobs)
+    assert store.verify_chain().intact
