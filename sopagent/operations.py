@@ -123,6 +123,15 @@ class Operations:
                 version.catalog_source, f"<catalog of {version.name} {version.version}>")
         return self._catalogs[conversation.policy_version_id]
 
+    def step_names(self, conversation_id: str) -> list[str]:
+        """The step names the conversation's policy version declares, sorted (what ``hand_back`` accepts).
+
+        Read from the stored policy source without running it; empty when the source declares none
+        that can be read (``hand_back`` then accepts any step).
+        """
+        conversation = self.store.get_conversation(conversation_id)
+        return sorted(_step_names(self._version(conversation.policy_version_id)))
+
     def _version(self, version_id: int) -> PolicyVersion:
         with self.store.session() as session:
             version = session.get(PolicyVersion, version_id)

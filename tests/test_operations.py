@@ -49,3 +49,12 @@ def test_take_over_reply_and_hand_back(card_policy, store: Store) -> None:
     actions = store.actions(cid)
     assert [a.action for a in actions] == ["take_over", "operator_reply", "hand_back"]
     assert all(a.operator == "ana" for a in actions) and store.verify_chain().intact
+
+
+def test_step_names_are_the_steps_the_stored_policy_declares(card_policy, store: Store) -> None:
+    cid = _agent(card_policy, store, [FEE]).start()
+    ops = Operations(store, "ana")
+    names = ops.step_names(cid)
+    assert names == sorted(card_policy.steps) and len(names) > 1
+    with pytest.raises(ConversationError):
+        ops.step_names("no-such-conversation")

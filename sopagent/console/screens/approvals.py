@@ -5,12 +5,13 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from sopagent.console.queries import Entry, PendingRow, approval_queue
 from sopagent.console.render import decision_text
 from sopagent.console.screens.actions import DECISION_BINDINGS, DecisionActions
 from sopagent.console.screens.base import PollingScreen
+from sopagent.console.widgets import KeyFooter, sync_rows
 
 
 class ApprovalsScreen(PollingScreen, DecisionActions):
@@ -32,7 +33,7 @@ class ApprovalsScreen(PollingScreen, DecisionActions):
         yield DataTable(id="queue", cursor_type="row", zebra_stripes=True)
         with VerticalScroll(id="queue-detail-scroll"):
             yield Static("", id="queue-detail")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -48,12 +49,13 @@ class ApprovalsScreen(PollingScreen, DecisionActions):
         self.rows = rows
         table = self.query_one(DataTable)
         selected = self.selected_decision()
-        table.clear()
+        shown: list[tuple[str, tuple[str, ...]]] = []
         for row in rows:
             d = row.decision
             conf = "" if d.confidence is None else f"{d.confidence:.0%}"
-            table.add_row(str(d.id), row.customer_ref or row.conversation_id[:8], row.policy_name, d.step,
-                          d.response_id or "", conf, d.created_at[:19].replace("T", " "), key=str(d.id))
+            shown.append((str(d.id), (str(d.id), row.customer_ref or row.conversation_id[:8], row.policy_name,
+                                      d.step, d.response_id or "", conf, d.created_at[:19].replace("T", " "))))
+        sync_rows(table, shown)
         if selected is not None and str(selected.id) in table.rows:
             table.move_cursor(row=table.get_row_index(str(selected.id)))
         self.query_one("#queue-info", Static).update(

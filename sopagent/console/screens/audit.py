@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
 from sopagent.console.queries import AuditFilter, AuditRow, audit_rows
 from sopagent.console.render import status_text
 from sopagent.console.screens.base import PollingScreen
+from sopagent.console.widgets import KeyFooter, sync_rows
 from sopagent.store import ChainReport
 
 FILTER_FIELDS = ("conversation", "policy", "response", "status", "operator", "since", "until")
@@ -47,7 +48,7 @@ class AuditScreen(PollingScreen):
                 yield Input(placeholder=f"{name} {hint}".strip(), id=f"filter-{name}")
         yield Static("chain: verifying ...", id="chain-status")
         yield DataTable(id="audit", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -73,11 +74,9 @@ class AuditScreen(PollingScreen):
             status.update(data.chain.describe())
             status.set_class(not data.chain.intact, "broken")
         table = self.query_one(DataTable)
-        table.clear()
-        for row in data.rows:
-            table.add_row(str(row.seq), row.created_at[:19].replace("T", " "), row.conversation_id[:8],
-                          row.policy_name, row.step, row.response_id, status_text(row.status), row.chosen_by,
-                          row.handled_by, key=str(row.id))
+        sync_rows(table, [(str(row.id), (str(row.seq), row.created_at[:19].replace("T", " "), row.conversation_id[:8],
+                                          row.policy_name, row.step, row.response_id, status_text(row.status),
+                                          row.chosen_by, row.handled_by)) for row in data.rows])
 
     def on_input_changed(self, event: Input.Changed) -> None:
         name = (event.input.id or "").removeprefix("filter-")

@@ -6,14 +6,15 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from sopagent.console.queries import ConversationDetail, Entry, conversation_detail
 from sopagent.console.render import entry_text, status_text
 from sopagent.console.screens.actions import DECISION_BINDINGS, DecisionActions
 from sopagent.console.screens.base import PollingScreen
 from sopagent.console.screens.dialogs import ReasonDialog, ReplyDialog, StepDialog
-from sopagent.operations import _step_names
+from sopagent.console.widgets import KeyFooter
+from sopagent.errors import SopAgentError
 
 WIDE = 110
 """From this many columns on, decisions show slot values and latency per stage."""
@@ -46,7 +47,7 @@ class ConversationScreen(PollingScreen, DecisionActions):
         yield Static("loading ...", id="conversation-head")
         with VerticalScroll(id="transcript-scroll"):
             yield Static("", id="transcript")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#transcript-scroll", VerticalScroll).anchor()  # follow new turns at the bottom
@@ -143,8 +144,11 @@ class ConversationScreen(PollingScreen, DecisionActions):
             self.app.notify(f"the conversation is {self.detail.status}; nothing to hand back", severity="warning")
             return
         cid = self.conversation_id
-        version = self.console.ops._version(self.detail.policy_version_id)
-        steps = sorted(_step_names(version)) or [self.detail.step]
+        try:
+            steps = self.console.ops.step_names(cid) or [self.detail.step]
+        except SopAgentError as exc:
+            self.console.report(exc)
+            return
 
         def done(picked: tuple[str, str] | None) -> None:
             if picked is not None:

@@ -6,11 +6,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
 from sopagent.console.queries import ConversationPage, conversation_page
 from sopagent.console.render import status_text
 from sopagent.console.screens.base import PollingScreen
+from sopagent.console.widgets import KeyFooter, sync_rows
 
 STATUS_FILTERS = ("", "pending", "active", "awaiting_approval", "paused", "taken_over", "escalated", "closed")
 """What ``f`` cycles through ("" shows every status; pending: something waits for approval)."""
@@ -32,6 +33,7 @@ class ConversationsScreen(PollingScreen):
         super().__init__()
         self.search = ""
         self.status_filter = ""
+        self.info = ""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -39,7 +41,7 @@ class ConversationsScreen(PollingScreen):
             yield Input(placeholder="search id, customer, policy, step  (/)", id="search")
             yield Static("", id="list-info")
         yield DataTable(id="conversations", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -56,16 +58,17 @@ class ConversationsScreen(PollingScreen):
     def show(self, page: ConversationPage) -> None:
         table = self.query_one(DataTable)
         selected = self.selected_id()
-        table.clear()
-        for row in page.rows:
-            table.add_row(row.customer_ref or "-", row.policy_name, row.step, status_text(row.status),
-                          str(row.pending) if row.pending else "", row.updated_at[:19].replace("T", " "),
-                          row.id[:8], key=row.id)
-        if selected is not None and selected in table.rows:
+        sync_rows(table, [(row.id, (row.customer_ref or "-", row.policy_name, row.step, status_text(row.status),
+                                    str(row.pending) if row.pending else "",
+                                    row.updated_at[:19].replace("T", " "), row.id[:8])) for row in page.rows])
+        if selected is not None and selected in table.rows and table.get_row_index(selected) != table.cursor_row:
             table.move_cursor(row=table.get_row_index(selected))
         shown = f"{len(page.rows)} of {page.total}" if page.total > len(page.rows) else str(page.total)
         what = f", {self.status_filter}" if self.status_filter else ""
-        self.query_one("#list-info", Static).update(Text(f"{shown} conversations{what}"))
+        info = f"{shown} conversations{what}"
+        if info != self.info:
+            self.info = info
+            self.query_one("#list-info", Static).update(Text(info))
 
     def selected_id(self) -> str | None:
         """The conversation id under the cursor, if any."""

@@ -10,11 +10,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, OptionList, ProgressBar, Static
+from textual.widgets import Header, Input, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
 from sopagent.console.queries import conversation_detail
 from sopagent.console.render import decision_text
+from sopagent.console.widgets import KeyFooter
 from sopagent.errors import SopAgentError
 
 
@@ -55,7 +56,7 @@ class TryPolicyScreen(Screen[None]):
             with VerticalScroll(id="try-decision-scroll"):
                 yield Static("", id="try-decision")
         yield Input(placeholder="type as the customer would, Enter sends", id="try-input", disabled=True)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#model-progress").display = False
