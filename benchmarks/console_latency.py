@@ -1,25 +1,37 @@
 """Operator console latency on a large audit store: open the app, refresh the list, open a conversation.
 
 Seeds a SQLite store with 1,000 conversations and 50,000 chained decisions (bulk inserts), then drives
-the real app with Pilot and times the app's own work with time.perf_counter (median of repetitions).
-Baseline in the same run: the naive read (every conversation and every pending decision through the
-ORM, counted in Python) that the console's SQL aggregate replaces.
+the real app with Pilot and times each operation with two clocks: time.perf_counter (wall, what the
+operator waits, inflated by other processes on a busy machine) and time.process_time (CPU time of this
+process and its worker threads: the app's own work, which other processes do not inflate). Medians of
+repetitions. Baselines in the same run: an app that shows an empty screen and pushing an empty screen
+(Textual's floor, measured the same way), and the naive list read (every conversation and every
+pending decision through the ORM, counted in Python) that the console's SQL aggregate replaces.
+
+``--before REF`` also measures the console as it was at git REF (e.g. ``main``) on the same store,
+in alternating subprocesses, so that before and after see the same machine state.
 
     .venv/bin/python benchmarks/console_latency.py [--conversations 1000] [--decisions 50000] [--reps 7]
+        [--db bench.db] [--before main] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
+import os
 import statistics
+import subprocess
+import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 from textual.worker import WorkerCancelled
 
 from sopagent import Store, load_policy
@@ -89,14 +101,29 @@ def naive_list(store: Store) -> int:
     return len(sorted(rows, key=lambda r: r.updated_at, reverse=True)[:200]) + len(pending)
 
 
+Sample = tuple[float, float]
+"""One measurement: (wall ms, CPU ms)."""
+
+
 def timed(fn: Callable[[], Any], reps: int) -> float:
-    """Median milliseconds of ``fn`` over ``reps`` runs."""
+    """Median wall milliseconds of ``fn`` over ``reps`` runs."""
     samples = []
     for _ in range(reps):
         start = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - start) * 1000)
     return statistics.median(samples)
+
+
+class Clock:
+    """Wall and CPU time since construction, in milliseconds."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def read(self) -> Sample:
+        """(wall ms, CPU ms) elapsed."""
+        return (time.perf_counter() - self.wall) * 1000, (time.process_time() - self.cpu) * 1000
 
 
 async def settle(pilot: Any) -> None:
@@ -108,10 +135,23 @@ async def settle(pilot: Any) -> None:
     await pilot.pause()
 
 
-async def measure_app(store: Store, reps: int) -> dict[str, float]:
-    """Median ms for opening the app (list shown), refreshing the list, opening a conversation."""
+def touch(store: Store, index: int) -> None:
+    """Give the ``index``-th oldest conversation new activity, so that it moves to the top of the list."""
+    with store.session() as session:
+        cid = session.execute(select(Conversation.id).order_by(Conversation.updated_at).offset(index)
+                              .limit(1)).scalar_one()
+        newest = session.execute(select(Conversation.updated_at).order_by(Conversation.updated_at.desc())
+                                 .limit(1)).scalar_one()
+        later = newest[:20] + f"{int(newest[20:26]) + 1:06d}" + newest[26:]
+        session.execute(update(Conversation).where(Conversation.id == cid).values(updated_at=later))
+        session.commit()
+
+
+async def measure_app(store: Store, reps: int) -> dict[str, list[Sample]]:
+    """(wall, CPU) samples for opening the app, refreshing the list, opening a conversation, and the floors."""
     from sopagent.console.screens.conversation import ConversationScreen
 
+    from textual.app import App
     from textual.screen import Screen
     from textual.widgets import Footer, Header, Static
 
@@ -123,42 +163,97 @@ async def measure_app(store: Store, reps: int) -> dict[str, float]:
             yield Static("floor")
             yield Footer()
 
-    opens, refreshes, conversations, floors = [], [], [], []
-    for _ in range(max(3, reps // 2)):
+    class FloorApp(App[None]):
+        """Baseline: an app that shows the floor screen."""
+
+        def on_mount(self) -> None:
+            self.push_screen(Floor())
+
+    samples: dict[str, list[Sample]] = {name: [] for name in (
+        "baseline: start an app showing an empty screen", "open app (list shown)",
+        "baseline: push an empty screen", "refresh list (same data, re-read)",
+        "refresh list (one conversation moved to the top)", "open conversation")}
+    for round_ in range(max(3, reps // 2)):
+        floor_app = FloorApp()
+        clock = Clock()
+        async with floor_app.run_test(size=(120, 40)) as pilot:
+            while not isinstance(floor_app.screen, Floor):
+                await settle(pilot)
+            await settle(pilot)
+            samples["baseline: start an app showing an empty screen"].append(clock.read())
         app = create_app(store, "bench", poll_interval=0)
-        start = time.perf_counter()
+        clock = Clock()
         async with app.run_test(size=(120, 40)) as pilot:
             table = None
             while table is None or table.row_count == 0:
                 await settle(pilot)
                 table = app.screen.query_one("#conversations")
-            opens.append((time.perf_counter() - start) * 1000)
-            if not refreshes:
-                for _ in range(reps):
-                    screen: Any = app.screen
-                    start = time.perf_counter()
-                    screen._last = object()  # force a full reload and re-render
-                    screen.action_refresh()
-                    await settle(pilot)
-                    refreshes.append((time.perf_counter() - start) * 1000)
-                for index in range(reps):
-                    table.move_cursor(row=index * 7 % table.row_count)
-                    start = time.perf_counter()
-                    await pilot.press("enter")
-                    await settle(pilot)
-                    assert isinstance(app.screen, ConversationScreen) and app.screen.detail is not None
-                    conversations.append((time.perf_counter() - start) * 1000)
-                    await pilot.press("escape")
-                    await settle(pilot)
-                    start = time.perf_counter()
-                    app.push_screen(Floor())
-                    await settle(pilot)
-                    floors.append((time.perf_counter() - start) * 1000)
-                    app.pop_screen()
-                    await settle(pilot)
-    return {"baseline: push an empty screen (Textual floor)": statistics.median(floors),"open app (list shown)": statistics.median(opens),
-            "refresh list": statistics.median(refreshes),
-            "open conversation": statistics.median(conversations)}
+            samples["open app (list shown)"].append(clock.read())
+            if round_:
+                continue
+            for rep in range(reps):
+                screen: Any = app.screen
+                clock = Clock()
+                screen._last = object()  # forget the last data: a full re-read and show()
+                screen.action_refresh()
+                await settle(pilot)
+                samples["refresh list (same data, re-read)"].append(clock.read())
+                touch(store, rep)
+                first = table.get_row_at(0)
+                clock = Clock()
+                screen.action_refresh()
+                await settle(pilot)
+                samples["refresh list (one conversation moved to the top)"].append(clock.read())
+                assert table.get_row_at(0) != first, "the touched conversation did not move to the top"
+            for index in range(reps):
+                table.move_cursor(row=index * 7 % table.row_count)
+                clock = Clock()
+                await pilot.press("enter")
+                await settle(pilot)
+                assert isinstance(app.screen, ConversationScreen) and app.screen.detail is not None
+                samples["open conversation"].append(clock.read())
+                await pilot.press("escape")
+                await settle(pilot)
+                clock = Clock()
+                app.push_screen(Floor())
+                await settle(pilot)
+                samples["baseline: push an empty screen"].append(clock.read())
+                app.pop_screen()
+                await settle(pilot)
+    return samples
+
+
+def checkout(ref: str, into: Path) -> Path:
+    """The project's files at git ``ref``, extracted under ``into`` (for measuring the console as it was)."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def measure_in_subprocess(db: Path, reps: int, code: Path) -> dict[str, list[Sample]]:
+    """Run :func:`measure_app` in a fresh process that imports sopagent from ``code``."""
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    out = subprocess.run([sys.executable, __file__, "--db", str(db), "--reps", str(reps), "--app-only"],
+                         check=True, capture_output=True, text=True, env=env).stdout
+    return {k: [tuple(s) for s in v] for k, v in json.loads(out.splitlines()[-1]).items()}  # type: ignore[misc]
+
+
+def med(samples: list[Sample], clock: int) -> float:
+    """Median of one clock (0 wall, 1 CPU)."""
+    return statistics.median(s[clock] for s in samples)
+
+
+def report(label: str, samples: dict[str, list[Sample]]) -> None:
+    """Print wall and CPU medians, and each one's ratio to its Textual floor."""
+    app_floor = samples["baseline: start an app showing an empty screen"]
+    push_floor = samples["baseline: push an empty screen"]
+    print(f"\n{label}  (median of n; x = ratio to the floor on the same clock; goal < 150 ms)")
+    print(f"{'operation':50s} {'n':>3s} {'wall ms':>9s} {'CPU ms':>9s} {'wall x':>7s} {'CPU x':>7s}")
+    for name, values in samples.items():
+        floor = app_floor if name.startswith(("open app", "baseline: start")) else push_floor
+        print(f"{name:50s} {len(values):3d} {med(values, 0):9.1f} {med(values, 1):9.1f} "
+              f"{med(values, 0) / med(floor, 0):7.2f} {med(values, 1) / med(floor, 1):7.2f}")
 
 
 def main() -> None:
@@ -167,16 +262,27 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=1000)
     parser.add_argument("--decisions", type=int, default=50000)
     parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--db", type=Path, help="reuse (or seed once) the store at this SQLite file")
+    parser.add_argument("--before", metavar="REF", help="also measure the console at this git ref (e.g. main)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating before/after rounds with --before")
+    parser.add_argument("--app-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bench.db"
+        path = args.db or Path(tmp) / "bench.db"
         store = Store(f"sqlite:///{path}")
+        if args.app_only:
+            print(json.dumps(asyncio.run(measure_app(store, args.reps))))
+            return
         start = time.perf_counter()
-        seed(store, args.conversations, args.decisions)
+        with store.session() as session:
+            head = session.get(ChainHead, 1)
+            seeded = head is not None and head.length > 0
+        if not seeded:
+            seed(store, args.conversations, args.decisions)
         seed_s = time.perf_counter() - start
-        size_mb = sum(p.stat().st_size for p in Path(tmp).glob("bench.db*")) / 1e6
-        print(f"store: {args.conversations} conversations, {args.decisions} decisions, {size_mb:.1f} MB "
-              f"(seeded in {seed_s:.1f} s)")
+        size_mb = sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 1e6
+        print(f"store: {store.verify_chain().describe()}, {size_mb:.1f} MB (ready in {seed_s:.1f} s); "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         some = conversation_page(store).rows[3].id
         queries = {
             "list query (200 rows, pending counts in SQL)": timed(lambda: conversation_page(store), args.reps),
@@ -184,15 +290,23 @@ def main() -> None:
             "approval queue query": timed(lambda: approval_queue(store), args.reps),
             "conversation query (50 turns)": timed(lambda: conversation_detail(store, some), args.reps),
         }
-        app_figures = asyncio.run(measure_app(store, args.reps))
-        for name, ms in {**queries, **app_figures}.items():
-            goal = "  (goal < 150 ms)" if name in app_figures and not name.startswith("baseline") else ""
-            print(f"{name:48s} {ms:8.1f} ms{goal}")
+        for name, ms in queries.items():
+            print(f"{name:50s} {ms:8.1f} ms wall")
         base = queries["baseline: naive list (ORM, counted in Python)"]
-        floor = app_figures["baseline: push an empty screen (Textual floor)"]
-        print(f"open conversation / empty-screen floor: {app_figures['open conversation'] / floor:.1f}x")
         print(f"naive list / console list query: {base / queries['list query (200 rows, pending counts in SQL)']:.1f}x")
-        print(store.verify_chain().describe() if args.decisions <= 50000 else "")
+        if not args.before:
+            report("console (this checkout)", asyncio.run(measure_app(store, args.reps)))
+            return
+        old = checkout(args.before, Path(tmp) / "before")
+        before: dict[str, list[Sample]] = {}
+        after: dict[str, list[Sample]] = {}
+        for _ in range(args.rounds):
+            for into, code in ((before, old), (after, ROOT)):
+                for name, values in measure_in_subprocess(path, args.reps, code).items():
+                    into.setdefault(name, []).extend(values)
+        report(f"before: console at {args.before}", before)
+        report("after: console in this checkout", after)
+        print(f"load average after the run {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ class ConsoleApp(App[None]):
     TITLE = "sopagent console"
     BINDINGS = [
         Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("q", "quit", "Quit"),
+        Binding("q", "quit", "Quit", show=False),
     ]
 
     def __init__(self, store: Store, operator: str, *, model_factory: ModelFactory | None = None,

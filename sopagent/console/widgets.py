@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from rich.text import Text
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer
 
@@ -43,9 +44,11 @@ def sync_rows(table: DataTable[Any], rows: Sequence[tuple[str, Sequence[Any]]]) 
     A refresh that finds the same data changes nothing (no re-measure, no re-render, the scroll
     position stays); changed cells are updated in place, rows that left are removed, new rows are
     added, and the order is restored with one sort. Clearing and re-adding every row instead costs
-    a measure and a render of every cell on each poll.
+    a measure and a render of every cell on each poll. Plain strings are shown as they are, never
+    read as Rich markup (a customer reference with brackets stays literal, and is not parsed).
     """
     columns = [column.key for column in table.ordered_columns]
+    rows = [(key, [Text(cell) if isinstance(cell, str) else cell for cell in cells]) for key, cells in rows]
     wanted = {key: cells for key, cells in rows}
     for row in list(table.ordered_rows):
         if row.key.value not in wanted:

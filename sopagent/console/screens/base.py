@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 class PollingScreen(Screen[None]):
     """Subclasses implement :meth:`load` (runs in a thread) and :meth:`show` (runs on the UI loop)."""
 
-    BINDINGS = [Binding("ctrl+r", "refresh", "Refresh")]
+    BINDINGS = [Binding("ctrl+r", "refresh", "Refresh", show=False)]
 
     def __init__(self) -> None:
         super().__init__()

@@ -27,13 +27,13 @@ class ConversationScreen(PollingScreen, DecisionActions):
     """A conversation's transcript with every decision; approve, take over, reply, hand back, pause."""
 
     BINDINGS = [
-        Binding("escape", "back", "Back"),
         *DECISION_BINDINGS,
         Binding("t", "take_over", "Take over"),
         Binding("r", "reply", "Reply"),
         Binding("h", "hand_back", "Hand back"),
-        Binding("p", "pause", "Pause/resume"),
-        Binding("m", "more", "All turns"),
+        Binding("p", "pause", "Pause"),
+        Binding("escape", "back", "Back", show=False),
+        Binding("m", "more", "All turns", show=False),
     ]
 
     def __init__(self, conversation_id: str) -> None:

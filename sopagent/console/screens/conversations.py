@@ -26,7 +26,8 @@ class ConversationsScreen(PollingScreen):
         Binding("a", "approvals", "Approvals"),
         Binding("u", "audit", "Audit"),
         Binding("t", "try_policy", "Try policy"),
-        Binding("escape", "clear_search", "Clear", show=False),
+        Binding("escape", "clear_search", "Clear search", show=False),
+        Binding("q", "app.quit", "Quit"),
     ]
 
     def __init__(self) -> None:
