@@ -331,3 +331,31 @@ def test_supervise_on_a_missing_database_says_how_to_fix(tmp_path: Path, capsys:
     err = capsys.readouterr().err
     assert f"no audit store at {missing}" in err and "fix:" in err and "Traceback" not in err
     assert not missing.exists()  # not silently created empty
+
+
+async def test_locked_database_shows_a_notification_and_recovers(seeded: Store) -> None:
+    """Another process holds the SQLite file exclusively: a clear notification, no traceback; then it clears."""
+    store = Store(seeded.url, timeout_s=0.2)  # fail fast instead of waiting 5 s for the lock
+    app = create_app(store, "ana", poll_interval=0)
+    for engine in (seeded.engine, store.engine):
+        engine.dispose()  # no pooled connection keeps the file open: the lock below is truly exclusive
+    locker = sqlite3.connect(seeded.url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        locker.execute("PRAGMA locking_mode=EXCLUSIVE")
+        locker.execute("BEGIN EXCLUSIVE")
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            assert isinstance(app.screen, ConversationsScreen)
+            table = app.screen.query_one("#conversations", DataTable)
+            assert table.row_count == 0
+            errors = [n.message for n in app._notifications if n.severity == "error"]
+            assert len(errors) == 1, errors
+            assert "cannot read the conversation list: database is locked" in errors[0]
+            assert "fix: another process holds a write lock" in errors[0] and "Traceback" not in errors[0]
+            locker.execute("COMMIT")
+            locker.close()
+            await pilot.press("ctrl+r")
+            await settle(pilot)
+            assert table.row_count == 4
+    finally:
+        locker.close()
