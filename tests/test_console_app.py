@@ -359,3 +359,18 @@ async def test_locked_database_shows_a_notification_and_recovers(seeded: Store) 
             assert table.row_count == 4
     finally:
         locker.close()
+
+
+async def test_transcript_renders_the_newest_items_that_fit_and_m_shows_all(seeded: Store) -> None:
+    app = create_app(seeded, "ana", poll_interval=0)
+    async with app.run_test(size=(80, 16)) as pilot:
+        await settle(pilot)
+        app.push_screen(ConversationScreen(FEE_ID))
+        await settle(pilot)
+        text = screen_text(app, "#transcript")
+        assert "earlier items; m shows all" in text and "please refund a fee" not in text
+        assert "the annual fee, it was your mistake" in text  # the newest turn is always there
+        await pilot.press("m")
+        await settle(pilot)
+        text = screen_text(app, "#transcript")
+        assert "earlier items" not in text and "please refund a fee" in text

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from rich.cells import cell_len
 from rich.text import Text
 
 from sopagent.console.queries import Entry
@@ -93,3 +94,8 @@ def entry_text(entry: Entry, wide: bool = False, policy: str = "") -> Text:
             out.append(f"{stamp} operator  ", style="bold green")
             out.append(entry.sent_text + "\n")
     return out
+
+
+def wrapped_lines(text: Text, width: int) -> int:
+    """About how many lines ``text`` takes at ``width`` columns (a lower bound: words wrap a bit later)."""
+    return sum(max(1, -(-cell_len(line) // width)) for line in text.plain.split("\n"))

@@ -9,7 +9,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Header, Static
 
 from sopagent.console.queries import ConversationDetail, Entry, conversation_detail
-from sopagent.console.render import entry_text, status_text
+from sopagent.console.render import entry_text, status_text, wrapped_lines
 from sopagent.console.screens.actions import DECISION_BINDINGS, DecisionActions
 from sopagent.console.screens.base import PollingScreen
 from sopagent.console.screens.dialogs import ReasonDialog, ReplyDialog, StepDialog
@@ -18,9 +18,8 @@ from sopagent.errors import SopAgentError
 
 WIDE = 110
 """From this many columns on, decisions show slot values and latency per stage."""
-RECENT = 12
-"""Transcript items rendered at first (newest); ``m`` shows all of them."""
-"""From this many columns on, decisions show slot values and latency per stage."""
+MIN_ITEMS = 2
+"""Transcript items rendered at least, however small the terminal."""
 
 
 class ConversationScreen(PollingScreen, DecisionActions):
@@ -69,13 +68,22 @@ class ConversationScreen(PollingScreen, DecisionActions):
                     style="dim")
         self.query_one("#conversation-head", Static).update(head)
         wide = self.size.width >= WIDE
-        body = Text()
         policy = f"{detail.policy_name} {detail.policy_version}"
-        entries = detail.entries if self.show_all else detail.entries[-RECENT:]
-        if len(entries) < len(detail.entries):
-            body.append(f"({len(detail.entries) - len(entries)} earlier items; m shows all)\n\n", style="dim")
-        for entry in entries:
-            body.append_text(entry_text(entry, wide, policy if wide else ""))
+        # Render the newest items that fill the screen (the view follows the bottom); older ones only on m.
+        width, room = max(20, self.size.width - 4), self.size.height + self.size.height // 4
+        items: list[Text] = []
+        lines = 0
+        for entry in reversed(detail.entries):
+            if not self.show_all and lines >= room and len(items) >= MIN_ITEMS:
+                break
+            item = entry_text(entry, wide, policy if wide else "")
+            items.append(item)
+            lines += wrapped_lines(item, width) + 1
+        body = Text()
+        if len(items) < len(detail.entries):
+            body.append(f"({len(detail.entries) - len(items)} earlier items; m shows all)\n\n", style="dim")
+        for item in reversed(items):
+            body.append_text(item)
             body.append("\n")
         if not detail.entries:
             body.append("no turns yet", style="dim")
