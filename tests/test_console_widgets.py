@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from textual.app import App, ComposeResult
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 from textual.widgets._footer import FooterKey
 from textual.worker import WorkerCancelled
 
@@ -91,3 +91,8 @@ async def test_footer_shows_the_main_keys_at_80_columns_and_is_not_rebuilt_needl
         app.screen.refresh_bindings()
         await settle(pilot)
         assert list(footer.query(FooterKey)) == keys  # the same widgets: nothing to rebuild
+        await pilot.press("question_mark")
+        await settle(pilot)
+        help_text = str(app.screen.query_one("#help-keys", Static).render())
+        for hidden in ("Back", "All turns", "Refresh", "Pause or resume the agent"):  # not in the footer
+            assert hidden in help_text

@@ -99,7 +99,8 @@ class ConsoleApp(App[None]):
                         key=lambda a: 0 if a.node is self.screen else 1 if a.node is self else 2)
         for active in ranked:
             binding = active.binding
-            description = binding.description or (binding.action.replace("_", " ") if binding.show else "")
+            description = binding.tooltip or binding.description or (
+                binding.action.replace("_", " ") if binding.show else "")
             if description and description not in seen:
                 seen.add(description)
                 keys.append((binding.key_display or self.get_key_display(binding), description))

@@ -30,7 +30,7 @@ class ConversationScreen(PollingScreen, DecisionActions):
         Binding("t", "take_over", "Take over"),
         Binding("r", "reply", "Reply"),
         Binding("h", "hand_back", "Hand back"),
-        Binding("p", "pause", "Pause"),
+        Binding("p", "pause", "Pause", tooltip="Pause or resume the agent"),
         Binding("escape", "back", "Back", show=False),
         Binding("m", "more", "All turns", show=False),
     ]
