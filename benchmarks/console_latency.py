@@ -28,6 +28,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -142,7 +143,7 @@ def touch(store: Store, index: int) -> None:
                               .limit(1)).scalar_one()
         newest = session.execute(select(Conversation.updated_at).order_by(Conversation.updated_at.desc())
                                  .limit(1)).scalar_one()
-        later = newest[:20] + f"{int(newest[20:26]) + 1:06d}" + newest[26:]
+        later = (datetime.fromisoformat(newest) + timedelta(microseconds=1)).isoformat(timespec="microseconds")
         session.execute(update(Conversation).where(Conversation.id == cid).values(updated_at=later))
         session.commit()
 
