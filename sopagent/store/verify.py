@@ -193,7 +193,7 @@ def verify_raw(rows: Iterable[tuple[Any, ...]], policy_digests: dict[int, str],
     return RawResult(head_report(head, prev, checked), first, prev if count else None, count)
 
 
-WINDOW = 20_000
+WINDOW = 1_000
 """Chain positions checked together in bulk (see :mod:`sopagent.store.bulk`)."""
 
 
