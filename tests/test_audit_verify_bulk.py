@@ -118,6 +118,12 @@ def test_bulk_reports_equal_the_reference_at_any_window_and_worker_count(card_po
             assert verify_engine(store.engine, window=window, workers=workers) == expected, (window, workers)
 
 
+@pytest.mark.parametrize("case", ["intact", "edited text", "duplicate position", "swapped", "salt removed"])
+def test_bulk_reports_equal_the_reference_on_postgresql(card_policy, postgres_url, case: str) -> None:
+    store = Store(postgres_url)
+    test_bulk_reports_equal_the_reference_at_any_window_and_worker_count(card_policy, store, case)
+
+
 def test_erasure_on_postgresql_leaves_the_text_in_no_table(card_policy, postgres_server, postgres_url) -> None:
     store = Store(postgres_url)
     _history(card_policy, store)

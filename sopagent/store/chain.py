@@ -167,11 +167,12 @@ class RowCodec:
     """The canonical texts of raw rows of one kind (columns in :func:`record_columns` order), in bulk.
 
     Derived from :data:`KIND_FIELDS` only: the keys are sorted once and written into a ``%s``
-    template, and all values of a batch of rows are JSON-encoded in one call of the same C encoder
-    that :func:`canonical` uses, so each text equals ``canonical(personal)`` or ``canonical(public
-    + kind, seq, commitment)`` character for character. :meth:`texts` answers None for rows it
-    cannot encode that way (a value that is not text, a number or NULL); callers then use the
-    reference functions :func:`commitment_from` and :func:`hash_from`.
+    template, and all values of a batch of rows are JSON-encoded in one call of json's C encoder
+    with the settings of :func:`canonical` (same string escaping, same number and null text), so
+    each text equals ``canonical(personal)`` or ``canonical(public + kind, seq, commitment)``
+    character for character (tests/test_audit_verify_bulk.py checks this on generated values).
+    :meth:`texts` answers None for rows it cannot encode that way (a value that is not text, a
+    number or NULL); callers then use the reference :func:`verify_rows`.
     """
 
     kind: str
