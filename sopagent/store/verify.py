@@ -1,4 +1,4 @@
-"""Fast chain verification: core SELECTs of plain tuples in large batches, no per-row objects.
+"""Fast chain verification: windows of chain positions read as plain tuples and checked in bulk.
 
 It computes exactly the hashes of :mod:`sopagent.store.chain`: the canonical texts come from
 :class:`~sopagent.store.chain.RowCodec` (derived from the same field lists, equal to
