@@ -97,9 +97,26 @@ TAMPERING = {
     "swapped": ["UPDATE decision SET seq = 100 WHERE seq = 9", "UPDATE decision SET seq = 9 WHERE seq = 10",
                 "UPDATE decision SET seq = 10 WHERE seq = 100"],
     "policy digest": ["UPDATE decision SET policy_sha256 = 'f00' WHERE seq = 10"],
+    "policy snapshot": ["UPDATE policyversion SET catalog_source = catalog_source || ' '"],
     "position zero": ["UPDATE decision SET seq = 0 WHERE seq = 1"],
     "number as text": ["UPDATE decision SET turn = 'two' WHERE seq = 4"],
+    "forged row": "reseal",  # a row rewritten and sealed consistently, but not onto the row before it
 }
+
+
+def _reseal(store: Store) -> None:
+    """Rewrite the decision at position 6 and seal it again, linked to a made-up previous hash."""
+    from sqlmodel import Session, select
+
+    from sopagent.store import Decision
+    from sopagent.store.chain import seal
+
+    with Session(store.engine) as session:
+        row = session.exec(select(Decision).where(Decision.seq == 6)).one()
+        row.customer_text = "I never said this"
+        seal(row, "f" * 64, 6)
+        session.add(row)
+        session.commit()
 
 
 @pytest.mark.parametrize("case", list(TAMPERING))
@@ -108,9 +125,12 @@ def test_bulk_reports_equal_the_reference_at_any_window_and_worker_count(card_po
     _history(card_policy, store)
     if case == "intact":
         erase_customer(store, "cust-maria", "dpo", "GDPR request")  # erased rows, accepted
-    with store.engine.begin() as conn:
-        for statement in TAMPERING[case]:
-            conn.execute(text(statement))
+    if TAMPERING[case] == "reseal":
+        _reseal(store)
+    else:
+        with store.engine.begin() as conn:
+            for statement in TAMPERING[case]:
+                conn.execute(text(statement))
     expected = _reference(store)
     assert expected.intact == (case == "intact"), expected.describe()
     for window in (1, 2, 3, 5, 1000):
@@ -118,7 +138,7 @@ def test_bulk_reports_equal_the_reference_at_any_window_and_worker_count(card_po
             assert verify_engine(store.engine, window=window, workers=workers) == expected, (window, workers)
 
 
-@pytest.mark.parametrize("case", ["intact", "edited text", "duplicate position", "swapped", "salt removed"])
+@pytest.mark.parametrize("case", ["intact", "edited text", "duplicate position", "swapped", "forged row"])
 def test_bulk_reports_equal_the_reference_on_postgresql(card_policy, postgres_url, case: str) -> None:
     store = Store(postgres_url)
     test_bulk_reports_equal_the_reference_at_any_window_and_worker_count(card_policy, store, case)
