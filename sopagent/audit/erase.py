@@ -6,7 +6,8 @@ accepts an erased row only when such an action lists it. Cleared: customer text,
 options with their bound slot values, rendered replies, operator slot values and sent text, and on
 the conversations: customer reference, metadata and known facts. The salt goes too, so the kept
 commitment can no longer be tested against guesses. On SQLite the WAL is checkpointed and the file
-vacuumed afterwards (secure_delete is on), so no trace of the text remains in the database file.
+vacuumed afterwards (secure_delete is on), so no trace of the text remains in the database file; on
+PostgreSQL the cleared tables are rewritten with ``VACUUM (FULL)``, so no dead row version keeps it.
 """
 
 from __future__ import annotations
@@ -119,10 +120,29 @@ def _clear(store: Store, kind: str, operator: str, reason: str, conversations: l
     return ErasureResult(action.id, detail["conversations"], detail["decisions"], detail["actions"])
 
 
+CLEARED_TABLES = ("decision", "operatoraction", "conversation")
+"""The tables whose rows an erase or purge rewrites."""
+
+
 def compact(store: Store) -> None:
-    """Remove what is left of cleared content from the database file (SQLite: checkpoint WAL, VACUUM)."""
+    """Remove what is left of cleared content from the database files.
+
+    SQLite: checkpoint the WAL and VACUUM the file. PostgreSQL: ``VACUUM (FULL)`` the cleared
+    tables (outside a transaction), which writes them and their indexes anew without the dead row
+    versions that still hold the old text; it locks those tables while it runs, so appends wait.
+    Other engines: nothing (their own vacuuming applies).
+    """
+    if store.engine.dialect.name == "postgresql":
+        try:
+            with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql(f"VACUUM (FULL) {', '.join(CLEARED_TABLES)}")
+        except SQLAlchemyError as exc:
+            raise StoreError(f"the content was cleared, but VACUUM (FULL) failed: {exc}; old row versions stay "
+                             "in the table files until it runs: run `VACUUM (FULL) decision, operatoraction, "
+                             "conversation` as the table owner", retryable=True) from exc
+        return
     if not store.url.startswith("sqlite"):
-        return  # PostgreSQL: autovacuum reclaims dead tuples; run VACUUM FULL for immediate removal
+        return
     store.engine.dispose()  # no pooled connection may hold a read snapshot during the checkpoint
     with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
