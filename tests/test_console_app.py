@@ -104,7 +104,7 @@ async def test_conversation_shows_each_decision_in_detail(seeded: Store) -> None
         assert "the annual fee, it was your mistake" in text
         assert "fee_refund_declined_amount" in text and "45%" in text and "55%" in text
         assert "by model" in text and "model scripted" in text and "latency" in text
-        assert "card_services 1.0" in text and "held for approval: A annual fee of €95.00" in text
+        assert "card_services 1.0" in text and "held for approval: The annual fee of €95.00" in text
         assert "1 waiting for approval" in screen_text(app, "#conversation-head")
 
 

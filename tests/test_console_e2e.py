@@ -78,9 +78,9 @@ async def test_chat_process_waits_for_the_console_to_approve(store: Store, tmp_p
             except WorkerCancelled:
                 pass
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any("A annual fee of €95.00" in line for line in chat.lines):
+        while time.monotonic() < deadline and not any("The annual fee of €95.00" in line for line in chat.lines):
             time.sleep(0.1)
-        approved = [line for line in chat.lines if "A annual fee of €95.00" in line]
+        approved = [line for line in chat.lines if "The annual fee of €95.00" in line]
         assert approved and approved[0].startswith("agent> ")
         assert chat.lines.index(approved[0]) > max(i for i, line in enumerate(chat.lines) if "waiting" in line)
         assert chat.proc.stdin is not None
