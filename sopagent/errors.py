@@ -81,3 +81,7 @@ class StoreError(RunError):
 
 class ConversationError(RunError):
     """The conversation is unknown, closed or in a state that does not accept this action."""
+
+
+class EvalDataError(AuthoringError):
+    """An evaluation data set (e.g. STAR) is missing, misplaced or malformed."""
