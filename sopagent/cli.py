@@ -155,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(test)
     test.add_argument("--repeat", type=int, default=1, help="run each test K times (pass^k)")
     test.set_defaults(func=cmd_test)
+
+    from sopagent.eval.star.cli import add_parser as add_eval_parser  # registers `eval star`
+
+    add_eval_parser(sub)
     return parser
 
 

@@ -56,6 +56,19 @@ def read_done(path: Path) -> dict[str, dict[str, Any]]:
     return done
 
 
+def open_for_append(path: Path) -> Any:
+    """Open the results file for appending, first ending a line torn by an interruption."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size:
+        with path.open("rb") as stream:
+            stream.seek(-1, 2)
+            torn = stream.read(1) != b"\n"
+        if torn:
+            with path.open("a", encoding="utf-8") as stream:
+                stream.write("\n")
+    return path.open("a", encoding="utf-8")
+
+
 @dataclass
 class Runner:
     """Runs cases for one model, writing the audit store and the per-case JSONL under ``workdir``."""
@@ -106,8 +119,7 @@ class Runner:
         done = read_done(self.results_path)
         rows = [done[c.case_id] for c in cases if c.case_id in done]
         conversations: dict[int, str] = {}
-        self.results_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.results_path.open("a", encoding="utf-8") as out:
+        with open_for_append(self.results_path) as out:
             for case in cases:
                 if case.case_id in done:
                     continue
