@@ -152,7 +152,7 @@ class Agent:
         else:
             context = prompts.conversation_text(history, text)
             try:
-                facts = self._extract(step_name, context)
+                facts = self._extract(step_name, context, text)
                 clock.lap("extract")
                 known.update({k: v for k, v in facts.model_dump(mode="json").items() if v is not None})
                 outcome = self._decide(conversation, step_name, facts, known, context, clock)
@@ -184,7 +184,7 @@ class Agent:
         facts: BaseModel = NoFacts()
         try:
             if customer_text is not None:
-                facts = self._extract(step, context)
+                facts = self._extract(step, context, customer_text)
             clock.lap("extract")
             known.update({k: v for k, v in facts.model_dump(mode="json").items() if v is not None})
             outcome = self._decide(conversation, step, facts, known, context, clock)
@@ -194,19 +194,20 @@ class Agent:
 
     # --- stages --------------------------------------------------------------------------------
 
-    def _extract(self, step_name: str, context: str) -> BaseModel:
+    def _extract(self, step_name: str, context: str, text: str = "") -> BaseModel:
         schema = self.policy.steps[step_name].facts
         if isinstance(schema, type) and issubclass(schema, OneOf):
-            return self._classify(schema, context)
+            return self._classify(schema, context, text)
         if not schema.model_fields:
             return schema()
         return self.model.extract(prompts.extraction_prompt(self._system, context, schema), schema).facts
 
-    def _classify(self, schema: type[OneOf], context: str) -> OneOf:
+    def _classify(self, schema: type[OneOf], context: str, text: str) -> OneOf:
         """A :class:`OneOf` read as one constrained token, with every label's probability."""
         labels = list(schema.options)
         texts = None if schema.listed_in_system else list(schema.options.values())
-        prompt = prompts.classification_prompt(self._system, context, schema.question, texts)
+        question = schema.question.replace("{message}", text)
+        prompt = prompts.classification_prompt(self._system, context, question, texts)
         choice = self.model.choose(prompt, len(labels))
         if not 0 <= choice.index < len(labels):  # checked again after decoding
             raise ConstraintViolationError(f"model chose label {choice.index} of {len(labels)}")

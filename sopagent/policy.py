@@ -71,7 +71,9 @@ class OneOf(Facts):
     probabilities: dict[str, float] = {}
     """Probability of every label, as the model gave it."""
     options: ClassVar[dict[str, str]] = {}
-    question: ClassVar[str] = "Which of the kinds listed above is the customer's latest message?"
+    question: ClassVar[str] = ("The customer's latest message is: \"{message}\"\n"
+                               "Which of the kinds listed above is it?")
+    """Asked after the conversation; ``{message}`` is replaced by the customer's latest message."""
     listed_in_system: ClassVar[bool] = False
 
     @model_validator(mode="after")

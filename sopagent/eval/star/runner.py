@@ -110,7 +110,8 @@ class Runner:
         return {
             "case_id": case.case_id, "dialogue_id": case.dialogue_id, "task": case.task, "domain": case.domain,
             "gold": case.gold, "pred": result.response_id, "allowed": allowed,
-            "label": result.facts.get("label"), "model_call": customer_text is not None and bool(result.facts),
+            "label": result.facts.get("label"), "kind_probabilities": result.facts.get("probabilities") or {},
+            "model_call": customer_text is not None and bool(result.facts),
             "chosen_by": result.chosen_by, "error": result.error, "latency_ms": round(latency, 1),
         }
 
