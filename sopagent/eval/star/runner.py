@@ -121,7 +121,8 @@ class Runner:
         rows = [done[c.case_id] for c in cases if c.case_id in done]
         conversations: dict[int, str] = {}
         with open_for_append(self.results_path) as out:
-            for case in cases:
+            # by task (stable: dialogue order kept), so the task's system text stays in the KV cache
+            for case in sorted(cases, key=lambda c: c.task):
                 if case.case_id in done:
                     continue
                 if case.dialogue_id not in conversations:
