@@ -27,7 +27,7 @@ from sopagent.policy import OneOf, Option, Policy, Turn, say
 
 MAX_KINDS = 26
 """A choice is one letter, so at most 26 kinds of customer message are offered."""
-EXPECTED_WEIGHT = 4.0
+EXPECTED_WEIGHT = 16.0
 """How much more likely a kind of message is when it answers our last action (the graph's prior)."""
 
 
@@ -77,7 +77,8 @@ def catalog_yaml(task: TaskSchema) -> str:
                           sort_keys=False, allow_unicode=True)
 
 
-def score_actions(task: TaskSchema, history: Sequence[Event], probabilities: dict[str, float]) -> dict[str, float]:
+def score_actions(task: TaskSchema, history: Sequence[Event], probabilities: dict[str, float],
+                  expected_weight: float = EXPECTED_WEIGHT) -> dict[str, float]:
     """Weight of each action after a customer message: P(kind) x prior, summed over kinds that lead to it."""
     expected = set(gate.expected_user_nodes(task, gate.last_action(history)))
     scores: dict[str, float] = {}
@@ -85,13 +86,14 @@ def score_actions(task: TaskSchema, history: Sequence[Event], probabilities: dic
         action = task.sam_graph.get(node)
         if action is None:
             continue
-        weight = p * (EXPECTED_WEIGHT if node in expected else 1.0)
+        weight = p * (expected_weight if node in expected else 1.0)
         scores[action] = scores.get(action, 0.0) + weight
     return scores
 
 
 def next_action(task: TaskSchema, history: Sequence[Event], label: str | None,
-                probabilities: dict[str, float], allowed: list[str]) -> str:
+                probabilities: dict[str, float], allowed: list[str],
+                expected_weight: float = EXPECTED_WEIGHT, greet_first: bool = False) -> str:
     """The procedure: the next agent action from the graph, the dialogue so far and the message kind."""
     previous = gate.last_action(history)
     kind = gate.last_kind(history)
@@ -102,10 +104,10 @@ def next_action(task: TaskSchema, history: Sequence[Event], label: str | None,
             choice = task.sam_graph.get(node)
         else:
             choice = next(iter(gate.nothing_found_actions(task)), None)
-    elif previous is None and "hello" in allowed:
+    elif previous is None and "hello" in allowed and (greet_first or not probabilities):
         choice = "hello"
     elif probabilities:
-        scores = score_actions(task, history, probabilities)
+        scores = score_actions(task, history, probabilities, expected_weight)
         ranked = sorted((a for a in scores if a in allowed), key=lambda a: -scores[a])
         choice = ranked[0] if ranked else None
     if choice is None and previous is not None:
@@ -115,7 +117,26 @@ def next_action(task: TaskSchema, history: Sequence[Event], label: str | None,
     return choice
 
 
-def build_policy(task: TaskSchema, folder: Path) -> Policy:
+def is_question(task: TaskSchema, action: str) -> bool:
+    """An action that asks the customer for information: a kind of customer message informs it
+    (SAM's r_graph) and the flowchart goes on after it. Greetings and generic actions excluded."""
+    if action in gate.GENERIC_ACTIONS or action in QUERY_LABELS or action not in task.graph:
+        return False
+    return any(task.sam_r_graph.get(u) == action and "inform" in u for u in task.user_nodes)
+
+
+def candidates(task: TaskSchema, history: Sequence[Event], action: str, allowed: list[str]) -> list[str]:
+    """Where the procedure leaves a real choice: a question whose answer the customer may already have
+    given (then the flowchart's next action). Otherwise just ``action``."""
+    if gate.last_kind(history) != "customer" or not is_question(task, action):
+        return [action]
+    following = task.graph.get(action)
+    if following is None or following not in allowed or following == action:
+        return [action]
+    return [action, following]
+
+
+def build_policy(task: TaskSchema, folder: Path, ask_known: bool = True) -> Policy:
     """The sopagent policy of a STAR task; its catalog file is written into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     catalog_path = (folder / f"star_{task.name}.yaml").resolve()
@@ -142,7 +163,14 @@ def build_policy(task: TaskSchema, folder: Path) -> Policy:
             probabilities = {label: 1.0}
         action = next_action(task, history, label, probabilities, allowed)
         turn.known["star_allowed"] = allowed
-        return [say(action, next=step_name(action))]
+        if not ask_known:
+            return [say(action, next=step_name(action))]
+        choice = candidates(task, history, action, allowed)
+        if len(choice) == 1:
+            return [say(action, next=step_name(action))]
+        return [say(choice[0], next=step_name(choice[0]), hint="ask this only if the customer has not already given it"),
+                say(choice[1], next=step_name(choice[1]),
+                    hint="if the customer already gave what the previous reply would ask for")]
 
     for action in [None, *task.actions]:
         if facts_type is not None:
