@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from sopagent.eval.star import gate
-from sopagent.eval.star.adapter import build_policy, catalog_yaml, message_kinds, next_action, step_name
+from sopagent.eval.star.adapter import (build_policy, catalog_yaml, is_question, message_kinds, next_action,
+                                        skip_answered, step_name)
 from sopagent.eval.star.baseline import match_reply
 from sopagent.eval.star.data import QUERY_LABELS, Event, load_cases, load_tasks, sample_cases
 from sopagent.catalog import parse_catalog
@@ -96,9 +97,34 @@ def test_procedure_follows_the_kind_of_message_the_model_read(tasks):
             allowed = gate.allowed_actions(task, history)
             for node in task.user_nodes:
                 target = task.sam_graph.get(node)
-                if target in allowed:
+                if target in allowed and not (target == action and is_question(task, target)):
                     chosen = next_action(task, history, node, {node: 1.0}, allowed)
                     assert chosen == target, (task.name, action, node)
+
+
+def test_questions_already_answered_are_not_asked_again(tasks):
+    checked = 0
+    for task in tasks.values():
+        for action in task.actions:
+            following = task.graph.get(action)
+            if not is_question(task, action) or following is None:
+                continue
+            answers = [u for u in task.user_nodes if task.sam_r_graph.get(u) == action and "inform" in u]
+            history = (Event("customer", "hello"), Event("agent", task.text(action), action=action),
+                       Event("customer", "..."))
+            allowed = gate.allowed_actions(task, history)
+            if following not in allowed:
+                continue
+            # asked before: go on along the flowchart (possibly further, past other answered questions)
+            assert skip_answered(task, history, action, None, {}, allowed) != action
+            # asked for the first time and the message does not carry the answer: ask it
+            fresh = history[:1] + history[2:]
+            assert skip_answered(task, fresh, action, None, {}, gate.allowed_actions(task, fresh)) == action
+            # the message carries the answer (the model gives its kind weight): go on
+            given = {answers[0]: 0.5}
+            assert skip_answered(task, fresh, action, None, given, gate.allowed_actions(task, fresh)) != action
+            checked += 1
+    assert checked >= len(tasks)
 
 
 def test_prediction_is_always_in_the_gate_and_the_gate_is_neither_tiny_nor_everything(tasks, cases):

@@ -66,7 +66,7 @@ def test_replay_reads_the_message_with_one_choice_and_records_it_in_the_audit_ch
     kinds = task.user_nodes
     target = next(n for n in kinds if task.sam_graph.get(n) == "bank_ask_dob")
     probabilities = [0.9 if n == target else 0.1 / (len(kinds) - 1) for n in kinds]
-    model = ScriptedModel(choices=[probabilities, 0])
+    model = ScriptedModel(choices=[probabilities])
     runner = Runner({"bank_balance": task}, model, tmp_path / "work", tmp_path / "cases.jsonl")
     from sopagent.eval.star.data import Case
 
@@ -76,13 +76,10 @@ def test_replay_reads_the_message_with_one_choice_and_records_it_in_the_audit_ch
     conversation = runner.agent("bank_balance").start()
     row = runner.run_case(case, conversation)
     assert row["label"] == target and row["pred"] == "bank_ask_dob" and row["pred"] in row["allowed"]
-    # one-token reading of the message (no JSON generation), then the one real choice the procedure
-    # leaves: ask the question, or go on because the customer already answered it
-    assert len(model.prompts) == 2
+    assert len(model.prompts) == 1  # one-token reading of the message, no JSON, the rest is code
     prompt = model.prompts[0]
-    assert "I do not remember my PIN" in prompt.context and "A) " in prompt.system
-    assert task.text("bank_ask_dob") in model.prompts[1].task
-    assert task.text(task.graph["bank_ask_dob"]) in model.prompts[1].task
+    assert "I do not remember my PIN" in prompt.context and "I do not remember my PIN" in prompt.task
+    assert "A) " in prompt.system
     store = Store(f"sqlite:///{tmp_path / 'work' / 'audit.db'}")
     assert store.verify_chain().intact
     decision = store.decisions(conversation)[0]

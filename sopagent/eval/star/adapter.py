@@ -28,6 +28,9 @@ from sopagent.policy import OneOf, Option, Policy, Turn, say
 MAX_KINDS = 26
 """A choice is one letter, so at most 26 kinds of customer message are offered."""
 EXPECTED_WEIGHT = 16.0
+ANSWERED_THRESHOLD = 0.05
+"""A question counts as already answered when the model gives the kinds of message that answer it at
+least this much probability (the message carries that fact too)."""
 """How much more likely a kind of message is when it answers our last action (the graph's prior)."""
 
 
@@ -114,7 +117,28 @@ def next_action(task: TaskSchema, history: Sequence[Event], label: str | None,
         choice = task.graph.get(previous)
     if choice not in allowed:
         choice = "anything_else" if "anything_else" in allowed else allowed[0]
+    if kind == "customer":
+        choice = skip_answered(task, history, choice, label, probabilities, allowed)
     return choice
+
+
+def skip_answered(task: TaskSchema, history: Sequence[Event], action: str, label: str | None,
+                  probabilities: dict[str, float], allowed: list[str],
+                  threshold: float = ANSWERED_THRESHOLD) -> str:
+    """Do not ask what is already known: while ``action`` is a question that the customer's message
+    answers too (by the model's reading) or that was asked before in this dialogue, go on along the
+    flowchart."""
+    done = set(gate.actions_so_far(history))
+    seen: set[str] = set()
+    while is_question(task, action) and action not in seen:
+        seen.add(action)
+        answers = [u for u in task.user_nodes if task.sam_r_graph.get(u) == action and "inform" in u]
+        given = label not in answers and sum(probabilities.get(u, 0.0) for u in answers) >= threshold
+        following = task.graph.get(action)
+        if not (given or action in done) or following not in allowed:
+            break
+        action = following
+    return action
 
 
 def is_question(task: TaskSchema, action: str) -> bool:
@@ -136,7 +160,7 @@ def candidates(task: TaskSchema, history: Sequence[Event], action: str, allowed:
     return [action, following]
 
 
-def build_policy(task: TaskSchema, folder: Path, ask_known: bool = True) -> Policy:
+def build_policy(task: TaskSchema, folder: Path, ask_known: bool = False) -> Policy:
     """The sopagent policy of a STAR task; its catalog file is written into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     catalog_path = (folder / f"star_{task.name}.yaml").resolve()

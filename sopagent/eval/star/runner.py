@@ -112,7 +112,8 @@ class Runner:
             "gold": case.gold, "pred": result.response_id, "allowed": allowed,
             "label": result.facts.get("label"), "kind_probabilities": result.facts.get("probabilities") or {},
             "model_call": customer_text is not None and bool(result.facts),
-            "chosen_by": result.chosen_by, "error": result.error, "latency_ms": round(latency, 1),
+            "chosen_by": result.chosen_by,
+            "options": [{"id": o.response_id, "p": o.probability} for o in result.options], "error": result.error, "latency_ms": round(latency, 1),
         }
 
     def run(self, cases: list[Case], progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
