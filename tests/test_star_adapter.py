@@ -168,3 +168,18 @@ def test_baseline_matches_only_exact_approved_replies(tasks):
     assert match_reply(task, allowed, "QUERY") == "query"
     assert match_reply(task, allowed, "Anything else I can help with?") is None
     assert match_reply(task, ["anything_else"], "Your current balance is 5 in credit.") is None
+
+
+def test_a_task_without_a_sam_schema_still_runs_on_the_graph_alone(tmp_path):
+    from sopagent.eval.star.data import load_task
+
+    task = load_task(DATA / "tasks" / "weather.json", None)
+    assert task.user_nodes == [] and task.db_nodes == []
+    policy = build_policy(task, tmp_path)
+    assert all(not step.facts.model_fields for step in policy.steps.values())  # nothing for a model to read
+    for action, successor in task.graph.items():
+        if action in task.actions and successor in task.actions:
+            history = (Event("customer", "hi"), Event("agent", task.text(action), action=action),
+                       Event("customer", "ok"))
+            allowed = gate.allowed_actions(task, history)
+            assert next_action(task, history, None, {}, allowed) == successor

@@ -161,7 +161,12 @@ def candidates(task: TaskSchema, history: Sequence[Event], action: str, allowed:
 
 
 def build_policy(task: TaskSchema, folder: Path, ask_known: bool = False) -> Policy:
-    """The sopagent policy of a STAR task; its catalog file is written into ``folder``."""
+    """The sopagent policy of a STAR task; its catalog file is written into ``folder``.
+
+    ``ask_known`` lets the model choose between asking a question and going on along the flowchart
+    (two replies, one token). Measured worse than the code-only rule on the fixed sample (the model
+    mostly picks the second option), so it is off; see BENCHMARKS.md.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     catalog_path = (folder / f"star_{task.name}.yaml").resolve()
     catalog_path.write_text(catalog_yaml(task), encoding="utf-8")
