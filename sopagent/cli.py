@@ -187,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     from sopagent.server.cli import register as register_server  # serve, keys (their imports stay lazy)
 
     register_server(sub)
+
+    from sopagent.eval.star.cli import add_parser as add_eval_parser  # registers `eval star`
+
+    add_eval_parser(sub)
     return parser
 
 

@@ -18,14 +18,14 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from pydantic import BaseModel
 
 from sopagent import prompts
 from sopagent.errors import ConstraintViolationError, ConversationError, ModelError, PolicyError
 from sopagent.models.base import DecisionModel
-from sopagent.policy import END, NoFacts, Option, Policy, Turn
+from sopagent.policy import END, NoFacts, OneOf, Option, Policy, Turn
 from sopagent.store import Conversation, Decision, Store, utcnow
 
 HOLDING_STEP = "awaiting_approval"
@@ -152,7 +152,7 @@ class Agent:
         else:
             context = prompts.conversation_text(history, text)
             try:
-                facts = self._extract(step_name, context)
+                facts = self._extract(step_name, context, text)
                 clock.lap("extract")
                 known.update({k: v for k, v in facts.model_dump(mode="json").items() if v is not None})
                 outcome = self._decide(conversation, step_name, facts, known, context, clock)
@@ -161,13 +161,58 @@ class Agent:
 
         return self._commit(conversation, step_name, text, facts, known, outcome, clock)
 
+    def replay(self, conversation_id: str, transcript: Sequence[tuple[str, str]], step: str,
+               customer_text: str | None) -> TurnResult:
+        """Decide the next reply after a recorded dialogue prefix (evaluation, replay of logged dialogues).
+
+        The same extract / policy / choose / commit path as :meth:`respond`, with two differences:
+        ``transcript`` (every line so far as (role, text): customer, agent and back-end lines) is
+        shown to the model instead of the stored history, and ``step`` is the step the recorded
+        dialogue is in. ``customer_text`` is the customer's message since the agent last acted, or
+        None when the agent acts again without one (after a back-end result): then no facts are read.
+        """
+        clock = _Clock()
+        conversation = self.store.get_conversation(conversation_id)
+        if conversation.policy_name != self.policy.name:
+            raise ConversationError(f"conversation {conversation_id} runs policy {conversation.policy_name!r}, "
+                                    f"not {self.policy.name!r}")
+        if step not in self.policy.steps:
+            raise ConversationError(f"policy {self.policy.name!r} has no step {step!r}")
+        known: dict[str, Any] = json.loads(conversation.known_json)
+        clock.lap("load")
+        context = prompts.transcript_text(transcript)
+        facts: BaseModel = NoFacts()
+        try:
+            if customer_text is not None:
+                facts = self._extract(step, context, customer_text)
+            clock.lap("extract")
+            known.update({k: v for k, v in facts.model_dump(mode="json").items() if v is not None})
+            outcome = self._decide(conversation, step, facts, known, context, clock)
+        except (ModelError, PolicyError) as exc:
+            outcome = self._fallback(step, exc)
+        return self._commit(conversation, step, customer_text or "", facts, known, outcome, clock)
+
     # --- stages --------------------------------------------------------------------------------
 
-    def _extract(self, step_name: str, context: str) -> BaseModel:
+    def _extract(self, step_name: str, context: str, text: str = "") -> BaseModel:
         schema = self.policy.steps[step_name].facts
+        if isinstance(schema, type) and issubclass(schema, OneOf):
+            return self._classify(schema, context, text)
         if not schema.model_fields:
             return schema()
         return self.model.extract(prompts.extraction_prompt(self._system, context, schema), schema).facts
+
+    def _classify(self, schema: type[OneOf], context: str, text: str) -> OneOf:
+        """A :class:`OneOf` read as one constrained token, with every label's probability."""
+        labels = list(schema.options)
+        texts = None if schema.listed_in_system else list(schema.options.values())
+        question = schema.question.replace("{message}", text)
+        prompt = prompts.classification_prompt(self._system, context, question, texts)
+        choice = self.model.choose(prompt, len(labels))
+        if not 0 <= choice.index < len(labels):  # checked again after decoding
+            raise ConstraintViolationError(f"model chose label {choice.index} of {len(labels)}")
+        probabilities = dict(zip(labels, choice.probabilities)) if choice.probabilities else {}
+        return schema(label=labels[choice.index], probabilities=probabilities)
 
     def _decide(self, conversation: Conversation, step_name: str, facts: BaseModel, known: dict[str, Any],
                 context: str, clock: "_Clock") -> _Outcome:

@@ -85,3 +85,7 @@ class ConversationError(RunError):
 
 class ApiKeyError(RunError):
     """An API key is missing, unknown, revoked, or of a scope that may not do this."""
+
+
+class EvalDataError(AuthoringError):
+    """An evaluation data set (e.g. STAR) is missing, misplaced or malformed."""

@@ -29,9 +29,9 @@ import inspect
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generic, Mapping, TypeVar
+from typing import Any, Callable, ClassVar, Generic, Mapping, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from sopagent.catalog import Catalog, load_catalog
 from sopagent.errors import PolicyError
@@ -55,6 +55,41 @@ class Facts(BaseModel):
 
 class NoFacts(Facts):
     """A step that needs nothing from the customer's words."""
+
+
+class OneOf(Facts):
+    """Facts that are one label among described alternatives, read with ONE constrained token.
+
+    Instead of generating JSON, the engine asks the model's choice API (one forward step over
+    the letters A, B, C...) and fills ``probabilities`` with every label's probability, so a step
+    can weigh the model's reading against what the procedure expects. Subclass it and set
+    ``options`` (label -> description, in order, at most 26). With ``listed_in_system`` the
+    lettered options are already part of the policy description (built with
+    :meth:`lettered_options`), which keeps them in the model's cached prompt prefix.
+    """
+
+    label: str | None = None
+    """The chosen label (None when there was nothing to read)."""
+    probabilities: dict[str, float] = {}
+    """Probability of every label, as the model gave it."""
+    options: ClassVar[dict[str, str]] = {}
+    question: ClassVar[str] = ("The customer's latest message is: \"{message}\"\n"
+                               "Which of the kinds listed above is it?")
+    """Asked after the conversation; ``{message}`` is replaced by the customer's latest message."""
+    listed_in_system: ClassVar[bool] = False
+
+    @model_validator(mode="after")
+    def _known_label(self) -> "OneOf":
+        if self.label is not None and self.label not in self.options:
+            raise ValueError(f"label {self.label!r} is not one of {list(self.options)}")
+        return self
+
+    @classmethod
+    def lettered_options(cls) -> str:
+        """The options as lettered lines (``A) description``), for a policy description."""
+        from sopagent.models.base import OPTION_LABELS
+
+        return "\n".join(f"{OPTION_LABELS[i]}) {text}" for i, text in enumerate(cls.options.values()))
 
 
 @dataclass(frozen=True)

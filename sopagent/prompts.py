@@ -76,3 +76,17 @@ def choice_prompt(system: str, context: str, option_texts: Sequence[str]) -> Cha
         f"latest message?\n{listed}\nAnswer with the letter only."
     )
     return ChatPrompt(system, context, task)
+
+
+def transcript_text(lines: Sequence[tuple[str, str]]) -> str:
+    """A recorded transcript, every line labelled the same way (so it stays a stable prompt prefix
+    as the dialogue grows)."""
+    return "\n".join(["Conversation so far:"] + [f"{role}: {text}" for role, text in lines])
+
+
+def classification_prompt(system: str, context: str, question: str, option_texts: Sequence[str] | None) -> ChatPrompt:
+    """Ask for one lettered label; ``option_texts`` None means the options are in the system text."""
+    listed = ""
+    if option_texts:
+        listed = "\n" + "\n".join(f"{OPTION_LABELS[i]}) {text}" for i, text in enumerate(option_texts))
+    return ChatPrompt(system, context, f"Task: {question}{listed}\nAnswer with the letter only.")

@@ -218,6 +218,13 @@ class LlamaCppModel:
         probabilities = [float(p) for p in (recorder.first if recorder.first is not None else [])]
         return Choice(index=OPTION_LABELS.index(label), probabilities=probabilities, raw=raw, stats=stats)
 
+    def generate_free(self, prompt: ChatPrompt, max_tokens: int) -> tuple[str, CallStats]:
+        """UNCONSTRAINED generation, for baselines that measure what constraints prevent.
+
+        Never used on a path whose text can reach a customer.
+        """
+        return self._run(self.render(prompt), None, max_tokens)
+
     # --- start-up self-test ------------------------------------------------------------------
 
     def self_test(self) -> None:

@@ -1,0 +1,61 @@
+"""Re-score recorded STAR model readings under variants of the procedure (no model call).
+
+A model run (``sopagent eval star``) keeps, per case, the probability the model gave every kind of
+customer message. This script replays the policy code on those readings with other settings, so
+an idea about the procedure is measured on the same fixed sample in seconds:
+
+    .venv/bin/python benchmarks/star_ideas.py star_40.cases.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from sopagent.eval.star import gate
+from sopagent.eval.star.adapter import next_action
+from sopagent.eval.star.data import load_cases, load_tasks
+
+
+def main() -> None:
+    """Print mean-over-domains accuracy per variant."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cases_file")
+    parser.add_argument("data_dir", nargs="?", default="../shared/data/star")
+    args = parser.parse_args()
+    data = Path(args.data_dir)
+    tasks = load_tasks(data)
+    rows = {r["case_id"]: r for r in map(json.loads, Path(args.cases_file).read_text().splitlines()) if r}
+    cases = [c for c in load_cases(data, tasks) if c.case_id in rows]
+
+    def uniform(task):
+        return {n: 1.0 / len(task.user_nodes) for n in task.user_nodes}
+
+    variants = {
+        "recorded run": lambda case, task, row, allowed: row["pred"],
+        "procedure only (uniform reading)": lambda c, t, r, a: next_action(t, c.history, None, uniform(t), a),
+        "model argmax, no prior": lambda c, t, r, a: next_action(
+            t, c.history, r["label"], {r["label"]: 1.0} if r["label"] else {}, a, 1.0),
+    }
+    for weight in (1.0, 2.0, 4.0, 8.0, 16.0):
+        variants[f"model probabilities x prior {weight:g}"] = (
+            lambda c, t, r, a, w=weight: next_action(t, c.history, r["label"], r.get("kind_probabilities") or {}, a, w))
+    for weight in (4.0, 16.0):
+        variants[f"prior {weight:g}, first reply from the reading"] = (
+            lambda c, t, r, a, w=weight: next_action(t, c.history, r["label"], r.get("kind_probabilities") or {}, a, w,
+                                                     greet_first=False))
+    print(f"{len(cases)} cases, {len({c.domain for c in cases})} domains")
+    for name, predict in variants.items():
+        per_domain: dict[str, list[bool]] = {}
+        for case in cases:
+            task = tasks[case.task]
+            allowed = gate.allowed_actions(task, case.history)
+            per_domain.setdefault(case.domain, []).append(predict(case, task, rows[case.case_id], allowed) == case.gold)
+        mean = statistics.fmean(sum(v) / len(v) for v in per_domain.values())
+        print(f"{name:<40} mean accuracy {mean:6.1%}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Evaluation harnesses that measure sopagent on data nobody here wrote."""

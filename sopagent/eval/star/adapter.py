@@ -1,0 +1,209 @@
+"""A STAR task schema as an ordinary sopagent policy and response catalog.
+
+* The catalog is the task's replies (query labels are knowledge-base actions, described as such).
+* One step per agent action, ``after_<action>`` (plus ``start``): the step the conversation is in
+  after the agent took that action. Every step reads the customer's latest message as one of
+  SAM's kinds of customer message (a :class:`~sopagent.policy.OneOf`: one constrained token,
+  with every kind's probability) and runs :func:`next_action`, plain policy code.
+* The model only reads language; the procedure is code: the kind of message the graph expects
+  after our last action is a prior, the graph gives the action that follows the kind of message,
+  a knowledge-base result is matched to SAM's result nodes without any model call.
+
+The allowed set of every decision (the gate) is recorded in the conversation's known facts
+(``star_allowed``); the chosen action is always one of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from sopagent.eval.star import gate
+from sopagent.eval.star.data import QUERY_LABELS, Event, TaskSchema
+from sopagent.policy import OneOf, Option, Policy, Turn, say
+
+MAX_KINDS = 26
+"""A choice is one letter, so at most 26 kinds of customer message are offered."""
+EXPECTED_WEIGHT = 16.0
+ANSWERED_THRESHOLD = 0.05
+"""A question counts as already answered when the model gives the kinds of message that answer it at
+least this much probability (the message carries that fact too)."""
+"""How much more likely a kind of message is when it answers our last action (the graph's prior)."""
+
+
+@dataclass
+class RecordedDialogue:
+    """The back end of a replayed dialogue: what the agent has done and what the knowledge base returned."""
+
+    history: Sequence[Event] = field(default_factory=tuple)
+
+    @property
+    def last_result(self) -> dict[str, Any] | None:
+        """The knowledge-base item returned since the agent's last action, if the last event is one."""
+        if self.history and self.history[-1].role == "backend":
+            return self.history[-1].item or {}
+        return None
+
+
+def step_name(action: str | None) -> str:
+    """The step a conversation is in after the agent's ``action`` (``start`` before any)."""
+    return "start" if action is None else f"after_{action}"
+
+
+def _kind_text(task: TaskSchema, node: str) -> str:
+    name = node.removeprefix("user_")
+    for prefix in (task.name + "_", task.domain + "_"):
+        name = name.removeprefix(prefix)
+    return f"{name.replace('_', ' ')}: \"{task.sam_replies[node]}\""
+
+
+def message_kinds(task: TaskSchema) -> dict[str, str]:
+    """SAM's kinds of customer message (label -> description with its example), at most 26."""
+    return {node: _kind_text(task, node) for node in task.user_nodes[:MAX_KINDS]}
+
+
+def catalog_yaml(task: TaskSchema) -> str:
+    """The task's replies as a sopagent catalog (braces of STAR's own templates kept literal)."""
+    responses = []
+    for action in task.actions:
+        text = task.text(action)
+        if action in QUERY_LABELS:
+            description = f"Look up the knowledge base ({action}); not sent to the customer."
+        else:
+            description = text
+        responses.append({"id": action, "text": text.replace("{", "{{").replace("}", "}}"),
+                          "description": description.replace("{", "(").replace("}", ")")})
+    return yaml.safe_dump({"catalog": f"star_{task.name}", "version": "star-1", "responses": responses},
+                          sort_keys=False, allow_unicode=True)
+
+
+def score_actions(task: TaskSchema, history: Sequence[Event], probabilities: dict[str, float],
+                  expected_weight: float = EXPECTED_WEIGHT) -> dict[str, float]:
+    """Weight of each action after a customer message: P(kind) x prior, summed over kinds that lead to it."""
+    expected = set(gate.expected_user_nodes(task, gate.last_action(history)))
+    scores: dict[str, float] = {}
+    for node, p in probabilities.items():
+        action = task.sam_graph.get(node)
+        if action is None:
+            continue
+        weight = p * (expected_weight if node in expected else 1.0)
+        scores[action] = scores.get(action, 0.0) + weight
+    return scores
+
+
+def next_action(task: TaskSchema, history: Sequence[Event], label: str | None,
+                probabilities: dict[str, float], allowed: list[str],
+                expected_weight: float = EXPECTED_WEIGHT, greet_first: bool = False) -> str:
+    """The procedure: the next agent action from the graph, the dialogue so far and the message kind."""
+    previous = gate.last_action(history)
+    kind = gate.last_kind(history)
+    choice: str | None = None
+    if kind == "backend":
+        node = gate.result_node(task, history[-1].item)
+        if node is not None:
+            choice = task.sam_graph.get(node)
+        else:
+            choice = next(iter(gate.nothing_found_actions(task)), None)
+    elif previous is None and "hello" in allowed and (greet_first or not probabilities):
+        choice = "hello"
+    elif probabilities:
+        scores = score_actions(task, history, probabilities, expected_weight)
+        ranked = sorted((a for a in scores if a in allowed), key=lambda a: -scores[a])
+        choice = ranked[0] if ranked else None
+    if choice is None and previous is not None:
+        choice = task.graph.get(previous)
+    if choice not in allowed:
+        choice = "anything_else" if "anything_else" in allowed else allowed[0]
+    if kind == "customer":
+        choice = skip_answered(task, history, choice, label, probabilities, allowed)
+    return choice
+
+
+def skip_answered(task: TaskSchema, history: Sequence[Event], action: str, label: str | None,
+                  probabilities: dict[str, float], allowed: list[str],
+                  threshold: float = ANSWERED_THRESHOLD) -> str:
+    """Do not ask what is already known: while ``action`` is a question that the customer's message
+    answers too (by the model's reading) or that was asked before in this dialogue, go on along the
+    flowchart."""
+    done = set(gate.actions_so_far(history))
+    seen: set[str] = set()
+    while is_question(task, action) and action not in seen:
+        seen.add(action)
+        answers = [u for u in task.user_nodes if task.sam_r_graph.get(u) == action and "inform" in u]
+        given = label not in answers and sum(probabilities.get(u, 0.0) for u in answers) >= threshold
+        following = task.graph.get(action)
+        if not (given or action in done) or following not in allowed:
+            break
+        action = following
+    return action
+
+
+def is_question(task: TaskSchema, action: str) -> bool:
+    """An action that asks the customer for information: a kind of customer message informs it
+    (SAM's r_graph) and the flowchart goes on after it. Greetings and generic actions excluded."""
+    if action in gate.GENERIC_ACTIONS or action in QUERY_LABELS or action not in task.graph:
+        return False
+    return any(task.sam_r_graph.get(u) == action and "inform" in u for u in task.user_nodes)
+
+
+def candidates(task: TaskSchema, history: Sequence[Event], action: str, allowed: list[str]) -> list[str]:
+    """Where the procedure leaves a real choice: a question whose answer the customer may already have
+    given (then the flowchart's next action). Otherwise just ``action``."""
+    if gate.last_kind(history) != "customer" or not is_question(task, action):
+        return [action]
+    following = task.graph.get(action)
+    if following is None or following not in allowed or following == action:
+        return [action]
+    return [action, following]
+
+
+def build_policy(task: TaskSchema, folder: Path, ask_known: bool = False) -> Policy:
+    """The sopagent policy of a STAR task; its catalog file is written into ``folder``.
+
+    ``ask_known`` lets the model choose between asking a question and going on along the flowchart
+    (two replies, one token). Measured worse than the code-only rule on the fixed sample (the model
+    mostly picks the second option), so it is off; see BENCHMARKS.md.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    catalog_path = (folder / f"star_{task.name}.yaml").resolve()
+    catalog_path.write_text(catalog_yaml(task), encoding="utf-8")
+    kinds = message_kinds(task)
+    Message = type(f"{task.name.title().replace('_', '')}Message", (OneOf,), {
+        "__doc__": f"The kind of the customer's latest message in STAR task {task.name}.",
+        "__module__": __name__,
+        "options": kinds, "listed_in_system": True})
+    description = (f"the STAR task '{task.name.replace('_', ' ')}'. Customers write messages of these kinds:\n"
+                   + Message.lettered_options())
+    fallback = "out_of_scope" if "out_of_scope" in task.actions else task.actions[0]
+    policy = Policy(name=f"star_{task.name}", version="star-1", catalog=catalog_path, start="start",
+                    fallback=fallback, description=description, tools=RecordedDialogue)
+    facts_type = Message if kinds else None
+
+    def decide(turn: Turn[Any, RecordedDialogue]) -> list[Option]:
+        history = turn.tools.history
+        allowed = gate.allowed_actions(task, history)
+        facts = turn.facts
+        label = getattr(facts, "label", None)
+        probabilities = dict(getattr(facts, "probabilities", {}) or {})
+        if label and not probabilities:
+            probabilities = {label: 1.0}
+        action = next_action(task, history, label, probabilities, allowed)
+        turn.known["star_allowed"] = allowed
+        if not ask_known:
+            return [say(action, next=step_name(action))]
+        choice = candidates(task, history, action, allowed)
+        if len(choice) == 1:
+            return [say(action, next=step_name(action))]
+        return [say(choice[0], next=step_name(choice[0]), hint="ask this only if the customer has not already given it"),
+                say(choice[1], next=step_name(choice[1]),
+                    hint="if the customer already gave what the previous reply would ask for")]
+
+    for action in [None, *task.actions]:
+        if facts_type is not None:
+            policy.step(facts=facts_type, name=step_name(action))(decide)
+        else:
+            policy.step(name=step_name(action))(decide)
+    return policy

@@ -1,0 +1,185 @@
+"""The STAR adapter on the real STAR task files: catalogs, graph-derived allowed sets, the procedure.
+
+No model is loaded. The data folder is ``../shared/data/star`` from the repository root.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sopagent.eval.star import gate
+from sopagent.eval.star.adapter import (build_policy, catalog_yaml, is_question, message_kinds, next_action,
+                                        skip_answered, step_name)
+from sopagent.eval.star.baseline import match_reply
+from sopagent.eval.star.data import QUERY_LABELS, Event, load_cases, load_tasks, sample_cases
+from sopagent.catalog import parse_catalog
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "star"
+pytestmark = pytest.mark.skipif(not (DATA / "tasks").is_dir(), reason="STAR data folder not present")
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return load_tasks(DATA)
+
+
+@pytest.fixture(scope="module")
+def cases(tasks):
+    return load_cases(DATA, tasks)
+
+
+def test_every_task_becomes_a_valid_policy_and_catalog(tasks, tmp_path):
+    for task in tasks.values():
+        catalog = parse_catalog(catalog_yaml(task))
+        assert list(catalog.responses) == task.actions
+        for action in task.actions:
+            if action in QUERY_LABELS:
+                assert "not sent to the customer" in catalog[action].description
+            else:  # the exact STAR text, template braces kept literal
+                assert catalog[action].render({}) == task.text(action)
+        policy = build_policy(task, tmp_path)
+        assert set(policy.steps) == {step_name(None)} | {step_name(a) for a in task.actions}
+        assert len(message_kinds(task)) == len(task.user_nodes)
+
+
+def test_gate_holds_the_graph_successor_of_the_last_action(tasks):
+    for task in tasks.values():
+        for action, successor in task.graph.items():
+            if action not in task.actions or successor not in task.actions:
+                continue
+            history = (Event("agent", task.text(action), action=action), Event("customer", "ok"))
+            assert successor in gate.allowed_actions(task, history), (task.name, action)
+
+
+def test_gate_holds_what_follows_each_kind_of_customer_message(tasks):
+    for task in tasks.values():
+        history = (Event("customer", "hi"),)
+        allowed = gate.allowed_actions(task, history)
+        assert set(allowed) <= set(task.actions)
+        for node in task.user_nodes:
+            if task.sam_graph.get(node) in task.actions:
+                assert task.sam_graph[node] in allowed
+
+
+def test_result_items_are_matched_to_their_result_node(tasks):
+    checked = 0
+    for task in tasks.values():
+        for node in task.db_nodes:
+            fields = gate._result_fields(task.sam_replies[node])
+            item = {k: (v if not v.startswith("[") else "x") for k, v in fields.items()}
+            if not item:  # an empty result: the task's "nothing found" reply, tested below
+                continue
+            literal = {k for k, v in fields.items() if k != "APIName" and not v.startswith("[")}
+            others = [gate._result_fields(task.sam_replies[n]) for n in task.db_nodes if n != node]
+            if literal or all(set(o) != set(fields) for o in others):
+                assert gate.result_node(task, item) == node, (task.name, node)
+                checked += 1
+    assert checked >= len(tasks)
+
+
+def test_empty_result_leads_to_a_nothing_found_reply(tasks):
+    for task in tasks.values():
+        history = (Event("customer", "hi"), Event("agent", "[query]", action="query"), Event("backend", "no result", item={}))
+        allowed = gate.allowed_actions(task, history)
+        chosen = next_action(task, history, None, {}, allowed)
+        assert chosen in allowed
+        if gate.nothing_found_actions(task):
+            assert chosen in gate.nothing_found_actions(task)
+
+
+def test_procedure_follows_the_kind_of_message_the_model_read(tasks):
+    for task in tasks.values():
+        for action in task.actions:
+            history = (Event("customer", "hello"), Event("agent", task.text(action), action=action),
+                       Event("customer", "..."))
+            allowed = gate.allowed_actions(task, history)
+            for node in task.user_nodes:
+                target = task.sam_graph.get(node)
+                if target in allowed and not (target == action and is_question(task, target)):
+                    chosen = next_action(task, history, node, {node: 1.0}, allowed)
+                    assert chosen == target, (task.name, action, node)
+
+
+def test_questions_already_answered_are_not_asked_again(tasks):
+    checked = 0
+    for task in tasks.values():
+        for action in task.actions:
+            following = task.graph.get(action)
+            if not is_question(task, action) or following is None:
+                continue
+            answers = [u for u in task.user_nodes if task.sam_r_graph.get(u) == action and "inform" in u]
+            history = (Event("customer", "hello"), Event("agent", task.text(action), action=action),
+                       Event("customer", "..."))
+            allowed = gate.allowed_actions(task, history)
+            if following not in allowed:
+                continue
+            # asked before: go on along the flowchart (possibly further, past other answered questions)
+            assert skip_answered(task, history, action, None, {}, allowed) != action
+            # asked for the first time and the message does not carry the answer: ask it
+            fresh = history[:1] + history[2:]
+            assert skip_answered(task, fresh, action, None, {}, gate.allowed_actions(task, fresh)) == action
+            # the message carries the answer (the model gives its kind weight): go on
+            given = {answers[0]: 0.5}
+            assert skip_answered(task, fresh, action, None, given, gate.allowed_actions(task, fresh)) != action
+            checked += 1
+    assert checked >= len(tasks)
+
+
+def test_prediction_is_always_in_the_gate_and_the_gate_is_neither_tiny_nor_everything(tasks, cases):
+    hits, sizes = 0, []
+    for case in cases:
+        task = tasks[case.task]
+        allowed = gate.allowed_actions(task, case.history)
+        uniform = {n: 1.0 / max(1, len(task.user_nodes)) for n in task.user_nodes}
+        assert next_action(task, case.history, None, uniform, allowed) in allowed
+        hits += case.gold in allowed
+        sizes.append(len(allowed))
+    assert hits / len(cases) > 0.8, "the gate got too strict: it caps accuracy"
+    mean_size = sum(sizes) / len(sizes)
+    mean_actions = sum(len(tasks[c.task].actions) for c in cases) / len(cases)
+    assert mean_size < 0.75 * mean_actions, "the gate allows nearly everything"
+
+
+def test_cases_follow_the_protocol(cases):
+    assert all(c.history is not None and c.gold for c in cases)
+    queries = [c for c in cases if c.gold in QUERY_LABELS]
+    assert queries and all(c.history for c in queries)
+    # nothing from a guide or from the case itself leaks into the history
+    for case in cases[:300]:
+        assert all(e.role in ("customer", "agent", "backend") for e in case.history)
+
+
+def test_sample_is_deterministic_and_per_domain(cases):
+    first = sample_cases(cases, 5)
+    assert [c.case_id for c in first] == [c.case_id for c in sample_cases(list(cases), 5)]
+    counts: dict[str, int] = {}
+    for case in first:
+        counts[case.domain] = counts.get(case.domain, 0) + 1
+    assert set(counts.values()) == {5}
+
+
+def test_baseline_matches_only_exact_approved_replies(tasks):
+    task = tasks["bank_balance"]
+    allowed = ["bank_inform_balance", "anything_else", "query"]
+    assert match_reply(task, allowed, "Is there anything else that I can do for you?") == "anything_else"
+    assert match_reply(task, allowed, "Your current balance is 1,234 in credit.") == "bank_inform_balance"
+    assert match_reply(task, allowed, "QUERY") == "query"
+    assert match_reply(task, allowed, "Anything else I can help with?") is None
+    assert match_reply(task, ["anything_else"], "Your current balance is 5 in credit.") is None
+
+
+def test_a_task_without_a_sam_schema_still_runs_on_the_graph_alone(tmp_path):
+    from sopagent.eval.star.data import load_task
+
+    task = load_task(DATA / "tasks" / "weather.json", None)
+    assert task.user_nodes == [] and task.db_nodes == []
+    policy = build_policy(task, tmp_path)
+    assert all(not step.facts.model_fields for step in policy.steps.values())  # nothing for a model to read
+    for action, successor in task.graph.items():
+        if action in task.actions and successor in task.actions:
+            history = (Event("customer", "hi"), Event("agent", task.text(action), action=action),
+                       Event("customer", "ok"))
+            allowed = gate.allowed_actions(task, history)
+            assert next_action(task, history, None, {}, allowed) == successor

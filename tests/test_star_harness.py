@@ -1,0 +1,86 @@
+"""``sopagent eval star`` end to end on a small sample: structure, resume, audit (no quality number).
+
+Runs the real engine and a real SQLite audit store with the no-model ``uniform`` backend, and the
+engine's replay entry point with the scripted test model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sopagent.cli import main
+from sopagent.eval.star.data import Event, load_tasks
+from sopagent.eval.star.runner import Runner
+from sopagent.models.scripted import ScriptedModel
+from sopagent.store import Store
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "star"
+pytestmark = pytest.mark.skipif(not (DATA / "tasks").is_dir(), reason="STAR data folder not present")
+
+
+def _run(tmp_path: Path, *extra: str) -> int:
+    return main(["eval", "star", str(DATA), "--limit-per-domain", "3", "--model", "uniform", "--quiet",
+                 "--out", str(tmp_path / "results.json"), *extra])
+
+
+def test_results_structure_and_every_prediction_in_the_allowed_set(tmp_path, capsys):
+    assert _run(tmp_path) == 0
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert set(summary["domains"]) == {t.domain for t in load_tasks(DATA).values()}
+    for figures in summary["domains"].values():
+        assert figures["cases"] == 3
+        for key in ("accuracy", "weighted_f1", "gate_recall"):
+            assert 0.0 <= figures[key] <= 1.0
+        assert figures["violations"] == 0
+    assert 0.0 <= summary["mean_accuracy"] <= 1.0 and 0.0 <= summary["mean_weighted_f1"] <= 1.0
+    rows = [json.loads(line) for line in (tmp_path / "results.cases.jsonl").read_text().splitlines()]
+    assert len(rows) == summary["cases"] == 3 * len(summary["domains"])
+    assert all(r["pred"] in r["allowed"] for r in rows)
+    out = capsys.readouterr().out
+    assert "mean" in out and "VIOLATION" not in out
+
+
+def test_resume_skips_done_cases(tmp_path):
+    assert _run(tmp_path) == 0
+    cases_file = tmp_path / "results.cases.jsonl"
+    lines = cases_file.read_text().splitlines()
+    cases_file.write_text("\n".join(lines[:-4]) + "\n" + lines[-4][:10])  # interrupted mid-line
+    assert _run(tmp_path) == 0
+    now = cases_file.read_text().splitlines()
+    assert len(now) == len(lines) + 1  # the torn line stays (ignored), the 4 cases are redone
+    again = [json.loads(x) for x in now[: len(lines) - 4]]
+    rerun = [json.loads(x) for x in now[len(lines) - 3:]]
+    assert [r["case_id"] for r in again] == [json.loads(x)["case_id"] for x in lines[:-4]]
+    assert sorted(r["case_id"] for r in rerun) == sorted(json.loads(x)["case_id"] for x in lines[-4:])
+    before = cases_file.read_text()
+    assert _run(tmp_path) == 0
+    assert cases_file.read_text() == before  # nothing left to do: nothing appended
+
+
+def test_replay_reads_the_message_with_one_choice_and_records_it_in_the_audit_chain(tmp_path):
+    tasks = load_tasks(DATA)
+    task = tasks["bank_balance"]
+    kinds = task.user_nodes
+    target = next(n for n in kinds if task.sam_graph.get(n) == "bank_ask_dob")
+    probabilities = [0.9 if n == target else 0.1 / (len(kinds) - 1) for n in kinds]
+    model = ScriptedModel(choices=[probabilities])
+    runner = Runner({"bank_balance": task}, model, tmp_path / "work", tmp_path / "cases.jsonl")
+    from sopagent.eval.star.data import Case
+
+    history = (Event("customer", "hi, my balance please"), Event("agent", task.text("hello"), action="hello"),
+               Event("customer", "I do not remember my PIN"))
+    case = Case("x-0", 1, 0, "bank_balance", history, "bank_ask_dob")
+    conversation = runner.agent("bank_balance").start()
+    row = runner.run_case(case, conversation)
+    assert row["label"] == target and row["pred"] == "bank_ask_dob" and row["pred"] in row["allowed"]
+    assert len(model.prompts) == 1  # one-token reading of the message, no JSON, the rest is code
+    prompt = model.prompts[0]
+    assert "I do not remember my PIN" in prompt.context and "I do not remember my PIN" in prompt.task
+    assert "A) " in prompt.system
+    store = Store(f"sqlite:///{tmp_path / 'work' / 'audit.db'}")
+    assert store.verify_chain().intact
+    decision = store.decisions(conversation)[0]
+    assert decision.response_id == "bank_ask_dob" and decision.customer_text == "I do not remember my PIN"
