@@ -81,3 +81,17 @@ class StoreError(RunError):
 
 class ConversationError(RunError):
     """The conversation is unknown, closed or in a state that does not accept this action."""
+
+
+class BackendError(ModelError):
+    """A model backend (hosted API, model server, local runtime) failed to answer usefully.
+
+    Timeouts, rate limits, server errors, refused connections and malformed answers all become
+    this one type. ``retryable`` says whether the same request can succeed later (the backend
+    client has already retried with backoff by then); the engine answers with the policy's
+    fallback reply and escalates either way.
+    """
+
+
+class ModelSpecError(ModelError):
+    """A model spec (``--model``, ``$SOPAGENT_MODEL`` or ``sopagent.toml``) cannot be understood."""
