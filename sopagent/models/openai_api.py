@@ -42,7 +42,8 @@ from sopagent.models.spec import ModelSpec
 try:
     import openai
     import outlines
-    from outlines.exceptions import APIError, normalize_provider_errors
+    from outlines.exceptions import (APIConnectionError, APIError, APITimeoutError, RateLimitError,
+                                     normalize_provider_errors)
     from outlines.inputs import Chat
     from outlines.types import JsonSchema
 except ImportError as exc:  # pragma: no cover - broken installs only
@@ -58,6 +59,8 @@ STRICT_UNSUPPORTED = ("pattern", "format", "minLength", "maxLength", "minimum", 
                       "maxItems")
 """Schema keywords removed from OpenAI strict-mode requests and checked after decoding instead."""
 DEFAULT_FORMAT = {"openai": "json_schema", "vllm": "json_schema", "openai-compatible": "json_schema"}
+UNREACHABLE = (APIConnectionError, APITimeoutError, RateLimitError)
+"""Failures that say nothing about whether the server applies constraints."""
 SERVER_KEY_PLACEHOLDER = "not-needed"
 """Sent to servers that need no key (vLLM and llama.cpp servers started without ``--api-key``)."""
 
@@ -92,6 +95,11 @@ def choice_schema(n_options: int) -> dict[str, Any]:
             "required": ["choice"], "additionalProperties": False}
 
 
+def _field(item: Any, name: str) -> Any:
+    """A field of a logprob entry, whether the client parsed it into an object or left a dict."""
+    return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+
+
 def label_probabilities(raw: str, tokens: list[Any], labels: str) -> list[float]:
     """Probabilities of ``labels`` at the position where ``raw`` (a choice object) names its label.
 
@@ -105,20 +113,20 @@ def label_probabilities(raw: str, tokens: list[Any], labels: str) -> list[float]
         return []
     offset = 0
     for token in tokens:
-        text = getattr(token, "token", "") or ""
+        text = _field(token, "token") or ""
         if offset <= position < offset + len(text):
             prefix = text[: position - offset]
             mass = dict.fromkeys(labels, 0.0)
-            alternatives = list(getattr(token, "top_logprobs", None) or [])
-            if not any(getattr(alt, "token", None) == text for alt in alternatives):
+            alternatives = list(_field(token, "top_logprobs") or [])
+            if not any(_field(alt, "token") == text for alt in alternatives):
                 alternatives.append(token)
             for alt in alternatives:
-                alt_text = getattr(alt, "token", "") or ""
+                alt_text = _field(alt, "token") or ""
                 if not alt_text.startswith(prefix) or len(alt_text) <= len(prefix):
                     continue
                 letter, rest = alt_text[len(prefix)], alt_text[len(prefix) + 1:]
                 if letter in mass and set(rest) <= set('"} \n'):
-                    mass[letter] += math.exp(float(alt.logprob))
+                    mass[letter] += math.exp(float(_field(alt, "logprob")))
             total = sum(mass.values())
             return [mass[letter] / total for letter in labels] if total > 0 else []
         offset += len(text)
@@ -262,8 +270,8 @@ class OpenAIChatModel:
         try:
             raw, _, _ = self.complete(prompt, schema, "SelfTest", 24)
         except BackendError as exc:
-            if exc.retryable:
-                raise
+            if isinstance(exc.__cause__, UNREACHABLE):
+                raise  # the server is down or slow: not a verdict on its constraints
             raise ConstraintNotEnforcedError(f"{self.name} rejected the structured-output request at start-up: "
                                              f"{exc}\n  fix: {fix}") from exc
         try:
