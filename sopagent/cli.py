@@ -37,11 +37,11 @@ def _load_agent(args: argparse.Namespace) -> Any:
 
     policy = load_policy(args.policy)
     store = Store(args.db)
-    from sopagent.models.spec import agent_settings
+    from sopagent.models.spec import agent_settings, redact
 
     config = getattr(args, "config", None)
     settings = agent_settings(config)
-    print(f"loading model{' ' + args.model if args.model else ''} ...", file=sys.stderr)
+    print(f"loading model{' ' + redact(args.model) if args.model else ''} ...", file=sys.stderr)
     model = load_model(args.model, progress=_progress(sys.stderr), config=config)
     if hasattr(model, "warm"):
         model.warm([step.facts for step in policy.steps.values() if step.facts.model_fields])

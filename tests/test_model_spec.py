@@ -98,3 +98,20 @@ def test_openai_without_a_key_names_the_variable(monkeypatch: pytest.MonkeyPatch
 def test_a_missing_gguf_path_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelUnavailableError, match="not found"):
         load_model(str(tmp_path / "nope.gguf"), self_test=False)
+
+
+def test_cli_reports_a_bad_spec_or_config_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sopagent.cli import main
+
+    root = Path(__file__).resolve().parent.parent
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    status = main(["chat", str(root / "policies" / "card_services.py"), "--db", db,
+                   "--model", "openai:gpt-4.1-mini?api_key=sk-live-999"])
+    err = capsys.readouterr().err
+    assert status == 3 and "secret" in err and "fix:" in err and "sk-live-999" not in err
+    assert "Traceback" not in err
+    config = tmp_path / "sopagent.toml"
+    config.write_text("[agent]\napprove_when_confidence_unknown = 'maybe'\n")
+    status = main(["chat", str(root / "policies" / "card_services.py"), "--db", db, "--config", str(config)])
+    err = capsys.readouterr().err
+    assert status == 3 and "approve_when_confidence_unknown" in err and "fix:" in err

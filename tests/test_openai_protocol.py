@@ -157,20 +157,23 @@ def test_label_probabilities_handle_a_quote_inside_the_label_token() -> None:
     assert probabilities[0] > probabilities[1] and sum(probabilities) == pytest.approx(1.0)
 
 
-def test_without_logprobs_the_probability_is_unknown_and_can_require_approval(server, card_policy, store) -> None:
+@pytest.mark.parametrize("approve, status", [(True, "pending"), (False, "sent")])
+def test_without_logprobs_the_probability_is_unknown_and_can_require_approval(server, card_policy, store,
+                                                                              approve: bool, status: str) -> None:
     fee = {"intent": "fee_refund", "handoff": OK}
     identity = {"card_last4": "4821", "date_of_birth": "1985-03-14", "handoff": OK}
     for facts in (fee, identity, {"fee_type": "annual", "handoff": OK}):
         server.answers.append((200, completion(json.dumps(facts))))
     server.answers.append((200, completion('{"choice":"A"}')))  # no logprobs in the answer
-    agent = Agent(card_policy, model_for(server), store, approve_when_confidence_unknown=True)
+    agent = Agent(card_policy, model_for(server), store, approve_when_confidence_unknown=approve)
     cid = agent.start()
     agent.respond(cid, "refund my fee")
     agent.respond(cid, "4821, 14 March 1985")
     result = agent.respond(cid, "the annual fee")
     assert result.chosen_by == "model" and result.confidence is None
     assert all(option.probability is None for option in result.options)
-    assert result.status == "pending" and store.get_conversation(cid).status == "awaiting_approval"
+    assert result.status == status
+    assert store.get_conversation(cid).status == ("awaiting_approval" if approve else "active")
     assert store.decisions(cid)[-1].model_name == f"openai-compatible:{server.url}#m"
 
 

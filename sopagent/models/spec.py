@@ -82,12 +82,12 @@ def _parse_options(text: str, spec: str) -> dict[str, Any]:
     for key, value in parse_qsl(text, keep_blank_values=True):
         if key.lower() in SECRET_OPTIONS:
             raise ModelSpecError(
-                f"model spec {_redact(spec)!r} carries a secret ({key}=...); secrets never go in a spec "
+                f"model spec {redact(spec)!r} carries a secret ({key}=...); secrets never go in a spec "
                 "because the spec is recorded in the audit log.\n  fix: put the key in an environment "
                 f"variable and name it: ?key_env=MY_KEY_VARIABLE (default {DEFAULT_KEY_ENV})")
         kind = OPTION_TYPES.get(key)
         if kind is None:
-            raise ModelSpecError(f"unknown option {key!r} in model spec {_redact(spec)!r}.\n  fix: use one of "
+            raise ModelSpecError(f"unknown option {key!r} in model spec {redact(spec)!r}.\n  fix: use one of "
                                  f"{', '.join(OPTION_TYPES)}")
         options[key] = _coerce(key, value, kind)
     return options
@@ -112,7 +112,7 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
     return coerced
 
 
-def _redact(spec: str) -> str:
+def redact(spec: str) -> str:
     """The spec with any URL password and secret-looking option values replaced."""
     if "://" in spec:
         scheme, rest = spec.split(":", 1)
@@ -142,7 +142,7 @@ def parse_spec(text: str | os.PathLike[str]) -> ModelSpec:
     if not sep or backend not in BACKENDS or (len(backend) == 1 and os.name == "nt"):
         if Path(spec).suffix.lower() != ".gguf" and not Path(spec).exists() and ":" in spec:
             raise ModelSpecError(
-                f"unknown model backend {backend!r} in {_redact(spec)!r}.\n  fix: start the spec with one of "
+                f"unknown model backend {backend!r} in {redact(spec)!r}.\n  fix: start the spec with one of "
                 f"{', '.join(BACKENDS)} (for example openai:gpt-4.1-mini), or pass a path to a .gguf file")
         return ModelSpec("llamacpp", spec)  # a bare path: a GGUF file, as before specs existed
     if backend in URL_BACKENDS:
@@ -159,13 +159,13 @@ def parse_spec(text: str | os.PathLike[str]) -> ModelSpec:
 def _parse_url_spec(backend: str, rest: str, spec: str) -> ModelSpec:
     parts = urlsplit(rest)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ModelSpecError(f"model spec {_redact(spec)!r} needs a server URL.\n  fix: e.g. {_example(backend)}")
+        raise ModelSpecError(f"model spec {redact(spec)!r} needs a server URL.\n  fix: e.g. {_example(backend)}")
     if parts.password or parts.username:
-        raise ModelSpecError(f"model spec {_redact(spec)!r} carries credentials in its URL; the spec is recorded "
+        raise ModelSpecError(f"model spec {redact(spec)!r} carries credentials in its URL; the spec is recorded "
                              "in the audit log.\n  fix: remove user:password@ and put the key in an environment "
                              f"variable named by ?key_env=VAR (default {DEFAULT_KEY_ENV})")
     if not parts.fragment:
-        raise ModelSpecError(f"model spec {_redact(spec)!r} does not name the model served there.\n"
+        raise ModelSpecError(f"model spec {redact(spec)!r} does not name the model served there.\n"
                              f"  fix: add #MODEL-NAME, e.g. {_example(backend)}")
     base = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
     return ModelSpec(backend, base, parts.fragment, _parse_options(parts.query, spec))
