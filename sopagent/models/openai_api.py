@@ -196,7 +196,8 @@ class OpenAIChatModel:
     def complete(self, prompt: ChatPrompt, schema: dict[str, Any], name: str, max_tokens: int,
                  logprobs: bool = False) -> tuple[str, Any, CallStats]:
         """One constrained chat completion: the answer text, its logprobs (or None) and its cost."""
-        kwargs: dict[str, Any] = {"model": self.model_name, "max_tokens": max_tokens, "temperature": 0.0,
+        limit = "max_completion_tokens" if self.flavor == "openai" else "max_tokens"  # OpenAI's newer name
+        kwargs: dict[str, Any] = {"model": self.model_name, limit: max_tokens, "temperature": 0.0,
                                   **self.request_format(schema, name)}
         if logprobs:
             kwargs.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
