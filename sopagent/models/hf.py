@@ -111,9 +111,22 @@ class TransformersModel:
         self.max_input_tokens = max_input_tokens
         self.tokenizer = tokenizer
         self.outlines_model = outlines.from_transformers(model, tokenizer)
+        self.outlines_model.tokenizer.convert_token_to_string = self._token_text  # type: ignore[method-assign]
         self._backend = OutlinesCoreBackend(self.outlines_model)
         self._processors: dict[str, OutlinesLogitsProcessor] = {}
         self.label_token_ids = [self._single_token(label) for label in OPTION_LABELS]
+
+    def _token_text(self, token: str) -> str:
+        """A vocabulary token as the text it adds, for the constraint index.
+
+        Outlines 1.3.3 adds a space in front of every SentencePiece ``▁`` token on the assumption
+        that the tokenizer drops it; transformers 5 keeps it, which made single spaces impossible
+        to write (a literal such as ``"late payment"`` could not be decoded under Gemma).
+        """
+        text = self.tokenizer.convert_tokens_to_string([token])
+        if (token.startswith("\u2581") or token == "<0x20>") and not text.startswith(" "):
+            text = " " + text
+        return text
 
     def _single_token(self, text: str) -> int:
         ids = self.tokenizer.encode(text, add_special_tokens=False)
