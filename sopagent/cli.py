@@ -37,11 +37,17 @@ def _load_agent(args: argparse.Namespace) -> Any:
 
     policy = load_policy(args.policy)
     store = Store(args.db)
-    print(f"loading model{' ' + args.model if args.model else ''} ...", file=sys.stderr)
-    model = load_model(args.model, progress=_progress(sys.stderr))
+    from sopagent.models.spec import agent_settings, redact
+
+    config = getattr(args, "config", None)
+    settings = agent_settings(config)
+    print(f"loading model{' ' + redact(args.model) if args.model else ''} ...", file=sys.stderr)
+    model = load_model(args.model, progress=_progress(sys.stderr), config=config)
     if hasattr(model, "warm"):
         model.warm([step.facts for step in policy.steps.values() if step.facts.model_fields])
-    return Agent(policy, model, store, confidence_threshold=args.confidence)
+    confidence = args.confidence if args.confidence is not None else settings.get("confidence_threshold")
+    return Agent(policy, model, store, confidence_threshold=confidence,
+                 approve_when_confidence_unknown=settings.get("approve_when_confidence_unknown"))
 
 
 def format_explain(result: Any) -> str:
@@ -149,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser, model: bool = True) -> None:
         p.add_argument("--db", help="audit store URL (default $SOPAGENT_DB or sqlite:///sopagent.db)")
         if model:
-            p.add_argument("--model", help="GGUF file (default $SOPAGENT_MODEL or the embedded model)")
+            p.add_argument("--model", help="model spec, e.g. PATH.gguf, openai:gpt-4.1-mini, "
+                           "vllm:http://host:8000/v1#NAME (default $SOPAGENT_MODEL, then sopagent.toml, "
+                           "then the embedded model)")
 
     chat = sub.add_parser("chat", help="talk to a policy as a customer")
     chat.add_argument("policy", help="policy file, e.g. policies/card_services.py")
@@ -161,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="model choices below this probability wait for an operator")
     chat.add_argument("--wait-operator", type=float, default=600.0, metavar="SECONDS",
                       help="at the end of input, wait this long for operators to settle pending replies")
+    chat.add_argument("--config", help="config file with [model] and [agent] tables (default ./sopagent.toml)")
     chat.set_defaults(func=cmd_chat)
 
     check = sub.add_parser("check", help="validate policies and catalogs without a model")

@@ -91,7 +91,8 @@ class Agent:
     """Runs a policy on a model and records every turn in the audit store."""
 
     def __init__(self, policy: Policy, model: DecisionModel, store: Store, tools: Any = None,
-                 confidence_threshold: float | None = None) -> None:
+                 confidence_threshold: float | None = None,
+                 approve_when_confidence_unknown: bool | None = None) -> None:
         """
         Args:
             policy: the SOP (see :func:`sopagent.load_policy`).
@@ -100,6 +101,9 @@ class Agent:
             tools: backend look-ups for the steps; defaults to the policy's own demo tools.
             confidence_threshold: model choices below this probability wait for an operator
                 (defaults to the policy's setting).
+            approve_when_confidence_unknown: model choices whose probability the backend could
+                not report (no log-probabilities) wait for an operator (defaults to the policy's
+                setting).
         """
         self.policy = policy
         self.model = model
@@ -107,6 +111,9 @@ class Agent:
         self.tools = tools if tools is not None else policy.make_tools()
         self.confidence_threshold = (policy.confidence_threshold if confidence_threshold is None
                                      else confidence_threshold)
+        self.approve_when_confidence_unknown = (policy.approve_when_confidence_unknown
+                                                if approve_when_confidence_unknown is None
+                                                else approve_when_confidence_unknown)
         catalog = policy.catalog
         self.policy_version = store.policy_version(
             policy.name, policy.version, policy.source_text, policy.source_sha256,
@@ -264,8 +271,9 @@ class Agent:
         status = "escalated" if outcome.chosen_by == "fallback" else "sent"
         new_status = "escalated" if status == "escalated" else "active"
         next_step = chosen.next
-        low_confidence = (outcome.chosen_by == "model" and confidence is not None
-                          and confidence < self.confidence_threshold)
+        low_confidence = outcome.chosen_by == "model" and (
+            confidence < self.confidence_threshold if confidence is not None
+            else self.approve_when_confidence_unknown)
         if status == "sent" and step_name != HOLDING_STEP and (response.requires_approval or low_confidence):
             status = "pending"
             new_status = "awaiting_approval"

@@ -89,3 +89,17 @@ class ApiKeyError(RunError):
 
 class EvalDataError(AuthoringError):
     """An evaluation data set (e.g. STAR) is missing, misplaced or malformed."""
+
+
+class BackendError(ModelError):
+    """A model backend (hosted API, model server, local runtime) failed to answer usefully.
+
+    Timeouts, rate limits, server errors, refused connections and malformed answers all become
+    this one type. ``retryable`` says whether the same request can succeed later (the backend
+    client has already retried with backoff by then); the engine answers with the policy's
+    fallback reply and escalates either way.
+    """
+
+
+class ModelSpecError(ModelError):
+    """A model spec (``--model``, ``$SOPAGENT_MODEL`` or ``sopagent.toml``) cannot be understood."""

@@ -154,6 +154,7 @@ class Policy:
         confidence_threshold: float = 0.0,
         description: str = "",
         tools: Callable[[], Any] | None = None,
+        approve_when_confidence_unknown: bool = False,
     ) -> None:
         """
         Args:
@@ -166,6 +167,8 @@ class Policy:
             confidence_threshold: a model choice below this probability waits for an operator.
             description: what the policy handles, told to the model as context.
             tools: factory for the default backend tools (demo data); agents may pass their own.
+            approve_when_confidence_unknown: a model choice whose probability the backend could
+                not report (a hosted model without log-probabilities) waits for an operator.
         """
         self.name = name
         self.version = version
@@ -174,6 +177,7 @@ class Policy:
         self.fallback = fallback
         self.holding = holding
         self.confidence_threshold = confidence_threshold
+        self.approve_when_confidence_unknown = approve_when_confidence_unknown
         self.description = description
         self.tools_factory = tools
         self.steps: dict[str, Step] = {}

@@ -7,32 +7,32 @@ from typing import Callable
 
 from sopagent.models.base import ChatPrompt, Choice, DecisionModel, Extraction, OPTION_LABELS
 from sopagent.models.scripted import ScriptedModel
+from sopagent.models.spec import MODEL_ENV, ModelSpec, parse_spec, resolve_spec
 
 __all__ = ["ChatPrompt", "Choice", "DecisionModel", "Extraction", "OPTION_LABELS", "ScriptedModel",
-           "load_model"]
+           "MODEL_ENV", "ModelSpec", "build_model", "load_model", "parse_spec", "resolve_spec"]
 
-MODEL_ENV = "SOPAGENT_MODEL"
 SCRIPTED_PREFIX = "scripted:"
 """Test aid: ``--model scripted:FILE.json`` runs a ScriptedModel (JSON ``{"facts": [...], "choices": [...]}``)."""
 
 
-def load_model(path: str | None = None, *, self_test: bool = True,
-               progress: Callable[[int, int], None] | None = None) -> DecisionModel:
-    """Load a GGUF model with llama.cpp: ``path``, else ``$SOPAGENT_MODEL``, else the embedded default.
+def load_model(spec: str | None = None, *, self_test: bool = True,
+               progress: Callable[[int, int], None] | None = None,
+               config: str | os.PathLike[str] | None = None) -> DecisionModel:
+    """Load the model a spec names (see :mod:`sopagent.models.spec`).
 
-    The constraint self-test runs unless ``self_test`` is False; a model whose constraint is not
+    ``spec`` (``--model``), else ``$SOPAGENT_MODEL``, else the config file's ``[model] spec``,
+    else the embedded default. A bare path is a GGUF file under llama.cpp, as before. The
+    constraint self-test runs unless ``self_test`` is False; a model whose constraint is not
     enforced is never returned.
     """
-    chosen = path or os.environ.get(MODEL_ENV)
+    chosen = spec or os.environ.get(MODEL_ENV)
     if chosen and chosen.startswith(SCRIPTED_PREFIX):
         return _scripted_from_file(chosen.removeprefix(SCRIPTED_PREFIX))
-    from sopagent.models.embedded import embedded_model_path
-    from sopagent.models.llamacpp import LlamaCppModel
-
-    chosen = chosen or str(embedded_model_path(progress))
-    model = LlamaCppModel(chosen)
+    parsed = resolve_spec(spec, config=config).spec
+    model = build_model(parsed, progress=progress)
     if self_test:
-        model.self_test()
+        model.self_test()  # type: ignore[attr-defined]
     return model
 
 
@@ -49,3 +49,25 @@ def _scripted_from_file(path: str) -> DecisionModel:
         raise ModelUnavailableError(f"cannot read the scripted model {path}: {exc}\n"
                                     '  fix: give a JSON file {"facts": [...], "choices": [...]}') from exc
     return ScriptedModel(facts=script.get("facts", []), choices=script.get("choices", []))
+
+
+def build_model(spec: ModelSpec, *, progress: Callable[[int, int], None] | None = None) -> DecisionModel:
+    """Construct the backend for a parsed spec (no self-test)."""
+    if spec.backend == "llamacpp":
+        from sopagent.models.embedded import embedded_model_path
+        from sopagent.models.llamacpp import LlamaCppModel
+
+        path = str(embedded_model_path(progress)) if spec.target == "embedded" else spec.target
+        return LlamaCppModel(path)
+    if spec.backend in ("openai", "openai-compatible", "vllm"):
+        from sopagent.models.openai_api import OpenAIChatModel
+
+        return OpenAIChatModel(spec)
+    if spec.backend == "transformers":
+        from sopagent.models.hf import TransformersModel
+
+        return TransformersModel(spec.target)
+    from sopagent.errors import ModelSpecError
+
+    raise ModelSpecError(f"the {spec.backend!r} backend is not available in this installation.\n"
+                         "  fix: use llamacpp:, openai:, openai-compatible:, vllm: or transformers:")

