@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -20,6 +20,21 @@ M = TypeVar("M", bound=BaseModel)
 
 OPTION_LABELS = string.ascii_uppercase
 """Options are labelled A, B, C...: one token each, so a choice costs one decoded token."""
+
+
+def facts_json_schema(schema: type[BaseModel]) -> dict[str, Any]:
+    """The facts model's JSON schema with every property required (nulls are written explicitly)."""
+    document = schema.model_json_schema()
+    document["required"] = list(document.get("properties", {}))
+    return document
+
+
+def check_option_count(n_options: int) -> None:
+    """Raise ModelError unless ``n_options`` can be labelled (1 to 26)."""
+    if not 1 <= n_options <= len(OPTION_LABELS):
+        from sopagent.errors import ModelError
+
+        raise ModelError(f"cannot choose among {n_options} options (1 to {len(OPTION_LABELS)})")
 
 
 @dataclass(frozen=True)

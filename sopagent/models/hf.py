@@ -14,17 +14,16 @@ from the constrained distribution of that one decoding step.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
 
-from sopagent.errors import (BackendError, ConstraintNotEnforcedError, ConstraintViolationError, ModelError,
+from sopagent.errors import (BackendError, ConstraintNotEnforcedError, ModelError,
                              ModelUnavailableError)
-from sopagent.models.base import OPTION_LABELS, CallStats, ChatPrompt, Choice, Extraction, M
+from sopagent.models.base import OPTION_LABELS, CallStats, ChatPrompt
+from sopagent.models.local import LocalConstrainedModel
 
 INSTALL_HINT = "pip install torch==2.13.0 && pip install 'sopagent[transformers]'"
 try:
@@ -38,7 +37,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ModelUnavailableError(f"the transformers backend needs torch and transformers ({exc}).\n"
                                 f"  fix: {INSTALL_HINT}") from exc
 
-MAX_FACTS_TOKENS = 256
 SELF_TEST_REGEX = r"zq[0-9]{2}"
 GEMMA_ALIAS = "gemma3-270m"
 
@@ -82,8 +80,10 @@ class ProbabilityRecorder(OutlinesLogitsProcessor):
         return out
 
 
-class TransformersModel:
+class TransformersModel(LocalConstrainedModel):
     """Constrained extraction and choice on a Hugging Face model through Outlines."""
+
+    validation_error = BackendError
 
     def __init__(self, target: str | Path, *, max_input_tokens: int = 4096) -> None:
         """
@@ -134,31 +134,6 @@ class TransformersModel:
             raise ModelUnavailableError(f"option label {text!r} is not one token in this model's vocabulary")
         return int(ids[0])
 
-    def processor(self, regex: str) -> tuple[OutlinesLogitsProcessor, float]:
-        """The compiled constraint for ``regex`` (cached) and the ms it took to get it."""
-        started = time.perf_counter()
-        processor = self._processors.get(regex)
-        if processor is None:
-            processor = self._backend.get_regex_logits_processor(regex)
-            self._processors[regex] = processor
-        return processor, (time.perf_counter() - started) * 1000
-
-    @staticmethod
-    def facts_regex(schema: type[BaseModel]) -> str:
-        """The JSON regex for a facts schema (every field required, at most one space)."""
-        from outlines_core.json_schema import build_regex_from_schema
-
-        from sopagent.models.openai_api import facts_schema
-
-        return build_regex_from_schema(json.dumps(facts_schema(schema)), r"[ ]?")
-
-    def warm(self, schemas: list[type[BaseModel]], max_options: int = 8) -> None:
-        """Compile the constraints a policy will need, so that first turns are fast."""
-        for schema in schemas:
-            self.processor(self.facts_regex(schema))
-        for n in range(2, max_options + 1):
-            self.processor("[" + OPTION_LABELS[:n] + "]")
-
     def render(self, prompt: ChatPrompt) -> str:
         """The prompt through the tokenizer's chat template (plain text if it has none)."""
         adapter = self.outlines_model.type_adapter
@@ -183,34 +158,8 @@ class TransformersModel:
                           generated_tokens=len(self.tokenizer.encode(text_out, add_special_tokens=False)))
         return text_out, stats
 
-    def extract(self, prompt: ChatPrompt, schema: type[M]) -> Extraction:
-        """Facts as JSON constrained to ``schema`` while decoding, validated again after."""
-        processor, constraint_ms = self.processor(self.facts_regex(schema))
-        processor.reset()
-        raw, stats = self._run(self.render(prompt), processor, MAX_FACTS_TOKENS)
-        stats.constraint_ms = constraint_ms
-        try:
-            facts = schema.model_validate_json(raw)
-        except ValidationError as exc:
-            raise BackendError(f"{self.name}: the facts did not validate against {schema.__name__}: "
-                               f"{exc.errors()[0]['msg']} (raw: {raw[:120]!r})", retryable=False) from exc
-        return Extraction(facts=facts, raw=raw, stats=stats)
-
-    def choose(self, prompt: ChatPrompt, n_options: int) -> Choice:
-        """One of ``n_options`` labels (one decoded token) with every option's probability."""
-        if not 1 <= n_options <= len(OPTION_LABELS):
-            raise ModelError(f"cannot choose among {n_options} options (1 to {len(OPTION_LABELS)})")
-        inner, constraint_ms = self.processor("[" + OPTION_LABELS[:n_options] + "]")
-        recorder = ProbabilityRecorder(inner, self.label_token_ids[:n_options])
-        recorder.reset()
-        raw, stats = self._run(self.render(prompt), recorder, 1)
-        stats.constraint_ms = constraint_ms
-        label = raw.strip()
-        if len(label) != 1 or label not in OPTION_LABELS[:n_options]:
-            raise ConstraintViolationError(f"{self.name} answered {raw!r}, not one of the labels "
-                                           f"{OPTION_LABELS[:n_options]}")
-        return Choice(index=OPTION_LABELS.index(label), probabilities=list(recorder.first or []), raw=raw,
-                      stats=stats)
+    def _recorder(self, inner: Any, token_ids: list[int]) -> ProbabilityRecorder:
+        return ProbabilityRecorder(inner, token_ids)
 
     def self_test(self) -> None:
         """Prove that the constraint is applied while decoding; raise if it is not."""

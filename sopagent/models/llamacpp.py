@@ -12,7 +12,6 @@ Three things make it fast without weakening the constraint:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -20,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ValidationError
 
-from sopagent.errors import ConstraintNotEnforcedError, ConstraintViolationError, ModelError, ModelUnavailableError
-from sopagent.models.base import OPTION_LABELS, CallStats, ChatPrompt, Choice, Extraction, M
+from sopagent.errors import ConstraintNotEnforcedError, ModelError, ModelUnavailableError
+from sopagent.models.base import OPTION_LABELS, CallStats, ChatPrompt
+from sopagent.models.local import LocalConstrainedModel
 
 try:  # imported lazily by users who only need the scripted model
     import outlines
@@ -37,15 +36,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
         f"the llama.cpp backend needs llama-cpp-python and outlines ({exc}).\n"
         "  fix: pip install -e . (builds llama-cpp-python from source, about 5 minutes)") from exc
 
-MAX_FACTS_TOKENS = 256
 SELF_TEST_REGEX = r"zq[0-9]{2}"
-
-
-def facts_json_schema(schema: type[BaseModel]) -> dict[str, Any]:
-    """The schema's JSON schema with every property required."""
-    document = schema.model_json_schema()
-    document["required"] = list(document.get("properties", {}))
-    return document
 
 
 class PrefixCachingLlamaCpp(LlamaCpp):
@@ -92,7 +83,7 @@ class ProbabilityRecorder(OutlinesLogitsProcessor):
         return out
 
 
-class LlamaCppModel:
+class LlamaCppModel(LocalConstrainedModel):
     """Constrained extraction and choice on a local GGUF model through llama.cpp and Outlines."""
 
     def __init__(self, model_path: str | Path, *, n_ctx: int = 4096, n_threads: int | None = None,
@@ -131,39 +122,6 @@ class LlamaCppModel:
             raise ModelUnavailableError(f"option label {text!r} is not one token in this model's vocabulary")
         return ids[0]
 
-    def processor(self, regex: str) -> tuple[OutlinesLogitsProcessor, float]:
-        """The compiled constraint for ``regex`` (cached) and the ms it took to get it."""
-        started = time.perf_counter()
-        processor = self._processors.get(regex)
-        if processor is None:
-            processor = self._backend.get_regex_logits_processor(regex)
-            self._processors[regex] = processor
-        return processor, (time.perf_counter() - started) * 1000
-
-    @staticmethod
-    def facts_regex(schema: type[BaseModel]) -> str:
-        """The JSON regex Outlines builds for a facts schema.
-
-        Every field is required in the output (so the model writes each key, in order, and says
-        null explicitly); at most one space is allowed where JSON allows whitespace, which is how
-        instruction-tuned models naturally write JSON.
-        """
-        from outlines_core.json_schema import build_regex_from_schema
-
-        return build_regex_from_schema(json.dumps(facts_json_schema(schema)), r"[ ]?")
-
-    @staticmethod
-    def choice_regex(n_options: int) -> str:
-        """A choice among ``n_options`` is one of their labels."""
-        return "[" + OPTION_LABELS[:n_options] + "]"
-
-    def warm(self, schemas: list[type[BaseModel]], max_options: int = 8) -> None:
-        """Compile the constraints a policy will need, so that first turns are fast."""
-        for schema in schemas:
-            self.processor(self.facts_regex(schema))
-        for n in range(2, max_options + 1):
-            self.processor(self.choice_regex(n))
-
     # --- calls ----------------------------------------------------------------------------------
 
     def render(self, prompt: ChatPrompt) -> str:
@@ -189,34 +147,8 @@ class LlamaCppModel:
                           generated_tokens=len(self.llama.tokenize(out.encode(), add_bos=False)) if out else 0)
         return out, stats
 
-    def extract(self, prompt: ChatPrompt, schema: type[M]) -> Extraction:
-        """Facts as JSON constrained to ``schema`` while decoding, validated again after."""
-        processor, constraint_ms = self.processor(self.facts_regex(schema))
-        processor.reset()
-        raw, stats = self._run(self.render(prompt), processor, MAX_FACTS_TOKENS)
-        stats.constraint_ms = constraint_ms
-        try:
-            facts = schema.model_validate_json(raw)
-        except ValidationError as exc:
-            raise ModelError(f"the model's facts did not validate against {schema.__name__}: "
-                             f"{exc.errors()[0]['msg']} (raw: {raw[:120]!r})", retryable=False) from exc
-        return Extraction(facts=facts, raw=raw, stats=stats)
-
-    def choose(self, prompt: ChatPrompt, n_options: int) -> Choice:
-        """One of ``n_options`` labels (one decoded token) with every option's probability."""
-        if not 1 <= n_options <= len(OPTION_LABELS):
-            raise ModelError(f"cannot choose among {n_options} options (1 to {len(OPTION_LABELS)})")
-        inner, constraint_ms = self.processor(self.choice_regex(n_options))
-        recorder = ProbabilityRecorder(inner, self.label_token_ids[:n_options])
-        recorder.reset()
-        raw, stats = self._run(self.render(prompt), recorder, 1)
-        stats.constraint_ms = constraint_ms
-        label = raw.strip()
-        if len(label) != 1 or label not in OPTION_LABELS[:n_options]:
-            raise ConstraintViolationError(f"the model answered {raw!r}, not one of the labels "
-                                           f"{OPTION_LABELS[:n_options]}")
-        probabilities = [float(p) for p in (recorder.first if recorder.first is not None else [])]
-        return Choice(index=OPTION_LABELS.index(label), probabilities=probabilities, raw=raw, stats=stats)
+    def _recorder(self, inner: Any, token_ids: list[int]) -> "ProbabilityRecorder":
+        return ProbabilityRecorder(inner, token_ids)
 
     def generate_free(self, prompt: ChatPrompt, max_tokens: int) -> tuple[str, CallStats]:
         """UNCONSTRAINED generation, for baselines that measure what constraints prevent.

@@ -32,11 +32,12 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from sopagent.errors import (BackendError, ConstraintNotEnforcedError, ConstraintViolationError,
-                             ModelError, ModelUnavailableError)
-from sopagent.models.base import OPTION_LABELS, CallStats, ChatPrompt, Choice, Extraction, M
+                             ModelUnavailableError)
+from sopagent.models.base import (OPTION_LABELS, CallStats, ChatPrompt, Choice, Extraction, M, check_option_count,
+                                  facts_json_schema)
 from sopagent.models.spec import ModelSpec
 
 try:
@@ -79,13 +80,6 @@ def strip_keywords(schema: dict[str, Any], keywords: tuple[str, ...] = STRICT_UN
                 for key, value in node.items() if key not in keywords}
 
     return walk(copy.deepcopy(schema))
-
-
-def facts_schema(schema: type[BaseModel]) -> dict[str, Any]:
-    """The facts model's JSON schema with every property required (nulls are written explicitly)."""
-    document = schema.model_json_schema()
-    document["required"] = list(document.get("properties", {}))
-    return document
 
 
 def choice_schema(n_options: int) -> dict[str, Any]:
@@ -226,7 +220,7 @@ class OpenAIChatModel:
 
     def extract(self, prompt: ChatPrompt, schema: type[M]) -> Extraction:
         """Facts as JSON constrained by the server, validated again with the Pydantic model."""
-        raw, _, stats = self.complete(prompt, facts_schema(schema), schema.__name__, MAX_FACTS_TOKENS)
+        raw, _, stats = self.complete(prompt, facts_json_schema(schema), schema.__name__, MAX_FACTS_TOKENS)
         try:
             facts = schema.model_validate_json(raw)
         except ValidationError as exc:
@@ -236,8 +230,7 @@ class OpenAIChatModel:
 
     def choose(self, prompt: ChatPrompt, n_options: int) -> Choice:
         """One of ``n_options`` labels; probabilities from logprobs where the server returns them."""
-        if not 1 <= n_options <= len(OPTION_LABELS):
-            raise ModelError(f"cannot choose among {n_options} options (1 to {len(OPTION_LABELS)})")
+        check_option_count(n_options)
         labels = OPTION_LABELS[:n_options]
         raw, tokens, stats = self.complete(prompt, choice_schema(n_options), "Choice", MAX_CHOICE_TOKENS,
                                            logprobs=self.logprobs)

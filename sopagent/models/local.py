@@ -1,0 +1,112 @@
+"""What the in-process Outlines backends (llama.cpp, transformers) share.
+
+Both compile a regex constraint per facts schema and per option count (cached), run one
+constrained generation per call, validate the facts again after decoding, and read every option's
+probability from the first constrained step. A backend supplies how to render a prompt, how to run
+a generation, and how to record the first step's probabilities for its tensor library.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from sopagent.errors import ConstraintViolationError, ModelError
+from sopagent.models.base import OPTION_LABELS, CallStats, ChatPrompt, Choice, Extraction, M, check_option_count, \
+    facts_json_schema
+
+MAX_FACTS_TOKENS = 256
+
+
+class LocalConstrainedModel:
+    """Extraction and choice for a backend that applies Outlines processors in process.
+
+    Subclasses set ``name``, ``label_token_ids``, ``_backend`` (an Outlines backend) and
+    ``_processors`` (an empty dict), and implement :meth:`render`, :meth:`_run` and
+    :meth:`_recorder`. ``validation_error`` is the error raised when facts do not validate.
+    """
+
+    name: str
+    label_token_ids: list[int]
+    _backend: Any
+    _processors: dict[str, Any]
+    validation_error: type[ModelError] = ModelError
+
+    def render(self, prompt: ChatPrompt) -> str:
+        """The prompt as the text the model reads."""
+        raise NotImplementedError
+
+    def _run(self, text: str, processor: Any, max_tokens: int) -> tuple[str, CallStats]:
+        raise NotImplementedError
+
+    def _recorder(self, inner: Any, token_ids: list[int]) -> Any:
+        """A processor wrapping ``inner`` that keeps the first step's probabilities in ``.first``."""
+        raise NotImplementedError
+
+    # --- constraints --------------------------------------------------------------------------
+
+    def processor(self, regex: str) -> tuple[Any, float]:
+        """The compiled constraint for ``regex`` (cached) and the ms it took to get it."""
+        started = time.perf_counter()
+        processor = self._processors.get(regex)
+        if processor is None:
+            processor = self._backend.get_regex_logits_processor(regex)
+            self._processors[regex] = processor
+        return processor, (time.perf_counter() - started) * 1000
+
+    @staticmethod
+    def facts_regex(schema: type[BaseModel]) -> str:
+        """The JSON regex Outlines builds for a facts schema.
+
+        Every field is required in the output (so the model writes each key, in order, and says
+        null explicitly); at most one space is allowed where JSON allows whitespace, which is how
+        instruction-tuned models naturally write JSON.
+        """
+        from outlines_core.json_schema import build_regex_from_schema
+
+        return build_regex_from_schema(json.dumps(facts_json_schema(schema)), r"[ ]?")
+
+    @staticmethod
+    def choice_regex(n_options: int) -> str:
+        """A choice among ``n_options`` is one of their labels."""
+        return "[" + OPTION_LABELS[:n_options] + "]"
+
+    def warm(self, schemas: list[type[BaseModel]], max_options: int = 8) -> None:
+        """Compile the constraints a policy will need, so that first turns are fast."""
+        for schema in schemas:
+            self.processor(self.facts_regex(schema))
+        for n in range(2, max_options + 1):
+            self.processor(self.choice_regex(n))
+
+    # --- calls ----------------------------------------------------------------------------------
+
+    def extract(self, prompt: ChatPrompt, schema: type[M]) -> Extraction:
+        """Facts as JSON constrained to ``schema`` while decoding, validated again after."""
+        processor, constraint_ms = self.processor(self.facts_regex(schema))
+        processor.reset()
+        raw, stats = self._run(self.render(prompt), processor, MAX_FACTS_TOKENS)
+        stats.constraint_ms = constraint_ms
+        try:
+            facts = schema.model_validate_json(raw)
+        except ValidationError as exc:
+            raise self.validation_error(f"{self.name}: the facts did not validate against {schema.__name__}: "
+                                        f"{exc.errors()[0]['msg']} (raw: {raw[:120]!r})", retryable=False) from exc
+        return Extraction(facts=facts, raw=raw, stats=stats)
+
+    def choose(self, prompt: ChatPrompt, n_options: int) -> Choice:
+        """One of ``n_options`` labels (one decoded token) with every option's probability."""
+        check_option_count(n_options)
+        inner, constraint_ms = self.processor(self.choice_regex(n_options))
+        recorder = self._recorder(inner, self.label_token_ids[:n_options])
+        recorder.reset()
+        raw, stats = self._run(self.render(prompt), recorder, 1)
+        stats.constraint_ms = constraint_ms
+        label = raw.strip()
+        if len(label) != 1 or label not in OPTION_LABELS[:n_options]:
+            raise ConstraintViolationError(f"{self.name} answered {raw!r}, not one of the labels "
+                                           f"{OPTION_LABELS[:n_options]}")
+        probabilities = [float(p) for p in recorder.first] if recorder.first is not None else []
+        return Choice(index=OPTION_LABELS.index(label), probabilities=probabilities, raw=raw, stats=stats)
