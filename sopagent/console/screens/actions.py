@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Callable, cast
 
 from textual.binding import Binding
 from textual.screen import Screen
@@ -12,6 +12,7 @@ from sopagent.console.screens.dialogs import OverrideDialog, ReasonDialog
 
 if TYPE_CHECKING:
     from sopagent.console.app import ConsoleApp
+    from sopagent.operations import Operations
 
 DECISION_BINDINGS = [
     Binding("a", "approve", "Approve"),
@@ -39,17 +40,23 @@ class DecisionActions(Screen[None]):
 
     def action_approve(self) -> None:
         """Send the held reply."""
+        self._settle_with_reason("Approve decision {id}: {response}", "approved decision {id}",
+                                 lambda ops, decision, reason: ops.approve(decision.id, reason))
+
+    def _settle_with_reason(self, title: str, done_text: str,
+                            call: Callable[[Operations, Entry, str], object]) -> None:
+        """Ask for a reason, then settle the selected pending decision with ``call``."""
         decision = self._target()
         if decision is None:
             return
         app = cast("ConsoleApp", self.app)
+        names = {"id": decision.id, "response": decision.response_id}
 
         def done(reason: str | None) -> None:
             if reason is not None:
-                app.perform(f"approved decision {decision.id}", lambda ops: ops.approve(decision.id, reason),
-                            self.after_action)
+                app.perform(done_text.format(**names), lambda ops: call(ops, decision, reason), self.after_action)
 
-        app.push_screen(ReasonDialog(f"Approve decision {decision.id}: {decision.response_id}"), done)
+        app.push_screen(ReasonDialog(title.format(**names)), done)
 
     def action_override(self) -> None:
         """Send another option from the allowed set."""
@@ -68,14 +75,5 @@ class DecisionActions(Screen[None]):
 
     def action_escalate(self) -> None:
         """Do not send; hand the conversation to a specialist."""
-        decision = self._target()
-        if decision is None:
-            return
-        app = cast("ConsoleApp", self.app)
-
-        def done(reason: str | None) -> None:
-            if reason is not None:
-                app.perform(f"escalated decision {decision.id}", lambda ops: ops.escalate(decision.id, reason),
-                            self.after_action)
-
-        app.push_screen(ReasonDialog(f"Escalate decision {decision.id}"), done)
+        self._settle_with_reason("Escalate decision {id}", "escalated decision {id}",
+                                 lambda ops, decision, reason: ops.escalate(decision.id, reason))
