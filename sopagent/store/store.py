@@ -114,25 +114,21 @@ class Store:
 
     def decisions(self, conversation_id: str | None = None) -> list[Decision]:
         """Decisions in chain order, optionally of one conversation."""
-        try:
-            with self.session() as session:
-                query = select(Decision).order_by(col(Decision.seq))
-                if conversation_id is not None:
-                    query = query.where(Decision.conversation_id == conversation_id)
-                return list(session.exec(query).all())
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot read decisions: {_short(exc)}", retryable=True) from exc
+        return self._chain_rows(Decision, conversation_id, "decisions")
 
     def actions(self, conversation_id: str | None = None) -> list[OperatorAction]:
         """Operator actions in chain order, optionally of one conversation."""
+        return self._chain_rows(OperatorAction, conversation_id, "operator actions")
+
+    def _chain_rows(self, table: Any, conversation_id: str | None, what: str) -> list[Any]:
         try:
             with self.session() as session:
-                query = select(OperatorAction).order_by(col(OperatorAction.seq))
+                query = select(table).order_by(table.seq)
                 if conversation_id is not None:
-                    query = query.where(OperatorAction.conversation_id == conversation_id)
+                    query = query.where(table.conversation_id == conversation_id)
                 return list(session.exec(query).all())
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot read operator actions: {_short(exc)}", retryable=True) from exc
+            raise StoreError(f"cannot read {what}: {_short(exc)}", retryable=True) from exc
 
     def transcript(self, conversation_id: str) -> list[ChainRow]:
         """A conversation's decisions and operator actions merged in chain order."""
