@@ -30,7 +30,7 @@ import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from sqlalchemy import insert, select, update
 from textual.worker import WorkerCancelled

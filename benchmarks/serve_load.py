@@ -6,13 +6,14 @@ recorded exactly once and that the audit chain verifies. Prints throughput, late
 the ratio of end-to-end time to model time measured in the same run:
 
 * model time = with the echo model, its fixed delay times the model calls each recorded turn made
-  (exact); with a real model, the ``extract``/``choose`` laps the engine recorded (these include
-  the wait in the process's FIFO model queue, so use one conversation per worker for this figure);
+  (exact); with a real model, the ``extract``/``choose`` laps the engine recorded (the model's own
+  time: the wait in the process's FIFO model queue is recorded apart, as ``model_queue``);
 * overhead ratio = the run's wall time / (model time / worker processes): with one model per
   process the model is the bottleneck, so 1.0 means the service adds nothing around it.
 
     python benchmarks/serve_load.py --model echo:0.05 --conversations 200 --turns 5 --workers 2
-    flock /tmp/sopagent-model.lock python benchmarks/serve_load.py --model embedded --conversations 4 --turns 5
+    flock /tmp/sopagent-model.lock python benchmarks/serve_load.py --model embedded --conversations 200 \
+        --turns 5 --workers 2 --model-timeout 7200
 """
 
 from __future__ import annotations
@@ -72,12 +73,14 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-async def drive(url: str, key: str, conversations: int, turns: int, script: list[str]) -> dict:
+async def drive(url: str, key: str, conversations: int, turns: int, script: list[str],
+                timeout_s: float) -> dict:
     latencies: list[float] = []
     errors: list[str] = []
     decision_ids: list[int] = []
     limits = httpx.Limits(max_connections=conversations, max_keepalive_connections=conversations)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600,
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"},
+                                 timeout=timeout_s,
                                  limits=limits) as client:
         started = time.perf_counter()
         answered = await asyncio.gather(*(conversation(client, script, turns, latencies, errors, decision_ids)
@@ -93,7 +96,10 @@ def main() -> int:
     parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--model", default="echo:0.05", help="echo:DELAY_S, a GGUF path, or 'embedded'")
-    parser.add_argument("--model-timeout", type=float, default=600.0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of the model per worker (default: sopagent serve's, cores / workers)")
+    parser.add_argument("--model-timeout", type=float, default=600.0,
+                        help="seconds a turn may wait for the model, queue included (the client waits 60 s more)")
     args = parser.parse_args()
 
     from sopagent import Store
@@ -106,10 +112,13 @@ def main() -> int:
         _, key = create_key(store, "customer", "load")
         model_args = [] if args.model == "embedded" else [args.model]
         extra = ["--workers", str(args.workers), "--model-timeout", str(args.model_timeout)]
+        if args.threads:
+            extra += ["--threads", str(args.threads)]
         server = ServerProcess(db, *extra, model=model_args[0]) if model_args else _embedded(db, extra)
         script = ([json.dumps(m) for m in ECHO_SCRIPT] if args.model.startswith("echo") else REAL_SCRIPT)
         try:
-            run = asyncio.run(drive(server.url, key, args.conversations, args.turns, script))
+            run = asyncio.run(drive(server.url, key, args.conversations, args.turns, script,
+                                   args.model_timeout + 60))
         finally:
             server.stop()
         decisions = store.decisions()
@@ -117,13 +126,13 @@ def main() -> int:
         if args.model.startswith("echo"):  # exact: the fixed delay times the model calls each turn made
             delay_ms = 1000 * float(args.model.partition(":")[2] or 0)
             model_ms = [delay_ms * (1 + (d.chosen_by == "model")) for d in decisions]
-        else:  # the engine's extract/choose laps: pure model time only without queueing (1 conversation/worker)
+        else:  # the engine's extract/choose laps: the model's own time, the queue wait is apart
             model_ms = [sum(v for k, v in json.loads(d.latency_json).items() if k in ("extract", "choose"))
                         for d in decisions]
+        queue_ms = [json.loads(d.latency_json).get("model_queue", 0.0) for d in decisions]
         once = sorted(run["decision_ids"]) == sorted(recorded) and len(set(recorded)) == len(recorded)
         chain = store.verify_chain()
         lat = run["latencies"]
-        total_latency = sum(lat)
         total_model = sum(model_ms) / 1000
         print(f"model {args.model}, {args.workers} workers on PostgreSQL, {args.conversations} conversations x "
               f"{args.turns} turns (concurrent)")
@@ -134,10 +143,13 @@ def main() -> int:
         print(f"wall {run['wall']:.2f} s, throughput {run['answered'] / run['wall']:.1f} turns/s")
         print(f"latency p50 {percentile(lat, 50) * 1000:.0f} ms, p95 {percentile(lat, 95) * 1000:.0f} ms, "
               f"p99 {percentile(lat, 99) * 1000:.0f} ms")
+        fallbacks = sum(d.chosen_by == "fallback" for d in decisions)  # a model failure or timeout
+        print(f"wait in the model queue: p50 {percentile(queue_ms, 50):.0f} ms, max {max(queue_ms, default=0):.0f} ms; "
+              f"fallback replies (model failed or timed out) {fallbacks}")
         busy = total_model / args.workers
         print(f"model time {total_model:.2f} s in all ({1000 * total_model / max(len(recorded), 1):.0f} ms/turn); "
               f"wall / model busy time per worker = {run['wall'] / busy:.3f}" if busy else "no model time recorded")
-        ok = once and chain.intact and not run["errors"] and run["answered"] == len(recorded)
+        ok = once and chain.intact and not run["errors"] and not fallbacks and run["answered"] == len(recorded)
         return 0 if ok else 1
     finally:
         pg.stop()

@@ -159,8 +159,8 @@ class Agent:
         else:
             context = prompts.conversation_text(history, text)
             try:
-                facts = self._extract(step_name, context, text)
-                clock.lap("extract")
+                facts, queued_ms = self._extract(step_name, context, text)
+                clock.lap("extract", queued_ms)
                 known.update({k: v for k, v in facts.model_dump(mode="json").items() if v is not None})
                 outcome = self._decide(conversation, step_name, facts, known, context, clock)
             except (ModelError, PolicyError) as exc:
@@ -190,9 +190,10 @@ class Agent:
         context = prompts.transcript_text(transcript)
         facts: BaseModel = NoFacts()
         try:
+            queued_ms = 0.0
             if customer_text is not None:
-                facts = self._extract(step, context, customer_text)
-            clock.lap("extract")
+                facts, queued_ms = self._extract(step, context, customer_text)
+            clock.lap("extract", queued_ms)
             known.update({k: v for k, v in facts.model_dump(mode="json").items() if v is not None})
             outcome = self._decide(conversation, step, facts, known, context, clock)
         except (ModelError, PolicyError) as exc:
@@ -201,15 +202,17 @@ class Agent:
 
     # --- stages --------------------------------------------------------------------------------
 
-    def _extract(self, step_name: str, context: str, text: str = "") -> BaseModel:
+    def _extract(self, step_name: str, context: str, text: str = "") -> tuple[BaseModel, float]:
+        """The step's facts, and the ms the call waited for a shared model."""
         schema = self.policy.steps[step_name].facts
         if isinstance(schema, type) and issubclass(schema, OneOf):
             return self._classify(schema, context, text)
         if not schema.model_fields:
-            return schema()
-        return self.model.extract(prompts.extraction_prompt(self._system, context, schema), schema).facts
+            return schema(), 0.0
+        extraction = self.model.extract(prompts.extraction_prompt(self._system, context, schema), schema)
+        return extraction.facts, extraction.stats.queued_ms
 
-    def _classify(self, schema: type[OneOf], context: str, text: str) -> OneOf:
+    def _classify(self, schema: type[OneOf], context: str, text: str) -> tuple[OneOf, float]:
         """A :class:`OneOf` read as one constrained token, with every label's probability."""
         labels = list(schema.options)
         texts = None if schema.listed_in_system else list(schema.options.values())
@@ -219,7 +222,7 @@ class Agent:
         if not 0 <= choice.index < len(labels):  # checked again after decoding
             raise ConstraintViolationError(f"model chose label {choice.index} of {len(labels)}")
         probabilities = dict(zip(labels, choice.probabilities)) if choice.probabilities else {}
-        return schema(label=labels[choice.index], probabilities=probabilities)
+        return schema(label=labels[choice.index], probabilities=probabilities), choice.stats.queued_ms
 
     def _decide(self, conversation: Conversation, step_name: str, facts: BaseModel, known: dict[str, Any],
                 context: str, clock: "_Clock") -> _Outcome:
@@ -247,7 +250,7 @@ class Agent:
         catalog = self.policy.catalog
         texts = [catalog[o.response].description + (f" ({o.hint})" if o.hint else "") for o in options]
         choice = self.model.choose(prompts.choice_prompt(self._system, context, texts), len(options))
-        clock.lap("choose")
+        clock.lap("choose", choice.stats.queued_ms)
         if not 0 <= choice.index < len(options):  # checked again after decoding
             raise ConstraintViolationError(f"model chose option {choice.index} of {len(options)}")
         outcome.chosen_index = choice.index
@@ -348,9 +351,16 @@ class _Clock:
         self._start = self._last = time.perf_counter()
         self._laps: dict[str, float] = {}
 
-    def lap(self, name: str) -> float:
+    def lap(self, name: str, queued_ms: float = 0.0) -> float:
+        """Close the lap ``name``; ``queued_ms`` of it spent waiting for a shared model goes to
+        the ``model_queue`` lap instead, so ``extract``/``choose`` are the model's own time."""
         now = time.perf_counter()
-        self._laps[name] = round(self._laps.get(name, 0.0) + (now - self._last) * 1000, 3)
+        elapsed = (now - self._last) * 1000
+        if queued_ms > 0:
+            queued_ms = min(queued_ms, elapsed)
+            self._laps["model_queue"] = round(self._laps.get("model_queue", 0.0) + queued_ms, 3)
+            elapsed -= queued_ms
+        self._laps[name] = round(self._laps.get(name, 0.0) + elapsed, 3)
         self._last = now
         return self._laps[name]
 

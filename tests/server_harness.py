@@ -109,6 +109,26 @@ class ServerProcess:
                 out = self.proc.stdout.read().decode() if self.proc.stdout else ""
                 raise RuntimeError(f"sopagent serve did not start: {out}")
             time.sleep(0.1)
+        workers = int(extra[extra.index("--workers") + 1]) if "--workers" in extra else 1
+        self.processes = self.wait_for_workers(workers, deadline)
+
+    def wait_for_workers(self, workers: int, deadline: float) -> set[int]:
+        """Wait until ``workers`` distinct processes have answered /readyz (fresh connection each time,
+        so the kernel may route each to any worker's socket); returns their process ids."""
+        seen: set[int] = set()
+        while len(seen) < workers:
+            try:
+                answer = httpx.get(f"{self.url}/readyz", timeout=2)
+                if answer.status_code == 200:
+                    seen.add(answer.json()["process"])
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
+                raise RuntimeError(f"sopagent serve: only {len(seen)} of {workers} workers answered: {out}")
+            time.sleep(0.05)
+        return seen
 
     def kill(self) -> None:
         """SIGKILL the whole process group (workers included)."""

@@ -166,3 +166,36 @@ def test_empty_message_is_a_clear_error(card_policy, store) -> None:
         agent.respond(agent.start(), "   ")
     with pytest.raises(ConversationError, match="unknown conversation"):
         agent.respond("nope", "hi")
+
+
+def test_shared_model_queue_wait_is_recorded_apart_from_model_time(card_policy, tmp_path: Path) -> None:
+    # Two conversations call one queued model at once: the second waits for the first call. The
+    # wait goes to the "model_queue" lap, so "extract" stays the model's own time (load benchmarks
+    # rely on that to compare end-to-end time with model time).
+    import threading
+
+    from sopagent.models.echo import EchoModel
+    from sopagent.server.runtime import QueuedModel
+
+    store = Store(f"sqlite:///{tmp_path / 'queue.db'}")
+    delay_s = 0.3
+    model = QueuedModel(EchoModel(delay_s=delay_s), timeout_s=30)
+    agent = Agent(card_policy, model, store)
+    cids = [agent.start() for _ in range(2)]
+    barrier = threading.Barrier(2)
+
+    def turn(cid: str) -> None:
+        barrier.wait()
+        agent.respond(cid, json.dumps({"intent": "lost_or_stolen_card", "handoff": OK}))
+
+    threads = [threading.Thread(target=turn, args=(cid,)) for cid in cids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    model.shutdown()
+    laps = [json.loads(store.decisions(cid)[-1].latency_json) for cid in cids]
+    waited = max(laps, key=lambda lap: lap.get("model_queue", 0.0))
+    assert waited["model_queue"] >= delay_s * 1000 * 0.8
+    for lap in laps:
+        assert delay_s * 1000 * 0.9 <= lap["extract"] < delay_s * 1000 * 1.8

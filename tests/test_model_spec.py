@@ -34,6 +34,11 @@ def test_options_are_typed_and_left_out_of_the_recorded_name() -> None:
     assert spec.display == "vllm:http://h:8000/v1#m"
 
 
+def test_threads_option_is_an_int_and_not_recorded() -> None:
+    spec = parse_spec("llamacpp:embedded?threads=1")
+    assert spec.option("threads") == 1 and spec.display == "llamacpp:embedded"
+
+
 @pytest.mark.parametrize("text, needle", [
     ("openai:gpt-4.1-mini?api_key=sk-live-123", "secret"),
     ("vllm:http://user:hunter2@h:8000/v1#m", "credentials"),
@@ -43,6 +48,7 @@ def test_options_are_typed_and_left_out_of_the_recorded_name() -> None:
     ("openai:gpt?timeout=soon", "not a float"),
     ("openai:gpt?format=xml", "format"),
     ("openai:gpt?colour=blue", "unknown option"),
+    ("llamacpp:embedded?threads=0", "at least 1"),
     ("openai:", "names no model"),
 ])
 def test_bad_specs_say_how_to_fix_them_without_echoing_secrets(text: str, needle: str) -> None:

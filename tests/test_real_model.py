@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sopagent import Agent, ConstraintNotEnforcedError, Store, StoreError, load_policy
+from sopagent import Agent, ConstraintNotEnforcedError, Store, StoreError
 from sopagent.convtest import run_test_files
 from sopagent.models.base import ChatPrompt
 

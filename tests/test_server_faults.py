@@ -132,3 +132,21 @@ def test_two_worker_processes_serialize_one_conversation(fresh_postgres_url: str
         assert [d.turn for d in store.decisions(cid)] == list(range(1, 7))
     assert len({r.json()["decision_id"] for r in responses}) == len(jobs)
     assert store.verify_chain().intact
+
+
+def test_workers_share_the_port_and_each_takes_connections(fresh_postgres_url: str) -> None:  # noqa: F811
+    # Each worker listens on its own SO_REUSEPORT socket: fresh connections reach both processes,
+    # and keep-alive clients opened at once are spread over them instead of all landing on one.
+    server = ServerProcess(fresh_postgres_url, "--workers", "2", model="echo")
+    try:
+        assert len(server.processes) == 2
+        clients = [httpx.Client(base_url=server.url, timeout=10) for _ in range(24)]
+        try:
+            answered_by = [client.get("/healthz").json()["process"] for client in clients]
+        finally:
+            for client in clients:
+                client.close()
+    finally:
+        server.stop()
+    assert set(answered_by) == server.processes
+    assert min(answered_by.count(pid) for pid in server.processes) >= 3  # 24 connections, not all on one

@@ -9,6 +9,7 @@ from sopagent.engine import Agent
 from sopagent.errors import ConversationError
 from sopagent.models.scripted import ScriptedModel
 from sopagent.store import Decision, OperatorAction, PolicyVersion, Store
+from sopagent.store.tables import ChainHead
 
 FEE = {"intent": "fee_refund", "handoff": "not_requested"}
 
@@ -101,3 +102,20 @@ def test_truncated_tail_and_altered_policy_snapshot(card_policy, store: Store) -
     _tamper(other, PolicyVersion, 1, source="# rewritten\n")
     report = other.verify_chain()
     assert not report.intact and report.broken_kind == "policy_version"
+
+
+def test_processes_opening_a_new_postgres_database_at_once_create_it_once(fresh_postgres_url: str) -> None:
+    # Workers of `sopagent serve --workers N` open the same new database at the same moment.
+    import concurrent.futures
+    import threading
+
+    barrier = threading.Barrier(4)
+
+    def open_store(_: int) -> int:
+        barrier.wait()
+        return Store(fresh_postgres_url).verify_chain().checked
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(open_store, range(4))) == [0, 0, 0, 0]
+    with Store(fresh_postgres_url).session() as session:
+        assert len(session.exec(select(ChainHead)).all()) == 1

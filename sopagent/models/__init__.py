@@ -18,18 +18,23 @@ SCRIPTED_PREFIX = "scripted:"
 
 def load_model(spec: str | None = None, *, self_test: bool = True,
                progress: Callable[[int, int], None] | None = None,
-               config: str | os.PathLike[str] | None = None) -> DecisionModel:
+               config: str | os.PathLike[str] | None = None, threads: int | None = None) -> DecisionModel:
     """Load the model a spec names (see :mod:`sopagent.models.spec`).
 
     ``spec`` (``--model``), else ``$SOPAGENT_MODEL``, else the config file's ``[model] spec``,
     else the embedded default. A bare path is a GGUF file under llama.cpp, as before. The
     constraint self-test runs unless ``self_test`` is False; a model whose constraint is not
-    enforced is never returned.
+    enforced is never returned. ``threads`` is the CPU threads of an in-process llama.cpp model
+    when the spec does not set ``?threads=`` itself.
     """
     chosen = spec or os.environ.get(MODEL_ENV)
     if chosen and chosen.startswith(SCRIPTED_PREFIX):
         return _scripted_from_file(chosen.removeprefix(SCRIPTED_PREFIX))
     parsed = resolve_spec(spec, config=config).spec
+    if threads and parsed.option("threads") is None:
+        from dataclasses import replace
+
+        parsed = replace(parsed, options={**parsed.options, "threads": threads})
     model = build_model(parsed, progress=progress)
     if self_test:
         model.self_test()  # type: ignore[attr-defined]
@@ -58,7 +63,7 @@ def build_model(spec: ModelSpec, *, progress: Callable[[int, int], None] | None 
         from sopagent.models.llamacpp import LlamaCppModel
 
         path = str(embedded_model_path(progress)) if spec.target == "embedded" else spec.target
-        return LlamaCppModel(path)
+        return LlamaCppModel(path, n_threads=spec.option("threads"))
     if spec.backend in ("openai", "openai-compatible", "vllm"):
         from sopagent.models.openai_api import OpenAIChatModel
 

@@ -67,6 +67,8 @@ class CallStats:
     generated_tokens: int = 0
     constraint_ms: float = 0.0
     """Time spent building (or fetching from cache) the output constraint."""
+    queued_ms: float = 0.0
+    """Time the call waited for a shared model before it ran (set by the server's model queue)."""
 
 
 @dataclass

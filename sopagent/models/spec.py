@@ -39,7 +39,7 @@ BACKENDS = ("llamacpp", "openai", "openai-compatible", "vllm", "transformers", "
 """Known backend names (``scripted`` is reserved for the test model)."""
 URL_BACKENDS = ("openai-compatible", "vllm")
 OPTION_TYPES: dict[str, type] = {"key_env": str, "timeout": float, "retries": int, "format": str,
-                                 "logprobs": bool}
+                                 "logprobs": bool, "threads": int}
 """Options a spec may carry, with their types."""
 SECRET_OPTIONS = ("key", "api_key", "apikey", "token", "password", "secret")
 FORMATS = ("json_schema", "json_object", "guided", "structured_outputs")
@@ -107,6 +107,8 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
     except (TypeError, ValueError):
         raise ModelSpecError(f"option {key}={value!r} is not a {kind.__name__}.\n  fix: e.g. "
                              f"{key}={'20' if kind is not str else 'NAME'}") from None
+    if key == "threads" and coerced < 1:
+        raise ModelSpecError(f"threads={coerced} must be at least 1.\n  fix: e.g. threads=2")
     if key == "format" and coerced not in FORMATS:
         raise ModelSpecError(f"format={coerced!r} is not known.\n  fix: use one of {', '.join(FORMATS)}")
     return coerced

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,8 +22,11 @@ from sopagent.server.service import ApiProblem, Service
 log = logging.getLogger("sopagent.server")
 
 
-def load_serving_model(spec: str | None) -> DecisionModel:
-    """``echo`` / ``echo:DELAY_S`` (the test model), a GGUF path, or None for the embedded model."""
+def load_serving_model(spec: str | None, threads: int | None = None) -> DecisionModel:
+    """``echo`` / ``echo:DELAY_S`` (the test model), a model spec, or None for the embedded model.
+
+    ``threads``: CPU threads of an in-process llama.cpp model (unless the spec sets ``?threads=``).
+    """
     if spec and (spec == "echo" or spec.startswith("echo:")):
         from sopagent.models.echo import EchoModel
 
@@ -30,13 +34,12 @@ def load_serving_model(spec: str | None) -> DecisionModel:
         return EchoModel(float(delay) if delay else 0.0)
     from sopagent.models import load_model
 
-    model = load_model(spec)
-    return model
+    return load_model(spec, threads=threads)
 
 
 def create_app(config: ServeConfig, model: DecisionModel | None = None) -> FastAPI:
     """Build the service: policies loaded, store opened, model ready (``model`` overrides ``config.model``)."""
-    service = Service(config, model if model is not None else load_serving_model(config.model))
+    service = Service(config, model if model is not None else load_serving_model(config.model, config.model_threads))
     if hasattr(service.model.inner, "warm"):
         for agent in service.agents.values():
             service.model.inner.warm([s.facts for s in agent.policy.steps.values() if s.facts.model_fields])
@@ -62,7 +65,7 @@ def _health(app: FastAPI, service: Service) -> None:
     @app.get("/healthz", response_model=Health, tags=["health"])
     def liveness() -> Health:
         """The process is up (no dependencies checked)."""
-        return Health(status="ok")
+        return Health(status="ok", process=os.getpid())
 
     @app.get("/readyz", response_model=Health, tags=["health"], responses={503: {"model": Health}})
     def readiness() -> Any:
@@ -70,7 +73,7 @@ def _health(app: FastAPI, service: Service) -> None:
         problem = service.ready()
         if problem:
             return JSONResponse(Health(status="unavailable", detail=problem).model_dump(), status_code=503)
-        return Health(status="ok", detail=f"policies: {', '.join(sorted(service.agents))}")
+        return Health(status="ok", detail=f"policies: {', '.join(sorted(service.agents))}", process=os.getpid())
 
 
 def _problem(status: int, message: str) -> JSONResponse:

@@ -15,10 +15,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from sopagent.policy import load_policy
     from sopagent.server.config import CONFIG_ENV, ServeConfig
+    from sopagent.server.workers import reuse_port_supported, run_workers
     from sopagent.store import database_url
 
+    threads = args.threads or (max(1, (os.cpu_count() or 1) // args.workers) if args.workers > 1 else None)
     config = ServeConfig(policies=[str(p) for p in args.policies], db=database_url(args.db), model=args.model,
-                         model_timeout_s=args.model_timeout, webhook_url=args.webhook,
+                         model_threads=threads, model_timeout_s=args.model_timeout, webhook_url=args.webhook,
                          max_message_chars=args.max_message_chars, confidence=args.confidence)
     for path in config.policies:
         load_policy(path)  # authoring errors are reported here, before any worker starts
@@ -28,6 +30,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"serving {', '.join(config.policies)} on http://{args.host}:{args.port} "
           f"({args.workers} worker{'s' if args.workers > 1 else ''}; OpenAPI at /docs and /openapi.json)",
           file=sys.stderr, flush=True)
+    if args.workers > 1 and reuse_port_supported():  # one socket per worker: the kernel spreads connections
+        return run_workers(config.to_env(), args.host, args.port, args.workers, args.log_level)
     if args.workers > 1:
         os.environ[CONFIG_ENV] = config.to_env()
         uvicorn.run("sopagent.server.app:app_from_env", factory=True, host=args.host, port=args.port,
@@ -71,6 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="processes (use PostgreSQL for more than one)")
+    serve.add_argument("--threads", type=int, default=None,
+                       help="CPU threads of an in-process model per worker (default: the cores divided among "
+                            "the workers, so that workers do not oversubscribe the CPU)")
     serve.add_argument("--model-timeout", type=float, default=30.0,
                        help="seconds before a model call gives the fallback reply (escalated)")
     serve.add_argument("--webhook", help="URL that receives a JSON POST for every escalation")

@@ -19,6 +19,8 @@ class ServeConfig:
     """Audit store URL (SQLite for one process, PostgreSQL for several)."""
     model: str | None = None
     """A GGUF path, ``echo`` / ``echo:DELAY_S`` (the test model), or None for the embedded model."""
+    model_threads: int | None = None
+    """CPU threads of an in-process llama.cpp model in each worker (None: all cores)."""
     model_timeout_s: float = 30.0
     """A model call slower than this gives the fallback reply and an escalated decision."""
     webhook_url: str | None = None

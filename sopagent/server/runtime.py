@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -20,7 +21,7 @@ from sopagent.errors import ModelError, StoreError
 from sopagent.models.base import ChatPrompt, Choice, DecisionModel, Extraction, M
 
 log = logging.getLogger("sopagent.server")
-T = TypeVar("T")
+R = TypeVar("R", Extraction, Choice)
 
 
 class QueuedModel:
@@ -46,8 +47,16 @@ class QueuedModel:
         """Queue a choice; see :meth:`DecisionModel.choose`."""
         return self._call(self.inner.choose, prompt, n_options)
 
-    def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        future = self._worker.submit(fn, *args)
+    def _call(self, fn: Callable[..., R], *args: Any) -> R:
+        queued_at = time.perf_counter()
+
+        def run() -> R:
+            waited_ms = (time.perf_counter() - queued_at) * 1000
+            result = fn(*args)
+            result.stats.queued_ms = waited_ms
+            return result
+
+        future = self._worker.submit(run)
         try:
             return future.result(timeout=self.timeout_s)
         except concurrent.futures.TimeoutError:

@@ -137,6 +137,8 @@ class Health(BaseModel):
 
     status: Literal["ok", "unavailable"]
     detail: str = ""
+    process: int = 0
+    """The id of the process that answered (tells ``--workers`` apart behind one port)."""
 
 
 # --- OpenAI-compatible chat completions ---------------------------------------------------------------

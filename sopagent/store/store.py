@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Iterator
 
-from sqlalchemy import event, text
+from sqlalchemy import event, insert, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, col, create_engine, select
@@ -23,6 +23,7 @@ from sopagent.store.tables import ChainHead, Conversation, Decision, OperatorAct
 DB_ENV = "SOPAGENT_DB"
 DEFAULT_DB_URL = "sqlite:///sopagent.db"
 RESOLVING_ACTIONS = ("approve", "override", "escalate")
+SCHEMA_LOCK_KEY = 0x736F7061  # "sopa": the advisory lock that serializes schema creation on PostgreSQL
 """Operator actions that settle a pending decision; only one may exist per decision."""
 
 
@@ -50,15 +51,25 @@ class Store:
         if self.url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            SQLModel.metadata.create_all(self.engine)
-            with Session(self.engine) as session:
-                if session.get(ChainHead, 1) is None:
-                    session.add(ChainHead())
-                    session.commit()
+            self._create_schema()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot initialise the audit store {self.url!r}: {_short(exc)}\n"
                              "  fix: check that the path is writable and the server is reachable",
                              retryable=True) from exc
+
+    def _create_schema(self) -> None:
+        """Create the tables and the chain head if missing, in one transaction.
+
+        On PostgreSQL a transaction-level advisory lock makes processes that open a new database at
+        the same moment (``sopagent serve --workers N``) create it one after the other; without it
+        the second ``CREATE TABLE`` fails on a duplicate type name.
+        """
+        with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            SQLModel.metadata.create_all(connection)
+            if connection.execute(select(ChainHead.id).where(ChainHead.id == 1)).first() is None:
+                connection.execute(insert(ChainHead).values(**ChainHead().model_dump()))
 
     def session(self) -> Session:
         """A new ORM session (expire_on_commit off, so rows stay readable after commit)."""

@@ -22,6 +22,7 @@ class PollingScreen(Screen[None]):
         super().__init__()
         self._last: Any = object()
         self._last_error = ""
+        self._mounted_load = False
 
     @property
     def console(self) -> "ConsoleApp":
@@ -30,6 +31,7 @@ class PollingScreen(Screen[None]):
 
     def on_mount(self) -> None:
         """Load once now, then every poll interval."""
+        self._mounted_load = True
         self.action_refresh()
         if self.console.poll_interval > 0:
             self.set_interval(self.console.poll_interval, self._tick)
@@ -39,7 +41,14 @@ class PollingScreen(Screen[None]):
             self.action_refresh()
 
     def on_screen_resume(self) -> None:
-        """Shown again (a screen or dialog above was closed): reload now."""
+        """Shown again (a screen or dialog above was closed): reload now.
+
+        Textual also resumes a screen when it is first shown, right after mounting it; the load
+        that :meth:`on_mount` started covers that one (reading twice doubled the start-up work).
+        """
+        if self._mounted_load:
+            self._mounted_load = False
+            return
         self.action_refresh()
 
     def action_refresh(self) -> None:
