@@ -183,3 +183,13 @@ def test_a_task_without_a_sam_schema_still_runs_on_the_graph_alone(tmp_path):
                        Event("customer", "ok"))
             allowed = gate.allowed_actions(task, history)
             assert next_action(task, history, None, {}, allowed) == successor
+
+
+def test_offset_sample_shares_no_dialogue_with_the_first(cases):
+    first = sample_cases(cases, 40)
+    held_out = sample_cases(cases, 40, offset_per_domain=40)
+    assert {c.dialogue_id for c in first}.isdisjoint({c.dialogue_id for c in held_out})
+    counts: dict[str, int] = {}
+    for case in held_out:
+        counts[case.domain] = counts.get(case.domain, 0) + 1
+    assert set(counts.values()) == {40}

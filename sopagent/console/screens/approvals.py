@@ -40,7 +40,6 @@ class ApprovalsScreen(PollingScreen, DecisionActions):
         for label in ("decision", "customer", "policy", "step", "held reply", "conf", "since"):
             table.add_column(label, key=label)
         table.focus()
-        super().on_mount()
 
     def load(self) -> list[PendingRow]:
         return approval_queue(self.console.store)

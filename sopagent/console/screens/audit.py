@@ -56,7 +56,6 @@ class AuditScreen(PollingScreen):
                       "handled"):
             table.add_column(label, key=label)
         table.focus()
-        super().on_mount()
 
     def load(self) -> AuditData:
         chain = None

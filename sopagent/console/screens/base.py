@@ -14,7 +14,11 @@ if TYPE_CHECKING:
 
 
 class PollingScreen(Screen[None]):
-    """Subclasses implement :meth:`load` (runs in a thread) and :meth:`show` (runs on the UI loop)."""
+    """Subclasses implement :meth:`load` (runs in a thread) and :meth:`show` (runs on the UI loop).
+
+    Textual calls ``on_mount`` of every class in the hierarchy, so a subclass's own ``on_mount`` must
+    not call ``super().on_mount()`` (that loaded twice and started two poll timers).
+    """
 
     BINDINGS = [Binding("ctrl+r", "refresh", "Refresh", show=False)]
 
@@ -30,9 +34,14 @@ class PollingScreen(Screen[None]):
         return cast("ConsoleApp", self.app)
 
     def on_mount(self) -> None:
-        """Load once now, then every poll interval."""
+        """Show what is already read (see :meth:`initial_data`) or load once now; then poll."""
         self._mounted_load = True
-        self.action_refresh()
+        data = self.initial_data()
+        if data is not None:
+            self._last = data
+            self.show(data)
+        else:
+            self.action_refresh()
         if self.console.poll_interval > 0:
             self.set_interval(self.console.poll_interval, self._tick)
 
@@ -75,6 +84,10 @@ class PollingScreen(Screen[None]):
         """Forget the last data so the next poll re-renders (after a resize, say)."""
         self._last = object()
         self.action_refresh()
+
+    def initial_data(self) -> Any:
+        """Data already read before the screen mounted, shown in its first frame; None to load now."""
+        return None
 
     def load(self) -> Any:
         """Read what the screen shows (worker thread)."""

@@ -50,7 +50,6 @@ class ConversationScreen(PollingScreen, DecisionActions):
 
     def on_mount(self) -> None:
         self.query_one("#transcript-scroll", VerticalScroll).anchor()  # follow new turns at the bottom
-        super().on_mount()
 
     def load(self) -> ConversationDetail:
         return conversation_detail(self.console.store, self.conversation_id)

@@ -51,7 +51,11 @@ class ConversationsScreen(PollingScreen):
                            ("conversation", "id")):
             table.add_column(label, key=key)
         table.focus()
-        super().on_mount()
+
+
+    def initial_data(self) -> ConversationPage | None:
+        """The app's prefetched first page (no search or filter yet), if it is ready."""
+        return self.console.take_first_page() if not (self.search or self.status_filter) else None
 
     def load(self) -> ConversationPage:
         return conversation_page(self.console.store, self.search, self.status_filter)

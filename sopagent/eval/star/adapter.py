@@ -28,10 +28,10 @@ from sopagent.policy import OneOf, Option, Policy, Turn, say
 MAX_KINDS = 26
 """A choice is one letter, so at most 26 kinds of customer message are offered."""
 EXPECTED_WEIGHT = 16.0
+"""How much more likely a kind of message is when it answers our last action (the graph's prior)."""
 ANSWERED_THRESHOLD = 0.05
 """A question counts as already answered when the model gives the kinds of message that answer it at
 least this much probability (the message carries that fact too)."""
-"""How much more likely a kind of message is when it answers our last action (the graph's prior)."""
 
 
 @dataclass

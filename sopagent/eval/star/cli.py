@@ -26,6 +26,9 @@ def add_parser(sub: Any) -> None:
     star.add_argument("--domains", help="comma-separated domains to run (default: all with a task)")
     star.add_argument("--limit-per-domain", type=int, default=None, metavar="N",
                       help="a deterministic sample of N cases per domain (whole dialogues)")
+    star.add_argument("--sample-offset", type=int, default=0, metavar="K",
+                      help="with --limit-per-domain: first skip the dialogues of the K-case sample, for a "
+                           "held-out sample (e.g. --limit-per-domain 40 --sample-offset 40)")
     star.add_argument("--model", help="GGUF file, 'uniform' (no model: the procedure alone) "
                                       "(default $SOPAGENT_MODEL or the embedded model)")
     star.add_argument("--out", default="star_results.json", help="summary JSON (default star_results.json)")
@@ -68,7 +71,7 @@ def cmd_eval_star(args: argparse.Namespace) -> int:
             raise EvalDataError(f"no task of domain(s) {sorted(unknown)}",
                                 fix=f"choose among {sorted({t.domain for t in tasks.values()})}")
         tasks = {k: v for k, v in tasks.items() if v.domain in wanted}
-    cases = sample_cases(load_cases(data_dir, tasks), args.limit_per_domain)
+    cases = sample_cases(load_cases(data_dir, tasks), args.limit_per_domain, args.sample_offset)
     if not cases:
         raise EvalDataError(f"no test case in {data_dir} for tasks {sorted(tasks)}",
                             fix="check --domains/--tasks against the dialogues' tasks")

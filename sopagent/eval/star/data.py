@@ -210,9 +210,13 @@ def load_cases(data_dir: Path, tasks: dict[str, TaskSchema]) -> list[Case]:
     return cases
 
 
-def sample_cases(cases: list[Case], limit_per_domain: int | None) -> list[Case]:
+def sample_cases(cases: list[Case], limit_per_domain: int | None, offset_per_domain: int = 0) -> list[Case]:
     """A deterministic sample: whole dialogues (ordered by a hash of their id) until each domain has
-    ``limit_per_domain`` cases; the last dialogue is cut so the count is exact. Kept in dialogue order."""
+    ``limit_per_domain`` cases; the last dialogue is cut so the count is exact. Kept in dialogue order.
+
+    ``offset_per_domain`` first skips the dialogues that the sample of that size would take, so
+    ``limit 40, offset 40`` is a second sample sharing no dialogue with ``limit 40`` (a held-out set
+    for settings chosen on the first)."""
     if not limit_per_domain:
         return list(cases)
     import hashlib
@@ -222,10 +226,14 @@ def sample_cases(cases: list[Case], limit_per_domain: int | None) -> list[Case]:
         by_dialogue.setdefault(case.dialogue_id, []).append(case)
     order = sorted(by_dialogue, key=lambda d: hashlib.sha256(str(d).encode()).hexdigest())
     taken: dict[str, int] = {}
+    skipped: dict[str, int] = {}
     chosen: set[str] = set()
     for dialogue_id in order:
         group = by_dialogue[dialogue_id]
         domain = group[0].domain
+        if skipped.get(domain, 0) < offset_per_domain:
+            skipped[domain] = skipped.get(domain, 0) + len(group)
+            continue
         room = limit_per_domain - taken.get(domain, 0)
         if room <= 0:
             continue
