@@ -77,6 +77,25 @@ async def test_list_shows_conversations_with_pending_counts_and_filters(seeded: 
         assert "2 conversations, pending" in screen_text(app, "#list-info")
 
 
+@pytest.mark.parametrize("screen_type", [ConversationsScreen, ApprovalsScreen, AuditScreen])
+async def test_a_screen_reads_once_when_shown_and_polls_on_one_timer(seeded: Store, screen_type: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # Textual calls on_mount of every class in the hierarchy: a screen that also called the base's
+    # on_mount read the store twice on opening and polled on two timers.
+    loads: list[str] = []
+    original = screen_type.load
+    monkeypatch.setattr(screen_type, "load", lambda self: loads.append("load") or original(self))
+    app = create_app(seeded, "ana", poll_interval=30)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        if screen_type is not ConversationsScreen:
+            await pilot.press("a" if screen_type is ApprovalsScreen else "u")
+            await settle(pilot)
+        assert isinstance(app.screen, screen_type)
+        assert len(loads) == 1
+        assert len([t for t in app.screen._timers if t._interval == 30]) == 1
+
+
 async def test_list_updates_by_itself_when_an_agent_writes(seeded: Store, card_policy: Any) -> None:
     app = create_app(seeded, "ana", poll_interval=0.05)
     async with app.run_test(size=(100, 30)) as pilot:

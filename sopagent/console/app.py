@@ -8,7 +8,6 @@ name, time and reason.
 
 from __future__ import annotations
 
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable
 
@@ -66,29 +65,6 @@ class ConsoleApp(App[None]):
         self.policies_dir = Path(policies_dir)
         self.poll_interval = poll_interval
         self.sub_title = f"operator {self.operator}  |  {store.url}"
-        self.first_page: Future[Any] | None = None
-
-    def on_load(self) -> None:
-        """Start reading the conversation list while Textual builds the first screen.
-
-        The read runs in its own thread (never on the UI loop); if it is done when the list screen
-        mounts, the first frame shows the rows, saving a layout and render pass of an empty table.
-        Errors are not raised here: the screen then loads through its worker, which reports them.
-        """
-        from concurrent.futures import ThreadPoolExecutor
-
-        from sopagent.console.queries import conversation_page
-
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sopagent-first-page")
-        self.first_page = pool.submit(conversation_page, self.store)
-        pool.shutdown(wait=False)  # the thread ends after this one read
-
-    def take_first_page(self) -> Any:
-        """The prefetched first page of the list if it is ready and read without error, once; else None."""
-        future, self.first_page = self.first_page, None
-        if future is None or not future.done() or future.exception() is not None:
-            return None
-        return future.result()
 
     def on_mount(self) -> None:
         """Open the conversation list."""

@@ -34,14 +34,9 @@ class PollingScreen(Screen[None]):
         return cast("ConsoleApp", self.app)
 
     def on_mount(self) -> None:
-        """Show what is already read (see :meth:`initial_data`) or load once now; then poll."""
+        """Load once now, then every poll interval."""
         self._mounted_load = True
-        data = self.initial_data()
-        if data is not None:
-            self._last = data
-            self.show(data)
-        else:
-            self.action_refresh()
+        self.action_refresh()
         if self.console.poll_interval > 0:
             self.set_interval(self.console.poll_interval, self._tick)
 
@@ -84,10 +79,6 @@ class PollingScreen(Screen[None]):
         """Forget the last data so the next poll re-renders (after a resize, say)."""
         self._last = object()
         self.action_refresh()
-
-    def initial_data(self) -> Any:
-        """Data already read before the screen mounted, shown in its first frame; None to load now."""
-        return None
 
     def load(self) -> Any:
         """Read what the screen shows (worker thread)."""

@@ -53,10 +53,6 @@ class ConversationsScreen(PollingScreen):
         table.focus()
 
 
-    def initial_data(self) -> ConversationPage | None:
-        """The app's prefetched first page (no search or filter yet), if it is ready."""
-        return self.console.take_first_page() if not (self.search or self.status_filter) else None
-
     def load(self) -> ConversationPage:
         return conversation_page(self.console.store, self.search, self.status_filter)
 
