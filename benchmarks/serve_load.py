@@ -66,6 +66,17 @@ async def conversation(client: httpx.AsyncClient, script: list[str], turns: int,
     return answered
 
 
+async def report_progress(latencies: list[float], expected: int, started: float, every_s: float = 30.0) -> None:
+    """Print turns answered so far, the rate and an ETA to stderr every ``every_s`` seconds."""
+    while True:
+        await asyncio.sleep(every_s)
+        done, elapsed = len(latencies), time.perf_counter() - started
+        rate = done / elapsed
+        eta = f", about {(expected - done) / rate / 60:.0f} min left" if rate else ""
+        print(f"  {done}/{expected} turns answered in {elapsed / 60:.1f} min ({rate:.2f} turns/s{eta})",
+              file=sys.stderr, flush=True)
+
+
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0-100) by statistics.quantiles."""
     if len(values) < 2:
@@ -83,9 +94,11 @@ async def drive(url: str, key: str, conversations: int, turns: int, script: list
                                  timeout=timeout_s,
                                  limits=limits) as client:
         started = time.perf_counter()
+        reporter = asyncio.create_task(report_progress(latencies, conversations * turns, started))
         answered = await asyncio.gather(*(conversation(client, script, turns, latencies, errors, decision_ids)
                                           for _ in range(conversations)))
         wall = time.perf_counter() - started
+        reporter.cancel()
     return {"latencies": latencies, "errors": errors, "decision_ids": decision_ids, "wall": wall,
             "answered": sum(answered)}
 
