@@ -4,6 +4,8 @@ conversation from several processes on PostgreSQL."""
 from __future__ import annotations
 
 import concurrent.futures
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from postgres import PostgresServer, fresh_postgres_url, postgres_server, postgres_url  # noqa: F401 (fixtures)
+from postgres import PostgresServer, free_port, fresh_postgres_url, postgres_server, postgres_url  # noqa: F401 (fixtures)
 from server_harness import CARD, ID_MARIA, LOST, Live, ServerProcess, cli_key, say, serve_in_thread
 from sopagent import Store
 from sopagent.server.config import ServeConfig
@@ -150,3 +152,13 @@ def test_workers_share_the_port_and_each_takes_connections(fresh_postgres_url: s
         server.stop()
     assert set(answered_by) == server.processes
     assert min(answered_by.count(pid) for pid in server.processes) >= 3  # 24 connections, not all on one
+
+
+def test_workers_that_cannot_start_stop_the_service_with_the_reason(fresh_postgres_url: str,  # noqa: F811
+                                                                     tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model.gguf"
+    out = subprocess.run([sys.executable, "-m", "sopagent.cli", "serve", CARD, "--db", fresh_postgres_url,
+                          "--workers", "2", "--model", str(missing), "--port", str(free_port())],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert "could not start" in out.stderr and str(missing) in out.stderr

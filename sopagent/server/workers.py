@@ -57,15 +57,22 @@ def _worker(config_json: str, host: str, port: int, log_level: str, served: Any)
 
     import uvicorn
 
+    from sopagent.errors import SopAgentError
+    from sopagent.server.app import create_app
+    from sopagent.server.config import ServeConfig
+
     os.environ[CONFIG_ENV] = config_json
     try:
+        app = create_app(ServeConfig.from_env())  # policies, store and model: the slow part
         sock = listening_socket(host, port)
+    except SopAgentError as exc:
+        print(f"sopagent serve: worker {os.getpid()}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(STARTUP_FAILURE)
     except OSError as exc:
         print(f"sopagent serve: cannot listen on {host}:{port}: {exc}\n  fix: choose a free --port",
               file=sys.stderr, flush=True)
         sys.exit(STARTUP_FAILURE)
-    config = uvicorn.Config("sopagent.server.app:app_from_env", factory=True, log_level=log_level,
-                            timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
 
     def report_started() -> None:
@@ -102,6 +109,8 @@ def run_workers(config_json: str, host: str, port: int, workers: int, log_level:
         while not stopping:
             time.sleep(0.2)
             for index, (process, served) in enumerate(started):
+                if stopping:  # a Ctrl+C reaches the workers too; they exit as they should
+                    break
                 if process.is_alive():
                     continue
                 if process.exitcode == STARTUP_FAILURE or not served.value:
