@@ -124,7 +124,8 @@ def main() -> int:
         store = Store(db)
         _, key = create_key(store, "customer", "load")
         model_args = [] if args.model == "embedded" else [args.model]
-        extra = ["--workers", str(args.workers), "--model-timeout", str(args.model_timeout)]
+        extra = ["--workers", str(args.workers), "--model-timeout", str(args.model_timeout),
+                 "--turn-wait", str(args.model_timeout)]
         if args.threads:
             extra += ["--threads", str(args.threads)]
         server = ServerProcess(db, *extra, model=model_args[0]) if model_args else _embedded(db, extra)

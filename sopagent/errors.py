@@ -79,6 +79,10 @@ class StoreError(RunError):
     """The audit store could not be read or written; no reply was given."""
 
 
+class CapacityError(RunError):
+    """The service is saturated: a turn waited too long for its turn; nothing was recorded or sent."""
+
+
 class ConversationError(RunError):
     """The conversation is unknown, closed or in a state that does not accept this action."""
 

@@ -162,3 +162,23 @@ def test_workers_that_cannot_start_stop_the_service_with_the_reason(fresh_postgr
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
     assert "could not start" in out.stderr and str(missing) in out.stderr
+
+
+def test_turns_beyond_capacity_wait_holding_nothing_then_get_503(fresh_postgres_url: str) -> None:  # noqa: F811
+    # One turn past admission at a time; a turn that waits longer than turn_wait_s is refused with
+    # a 503 that says why, and nothing is recorded for it.
+    config = ServeConfig(policies=[CARD], db=fresh_postgres_url, model="echo", model_timeout_s=10,
+                         turns_in_flight=1, turn_wait_s=0.5)
+    for live in serve_in_thread(config):
+        with live.client() as client:
+            cids = [client.post("/v1/conversations", json={"policy": "card_services"}).json()["conversation_id"]
+                    for _ in range(3)]
+            with concurrent.futures.ThreadPoolExecutor(3) as pool:
+                answers = list(pool.map(lambda cid: client.post(
+                    f"/v1/conversations/{cid}/messages", json={"text": say(LOST, _sleep=1.5)}), cids))
+        codes = sorted(a.status_code for a in answers)
+        assert codes == [200, 503, 503], [a.text for a in answers]
+        refused = [a for a in answers if a.status_code == 503]
+        assert all("at capacity" in a.json()["error"] for a in refused)
+        store = Store(fresh_postgres_url)
+        assert sum(len(store.decisions(cid)) for cid in cids) == 1 and store.verify_chain().intact

@@ -18,9 +18,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sopagent.server.workers import reuse_port_supported, run_workers
     from sopagent.store import database_url
 
+    if args.turns_in_flight < 1 or (args.threads is not None and args.threads < 1):
+        print("sopagent serve: --turns-in-flight and --threads must be at least 1", file=sys.stderr)
+        return 2
     threads = args.threads or (max(1, (os.cpu_count() or 1) // args.workers) if args.workers > 1 else None)
     config = ServeConfig(policies=[str(p) for p in args.policies], db=database_url(args.db), model=args.model,
-                         model_threads=threads, model_timeout_s=args.model_timeout, webhook_url=args.webhook,
+                         model_threads=threads, model_timeout_s=args.model_timeout,
+                         turns_in_flight=args.turns_in_flight, turn_wait_s=args.turn_wait, webhook_url=args.webhook,
                          max_message_chars=args.max_message_chars, confidence=args.confidence)
     for path in config.policies:
         load_policy(path)  # authoring errors are reported here, before any worker starts
@@ -80,6 +84,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                             "the workers, so that workers do not oversubscribe the CPU)")
     serve.add_argument("--model-timeout", type=float, default=30.0,
                        help="seconds before a model call gives the fallback reply (escalated)")
+    serve.add_argument("--turns-in-flight", type=int, default=4,
+                       help="turns per worker past admission at once; the rest wait in order holding no "
+                            "database connection (default 4: the model serves one at a time)")
+    serve.add_argument("--turn-wait", type=float, default=600.0,
+                       help="seconds a turn may wait for admission before 503 (nothing recorded or sent)")
     serve.add_argument("--webhook", help="URL that receives a JSON POST for every escalation")
     serve.add_argument("--max-message-chars", type=int, default=4000)
     serve.add_argument("--confidence", type=float, default=None,

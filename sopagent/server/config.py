@@ -23,6 +23,10 @@ class ServeConfig:
     """CPU threads of an in-process llama.cpp model in each worker (None: all cores)."""
     model_timeout_s: float = 30.0
     """A model call slower than this gives the fallback reply and an escalated decision."""
+    turns_in_flight: int = 4
+    """Turns of one process past admission at once (each holds a lock connection and a model queue place)."""
+    turn_wait_s: float = 600.0
+    """How long a turn may wait for admission before a 503 (nothing recorded, nothing sent)."""
     webhook_url: str | None = None
     """Escalations are POSTed here as JSON (best effort, after the decision is committed)."""
     max_message_chars: int = 4000

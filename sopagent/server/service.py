@@ -15,7 +15,7 @@ from sopagent.keys import ensure_table
 from sopagent.models.base import DecisionModel
 from sopagent.policy import Policy, load_policy
 from sopagent.server.config import ServeConfig
-from sopagent.server.runtime import ConversationLocks, QueuedModel, notify_webhook
+from sopagent.server.runtime import ConversationLocks, QueuedModel, TurnAdmission, notify_webhook
 from sopagent.store import Conversation, Decision, Store
 
 
@@ -37,6 +37,7 @@ class Service:
         ensure_table(self.store)
         self.model = QueuedModel(model, config.model_timeout_s)
         self.locks = ConversationLocks(self.store.url)
+        self.admission = TurnAdmission(config.turns_in_flight, config.turn_wait_s)
         self.agents: dict[str, Agent] = {}
         for path in config.policies:
             policy: Policy = load_policy(path)
@@ -76,7 +77,7 @@ class Service:
                                   f"which this server does not serve; start it with that policy file")
         if conversation.status == "closed":
             raise ApiProblem(409, f"conversation {conversation_id} is closed; start a new one")
-        with self.locks.hold(conversation_id):
+        with self.admission.slot(), self.locks.hold(conversation_id):
             try:
                 result = agent.respond(conversation_id, text)
             except ConversationError as exc:
