@@ -78,7 +78,9 @@ def test_replay_reads_the_message_with_one_choice_and_records_it_in_the_audit_ch
     assert row["label"] == target and row["pred"] == "bank_ask_dob" and row["pred"] in row["allowed"]
     assert len(model.prompts) == 1  # one-token reading of the message, no JSON, the rest is code
     prompt = model.prompts[0]
-    assert "I do not remember my PIN" in prompt.context and "I do not remember my PIN" in prompt.task
+    # the message is the dialogue's last line; the question after it does not repeat it (fewer tokens)
+    assert prompt.context.endswith("Customer: I do not remember my PIN") and "latest message" in prompt.task
+    assert "I do not remember my PIN" not in prompt.task
     assert "A) " in prompt.system
     store = Store(f"sqlite:///{tmp_path / 'work' / 'audit.db'}")
     assert store.verify_chain().intact
