@@ -46,6 +46,10 @@ def main() -> None:
         variants[f"prior {weight:g}, first reply from the reading"] = (
             lambda c, t, r, a, w=weight: next_action(t, c.history, r["label"], r.get("kind_probabilities") or {}, a, w,
                                                      greet_first=False))
+    for threshold in (0.05, 0.1, 0.15, 0.2, 0.3):
+        variants[f"prior 16, answered at p >= {threshold:g}"] = (
+            lambda c, t, r, a, th=threshold: next_action(t, c.history, r["label"], r.get("kind_probabilities") or {},
+                                                        a, answered_threshold=th))
     print(f"{len(cases)} cases, {len({c.domain for c in cases})} domains")
     for name, predict in variants.items():
         per_domain: dict[str, list[bool]] = {}

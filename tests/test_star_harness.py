@@ -86,3 +86,24 @@ def test_replay_reads_the_message_with_one_choice_and_records_it_in_the_audit_ch
     assert store.verify_chain().intact
     decision = store.decisions(conversation)[0]
     assert decision.response_id == "bank_ask_dob" and decision.customer_text == "I do not remember my PIN"
+
+
+@pytest.mark.model
+def test_real_model_reads_star_messages_inside_the_allowed_set(tmp_path, embedded_model):
+    # The harness's real path: the embedded model through llama.cpp and Outlines reads each
+    # customer message as one of the task's kinds; no quality number is asserted.
+    from sopagent.eval.star.data import load_cases, sample_cases
+
+    tasks = load_tasks(DATA)
+    cases = [c for c in sample_cases(load_cases(DATA, tasks), 3) if c.domain in ("bank", "weather")]
+    runner = Runner({c.task: tasks[c.task] for c in cases}, embedded_model, tmp_path / "work",
+                    tmp_path / "cases.jsonl")
+    rows = runner.run(cases)
+    assert len(rows) == len(cases) == 6
+    assert all(row["pred"] in row["allowed"] for row in rows)
+    read = [row for row in rows if row["model_call"]]
+    assert read, "the sample has no customer message to read"
+    for row in read:
+        assert row["label"] in tasks[row["task"]].user_nodes
+        assert abs(sum(row["kind_probabilities"].values()) - 1.0) < 1e-3
+    assert runner.store.verify_chain().intact
