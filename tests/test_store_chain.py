@@ -104,18 +104,21 @@ def test_truncated_tail_and_altered_policy_snapshot(card_policy, store: Store) -
     assert not report.intact and report.broken_kind == "policy_version"
 
 
-def test_processes_opening_a_new_postgres_database_at_once_create_it_once(fresh_postgres_url: str) -> None:
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_processes_opening_a_new_database_at_once_create_it_once(backend: str, request: pytest.FixtureRequest,
+                                                                 tmp_path) -> None:
     # Workers of `sopagent serve --workers N` open the same new database at the same moment.
     import concurrent.futures
     import threading
 
+    url = request.getfixturevalue("fresh_postgres_url") if backend == "postgresql" else f"sqlite:///{tmp_path}/new.db"
     barrier = threading.Barrier(4)
 
     def open_store(_: int) -> int:
         barrier.wait()
-        return Store(fresh_postgres_url).verify_chain().checked
+        return Store(url).verify_chain().checked
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         assert list(pool.map(open_store, range(4))) == [0, 0, 0, 0]
-    with Store(fresh_postgres_url).session() as session:
+    with Store(url).session() as session:
         assert len(session.exec(select(ChainHead)).all()) == 1

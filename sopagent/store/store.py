@@ -60,13 +60,16 @@ class Store:
     def _create_schema(self) -> None:
         """Create the tables and the chain head if missing, in one transaction.
 
-        On PostgreSQL a transaction-level advisory lock makes processes that open a new database at
-        the same moment (``sopagent serve --workers N``) create it one after the other; without it
-        the second ``CREATE TABLE`` fails on a duplicate type name.
+        Processes that open a new database at the same moment (``sopagent serve --workers N``) create
+        it one after the other: on PostgreSQL under a transaction-level advisory lock, on SQLite in an
+        immediate (write-locked) transaction. Without that the second ``CREATE TABLE`` fails
+        (PostgreSQL: a duplicate type name; SQLite: "table already exists").
         """
         with self.engine.begin() as connection:
             if connection.dialect.name == "postgresql":
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            elif connection.dialect.name == "sqlite":
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
             SQLModel.metadata.create_all(connection)
             if connection.execute(select(ChainHead.id).where(ChainHead.id == 1)).first() is None:
                 connection.execute(insert(ChainHead).values(**ChainHead().model_dump()))
