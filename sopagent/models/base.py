@@ -57,6 +57,11 @@ class ChatPrompt:
         ]
 
 
+SELF_TEST_PROMPT = ChatPrompt("You are a helpful assistant.", "Question: what colour is the sky on a clear day?",
+                              "Answer in one word.")
+"""What every backend's start-up self-test asks: its natural answer is a word, never the test pattern."""
+
+
 @dataclass
 class CallStats:
     """What one model call cost."""

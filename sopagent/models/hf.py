@@ -14,14 +14,12 @@ from the constrained distribution of that one decoding step.
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 
-from sopagent.errors import (BackendError, ConstraintNotEnforcedError, ModelError,
-                             ModelUnavailableError)
+from sopagent.errors import BackendError, ModelUnavailableError
 from sopagent.models.base import OPTION_LABELS, CallStats, ChatPrompt
 from sopagent.models.local import LocalConstrainedModel
 
@@ -37,7 +35,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ModelUnavailableError(f"the transformers backend needs torch and transformers ({exc}).\n"
                                 f"  fix: {INSTALL_HINT}") from exc
 
-SELF_TEST_REGEX = r"zq[0-9]{2}"
 GEMMA_ALIAS = "gemma3-270m"
 
 
@@ -84,6 +81,7 @@ class TransformersModel(LocalConstrainedModel):
     """Constrained extraction and choice on a Hugging Face model through Outlines."""
 
     validation_error = BackendError
+    constraint_install_fix = "pip install outlines==1.3.3 outlines-core==0.2.14"
 
     def __init__(self, target: str | Path, *, max_input_tokens: int = 4096) -> None:
         """
@@ -160,25 +158,3 @@ class TransformersModel(LocalConstrainedModel):
 
     def _recorder(self, inner: Any, token_ids: list[int]) -> ProbabilityRecorder:
         return ProbabilityRecorder(inner, token_ids)
-
-    def self_test(self) -> None:
-        """Prove that the constraint is applied while decoding; raise if it is not."""
-        prompt = ChatPrompt("You are a helpful assistant.", "Question: what colour is the sky on a clear day?",
-                            "Answer in one word.")
-        text = self.render(prompt)
-        free, _ = self._run(text, None, 4)
-        if re.fullmatch(SELF_TEST_REGEX, free.strip()):
-            raise ConstraintNotEnforcedError("constraint self-test is inconclusive: the unconstrained "
-                                             f"answer {free!r} already matches the test pattern")
-        processor, _ = self.processor(SELF_TEST_REGEX)
-        processor.reset()
-        try:
-            constrained, _ = self._run(text, processor, 6)
-        except ModelError as exc:
-            raise ConstraintNotEnforcedError(f"constrained decoding failed at start-up: {exc}\n  fix: "
-                                             "pip install outlines==1.3.3 outlines-core==0.2.14") from exc
-        if not re.fullmatch(SELF_TEST_REGEX, constrained):
-            raise ConstraintNotEnforcedError(
-                f"constrained decoding is NOT being applied by {self.name} (asked for {SELF_TEST_REGEX!r}, got "
-                f"{constrained!r}). sopagent refuses to run unconstrained.\n  fix: pip install outlines==1.3.3 "
-                "and check that nothing replaces the logits processor")

@@ -13,14 +13,13 @@ Three things make it fast without weakening the constraint:
 from __future__ import annotations
 
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sopagent.errors import ConstraintNotEnforcedError, ModelError, ModelUnavailableError
+from sopagent.errors import ModelError, ModelUnavailableError
 from sopagent.models.base import OPTION_LABELS, CallStats, ChatPrompt
 from sopagent.models.local import LocalConstrainedModel
 
@@ -35,9 +34,6 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
     raise ModelUnavailableError(
         f"the llama.cpp backend needs llama-cpp-python and outlines ({exc}).\n"
         "  fix: pip install -e . (builds llama-cpp-python from source, about 5 minutes)") from exc
-
-SELF_TEST_REGEX = r"zq[0-9]{2}"
-
 
 class PrefixCachingLlamaCpp(LlamaCpp):
     """Outlines' llama.cpp model without the reset after each call.
@@ -85,6 +81,9 @@ class ProbabilityRecorder(OutlinesLogitsProcessor):
 
 class LlamaCppModel(LocalConstrainedModel):
     """Constrained extraction and choice on a local GGUF model through llama.cpp and Outlines."""
+
+    constraint_install_fix = "pip install numba (Outlines needs it to apply constraints under llama.cpp)"
+    constraint_apply_fix = "pip install numba outlines==1.3.3 and check that nothing replaces the logits processor"
 
     def __init__(self, model_path: str | Path, *, n_ctx: int = 4096, n_threads: int | None = None,
                  seed: int = 0) -> None:
@@ -156,33 +155,3 @@ class LlamaCppModel(LocalConstrainedModel):
         Never used on a path whose text can reach a customer.
         """
         return self._run(self.render(prompt), None, max_tokens)
-
-    # --- start-up self-test ------------------------------------------------------------------
-
-    def self_test(self) -> None:
-        """Prove that the constraint is applied while decoding; raise if it is not.
-
-        The model is asked a question whose natural answer is a word; unconstrained it must not
-        match ``zq[0-9]{2}``, constrained it must. If Outlines fails open (numba missing, a
-        processor dropped), the constrained answer is the natural one and we refuse to run.
-        """
-        prompt = ChatPrompt("You are a helpful assistant.", "Question: what colour is the sky on a clear day?",
-                            "Answer in one word.")
-        text = self.render(prompt)
-        free, _ = self._run(text, None, 4)
-        if re.fullmatch(SELF_TEST_REGEX, free.strip()):
-            raise ConstraintNotEnforcedError("constraint self-test is inconclusive: the unconstrained "
-                                             f"answer {free!r} already matches the test pattern")
-        processor, _ = self.processor(SELF_TEST_REGEX)
-        processor.reset()
-        try:
-            constrained, _ = self._run(text, processor, 6)
-        except ModelError as exc:
-            raise ConstraintNotEnforcedError(
-                f"constrained decoding failed at start-up: {exc}\n  fix: pip install numba "
-                "(Outlines needs it to apply constraints under llama.cpp)") from exc
-        if not re.fullmatch(SELF_TEST_REGEX, constrained):
-            raise ConstraintNotEnforcedError(
-                f"constrained decoding is NOT being applied (asked for {SELF_TEST_REGEX!r}, got "
-                f"{constrained!r}). sopagent refuses to run unconstrained.\n  fix: pip install numba "
-                "outlines==1.3.3 and check that nothing replaces the logits processor")

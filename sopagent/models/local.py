@@ -9,16 +9,18 @@ a generation, and how to record the first step's probabilities for its tensor li
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from sopagent.errors import ConstraintViolationError, ModelError
-from sopagent.models.base import OPTION_LABELS, CallStats, ChatPrompt, Choice, Extraction, M, check_option_count, \
-    facts_json_schema
+from sopagent.errors import ConstraintNotEnforcedError, ConstraintViolationError, ModelError
+from sopagent.models.base import OPTION_LABELS, SELF_TEST_PROMPT, CallStats, ChatPrompt, Choice, Extraction, M, \
+    check_option_count, facts_json_schema
 
 MAX_FACTS_TOKENS = 256
+SELF_TEST_REGEX = r"zq[0-9]{2}"
 
 
 class LocalConstrainedModel:
@@ -34,6 +36,10 @@ class LocalConstrainedModel:
     _backend: Any
     _processors: dict[str, Any]
     validation_error: type[ModelError] = ModelError
+    constraint_install_fix: str = "pip install outlines==1.3.3"
+    """How to fix a constrained generation that fails at start-up (shown by :meth:`self_test`)."""
+    constraint_apply_fix: str = "pip install outlines==1.3.3 and check that nothing replaces the logits processor"
+    """How to fix a constraint that is silently not applied (shown by :meth:`self_test`)."""
 
     def render(self, prompt: ChatPrompt) -> str:
         """The prompt as the text the model reads."""
@@ -110,3 +116,29 @@ class LocalConstrainedModel:
                                            f"{OPTION_LABELS[:n_options]}")
         probabilities = [float(p) for p in recorder.first] if recorder.first is not None else []
         return Choice(index=OPTION_LABELS.index(label), probabilities=probabilities, raw=raw, stats=stats)
+
+    # --- start-up self-test ---------------------------------------------------------------------
+
+    def self_test(self) -> None:
+        """Prove that the constraint is applied while decoding; raise if it is not.
+
+        The model is asked a question whose natural answer is a word; unconstrained it must not
+        match ``zq[0-9]{2}``, constrained it must. If Outlines fails open (numba missing, a
+        processor dropped), the constrained answer is the natural one and we refuse to run.
+        """
+        text = self.render(SELF_TEST_PROMPT)
+        free, _ = self._run(text, None, 4)
+        if re.fullmatch(SELF_TEST_REGEX, free.strip()):
+            raise ConstraintNotEnforcedError("constraint self-test is inconclusive: the unconstrained "
+                                             f"answer {free!r} already matches the test pattern")
+        processor, _ = self.processor(SELF_TEST_REGEX)
+        processor.reset()
+        try:
+            constrained, _ = self._run(text, processor, 6)
+        except ModelError as exc:
+            raise ConstraintNotEnforcedError(f"constrained decoding failed at start-up: {exc}\n"
+                                             f"  fix: {self.constraint_install_fix}") from exc
+        if not re.fullmatch(SELF_TEST_REGEX, constrained):
+            raise ConstraintNotEnforcedError(
+                f"constrained decoding is NOT being applied by {self.name} (asked for {SELF_TEST_REGEX!r}, got "
+                f"{constrained!r}). sopagent refuses to run unconstrained.\n  fix: {self.constraint_apply_fix}")

@@ -36,8 +36,8 @@ from pydantic import ValidationError
 
 from sopagent.errors import (BackendError, ConstraintNotEnforcedError, ConstraintViolationError,
                              ModelUnavailableError)
-from sopagent.models.base import (OPTION_LABELS, CallStats, ChatPrompt, Choice, Extraction, M, check_option_count,
-                                  facts_json_schema)
+from sopagent.models.base import (OPTION_LABELS, SELF_TEST_PROMPT, CallStats, ChatPrompt, Choice, Extraction, M,
+                                  check_option_count, facts_json_schema)
 from sopagent.models.spec import ModelSpec
 
 try:
@@ -255,14 +255,12 @@ class OpenAIChatModel:
         schema = {"type": "object", "title": "SelfTest",
                   "properties": {"answer": {"type": "string", "enum": SELF_TEST_VALUES}},
                   "required": ["answer"], "additionalProperties": False}
-        prompt = ChatPrompt("You are a helpful assistant.", "Question: what colour is the sky on a clear day?",
-                            "Answer in one word.")
         fix = {"openai": "use a model that supports structured outputs (e.g. gpt-4.1-mini)",
                "vllm": "upgrade to vLLM >= 0.6 (older versions ignore response_format), or try ?format=guided",
                "openai-compatible": "for the llama-cpp-python server add ?format=json_object to the spec; "
                                     "for vLLM use the vllm: backend"}[self.flavor]
         try:
-            raw, _, _ = self.complete(prompt, schema, "SelfTest", 24)
+            raw, _, _ = self.complete(SELF_TEST_PROMPT, schema, "SelfTest", 24)
         except BackendError as exc:
             if isinstance(exc.__cause__, UNREACHABLE):
                 raise  # the server is down or slow: not a verdict on its constraints
