@@ -8,17 +8,31 @@ reply only after that commit.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Iterator
 
-from sqlalchemy import event, insert, text
+from filelock import FileLock, Timeout
+from sqlalchemy import event, insert, make_url, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from sopagent.errors import ConversationError, StoreError
-from sopagent.store.chain import ChainReport, ChainRow, merge_by_seq, policy_digest, seal
-from sopagent.store.tables import ChainHead, Conversation, Decision, OperatorAction, PolicyVersion
+from sopagent.store.chain import (
+    ChainReport,
+    ChainRow,
+    merge_by_seq,
+    policy_digest,
+    seal,
+)
+from sopagent.store.tables import (
+    ChainHead,
+    Conversation,
+    Decision,
+    OperatorAction,
+    PolicyVersion,
+)
 
 DB_ENV = "SOPAGENT_DB"
 DEFAULT_DB_URL = "sqlite:///sopagent.db"
@@ -51,11 +65,35 @@ class Store:
         if self.url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            self._create_schema()
+            with self._first_open_lock(timeout_s):
+                self._create_schema()
+        except Timeout as exc:
+            raise StoreError(f"cannot initialise the audit store {self.url!r}: another process held {exc.lock_file} "
+                             f"for over {timeout_s:g} s\n"
+                             "  fix: wait for the other process to finish opening it, or remove the .lock file if "
+                             "no sopagent process is running", retryable=True) from exc
+        except OSError as exc:
+            raise StoreError(f"cannot initialise the audit store {self.url!r}: {exc}\n"
+                             "  fix: check that the folder exists and is writable") from exc
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot initialise the audit store {self.url!r}: {_short(exc)}\n"
                              "  fix: check that the path is writable and the server is reachable",
                              retryable=True) from exc
+
+    def _first_open_lock(self, timeout_s: float) -> contextlib.AbstractContextManager[Any]:
+        """A lock file beside a SQLite database, held while a process sets it up.
+
+        Switching a new SQLite file to WAL needs an exclusive lock, and SQLite answers "database is
+        locked" at once, without waiting, when two connections both try it; so processes opening the
+        same new file (``sopagent serve --workers N``) take turns here. Other databases need none.
+        """
+        database = make_url(self.url).database if self.url.startswith("sqlite") else None
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return contextlib.nullcontext()
+        folder = os.path.dirname(os.path.abspath(database))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"the folder {folder} does not exist")
+        return FileLock(f"{database}.lock", timeout=timeout_s)
 
     def _create_schema(self) -> None:
         """Create the tables and the chain head if missing, in one transaction.
