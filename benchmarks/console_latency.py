@@ -37,7 +37,7 @@ from textual.worker import WorkerCancelled
 
 from sopagent import Store, load_policy
 from sopagent.console import create_app
-from sopagent.console.queries import approval_queue, conversation_detail, conversation_page
+from sopagent.console.queries import LIST_PAGE, approval_queue, conversation_detail, conversation_page
 from sopagent.store import ChainHead, Conversation, Decision
 from sopagent.store.chain import seal
 
@@ -99,7 +99,7 @@ def naive_list(store: Store) -> int:
     pending: dict[str, int] = {}
     for d in store.pending_decisions():
         pending[d.conversation_id] = pending.get(d.conversation_id, 0) + 1
-    return len(sorted(rows, key=lambda r: r.updated_at, reverse=True)[:200]) + len(pending)
+    return len(sorted(rows, key=lambda r: r.updated_at, reverse=True)[:LIST_PAGE]) + len(pending)
 
 
 Sample = tuple[float, float]
@@ -286,7 +286,7 @@ def main() -> None:
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         some = conversation_page(store).rows[3].id
         queries = {
-            "list query (200 rows, pending counts in SQL)": timed(lambda: conversation_page(store), args.reps),
+            "list query (first page, pending counts in SQL)": timed(lambda: conversation_page(store), args.reps),
             "baseline: naive list (ORM, counted in Python)": timed(lambda: naive_list(store), args.reps),
             "approval queue query": timed(lambda: approval_queue(store), args.reps),
             "conversation query (50 turns)": timed(lambda: conversation_detail(store, some), args.reps),
@@ -294,7 +294,7 @@ def main() -> None:
         for name, ms in queries.items():
             print(f"{name:50s} {ms:8.1f} ms wall")
         base = queries["baseline: naive list (ORM, counted in Python)"]
-        print(f"naive list / console list query: {base / queries['list query (200 rows, pending counts in SQL)']:.1f}x")
+        print(f"naive list / console list query: {base / queries['list query (first page, pending counts in SQL)']:.1f}x")
         if not args.before:
             report("console (this checkout)", asyncio.run(measure_app(store, args.reps)))
             return

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from console_support import DISPUTE_ID, FEE_ID, LOST_ID, OK, patch_clock, seed
+from sqlmodel import select
 from textual.widgets import DataTable, Input, Static
 from textual.worker import WorkerCancelled
 
-from console_support import DISPUTE_ID, FEE_ID, LOST_ID, OK, patch_clock, seed
 from sopagent import Agent, ScriptedModel, Store
 from sopagent.console import create_app
 from sopagent.console.screens.approvals import ApprovalsScreen
@@ -75,6 +76,31 @@ async def test_list_shows_conversations_with_pending_counts_and_filters(seeded: 
         await settle(pilot)
         assert [r[0] for r in cell_texts(table)] == ["cust-1001", "cust-1002"]
         assert "2 conversations, pending" in screen_text(app, "#list-info")
+
+
+async def test_list_reads_a_page_and_the_next_one_at_its_last_row(seeded: Store) -> None:
+    from sopagent.console.queries import LIST_PAGE
+    from sopagent.store import Conversation
+
+    with seeded.session() as session:
+        version = session.exec(select(Conversation.policy_version_id)).first()
+        for n in range(LIST_PAGE + 30):  # older than the seeded four
+            session.add(Conversation(id=f"old-{n:04d}", policy_name="card_services", policy_version_id=version,
+                                     customer_ref=f"old-{n:04d}", step="greet",
+                                     updated_at=f"2020-01-01T00:{n // 60:02d}:{n % 60:02d}+00:00"))
+        session.commit()
+    total = LIST_PAGE + 34
+    app = create_app(seeded, "ana", poll_interval=0)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one("#conversations", DataTable)
+        assert table.row_count == LIST_PAGE
+        assert f"{LIST_PAGE} of {total} conversations" in screen_text(app, "#list-info")
+        await pilot.press("ctrl+end")  # to the last row shown: the next page is read
+        await settle(pilot)
+        assert table.row_count == total
+        assert screen_text(app, "#list-info") == f"{total} conversations"
+        assert cell_texts(table)[-1][0] == "old-0000"  # the oldest activity last
 
 
 @pytest.mark.parametrize("screen_type", [ConversationsScreen, ApprovalsScreen, AuditScreen])

@@ -18,8 +18,10 @@ from sopagent.errors import ConversationError, StoreError
 from sopagent.store import RESOLVING_ACTIONS, Conversation, Decision, OperatorAction, PolicyVersion, Store
 
 T = TypeVar("T")
-LIST_LIMIT = 200
-"""Conversations shown in the list at most (newest activity first); search narrows the rest."""
+QUEUE_LIMIT = 200
+"""Pending decisions shown in the approval queue at most (oldest first)."""
+LIST_PAGE = 100
+"""Conversations the list reads at first (newest activity first); moving to its last row reads the next page."""
 AUDIT_LIMIT = 500
 """Decisions shown in the audit view at most (newest first)."""
 
@@ -65,7 +67,7 @@ class ConversationPage:
     total: int
 
 
-def conversation_page(store: Store, search: str = "", status: str = "", limit: int = LIST_LIMIT) -> ConversationPage:
+def conversation_page(store: Store, search: str = "", status: str = "", limit: int = LIST_PAGE) -> ConversationPage:
     """Conversations by latest activity, with their unresolved pending counts aggregated in SQL.
 
     ``search`` matches the id, customer reference, policy or step (case-insensitive substring);
@@ -229,7 +231,7 @@ class PendingRow:
     policy_name: str
 
 
-def approval_queue(store: Store, limit: int = LIST_LIMIT) -> list[PendingRow]:
+def approval_queue(store: Store, limit: int = QUEUE_LIMIT) -> list[PendingRow]:
     """Unresolved pending decisions, oldest first (the order a queue is worked in)."""
     query = (select(Decision, Conversation.customer_ref, Conversation.policy_name)
              .join(Conversation, Conversation.id == Decision.conversation_id)  # type: ignore[arg-type]

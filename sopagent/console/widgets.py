@@ -5,33 +5,103 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from rich.text import Text
+from textual.content import Content
+from textual.markup import escape
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer
+from textual.widgets import DataTable, Static
 
 
-class KeyFooter(Footer):
-    """Textual's footer, compact, without the palette key, rebuilt only when the shown keys change.
+class KeyFooter(Static):
+    """The keys of the current screen on one line at the bottom, as one widget; click a key to use it.
 
-    Textual's ``Footer`` rebuilds all its key widgets on every bindings signal (a focus change, a
-    screen resume, a refresh of the bindings), several times per screen change, even when the keys it
-    shows are the same. Each rebuild mounts and styles one widget per key; on a screen push that was
-    the largest part of the console's own time. This footer compares what it would show and skips
-    the rebuild when nothing changed. ``ctrl+p`` still opens the command palette; ``?`` lists every key.
+    Textual's ``Footer`` mounts one widget per key and rebuilds them all on every bindings signal (a
+    focus change, a screen resume), several times per screen change; on the console's first screen
+    that was about 40 ms of CPU of the 115 ms the screen took to open with an empty list
+    (``benchmarks/console_latency.py``). This footer renders the same keys as one line of text, and
+    only when the keys it shows change. ``?`` lists every key of the screen, the hidden ones included.
+    """
+
+    DEFAULT_CSS = """
+    KeyFooter {
+        dock: bottom;
+        height: 1;
+        background: $footer-background;
+        color: $footer-description-foreground;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+    }
     """
 
     def __init__(self) -> None:
-        super().__init__(compact=True, show_command_palette=False)
-        self._shown: tuple[Any, ...] | None = None
+        super().__init__("")
+        self.shown: tuple[tuple[str, str, bool], ...] | None = None
+        self.keys: list[tuple[str, str, bool, str]] = []
+        self.rebuilds = 0
+
+    def on_mount(self) -> None:
+        """Follow the screen's bindings."""
+        self.screen.bindings_updated_signal.subscribe(self, self.bindings_changed)
+        self.bindings_changed(self.screen)
+
+    def on_unmount(self) -> None:
+        """Stop following them."""
+        self.screen.bindings_updated_signal.unsubscribe(self)
 
     def bindings_changed(self, screen: Screen[Any]) -> None:
-        """Rebuild the keys only when the shown bindings differ from those on display."""
-        if screen.app.app_focus and self.is_attached and screen is self.screen:
-            shown = tuple((b.key, b.description, enabled, tooltip)
-                          for _, b, enabled, tooltip in screen.active_bindings.values() if b.show)
-            if shown == self._shown:
-                return
-            self._shown = shown
-        super().bindings_changed(screen)
+        """Re-render when the shown keys (key, description, enabled) differ from those on display."""
+        if not self.is_attached or screen is not self.screen:
+            return
+        keys: dict[str, tuple[str, str, bool, str]] = {}
+        for node, binding, enabled, tooltip in screen.active_bindings.values():
+            if not binding.show or binding.action in keys:
+                continue
+            action = binding.action
+            if "." not in action:
+                action = f"app.{action}" if node is self.app else f"screen.{action}" if node is screen else ""
+            keys[binding.action] = (self.app.get_key_display(binding), binding.description, enabled, action)
+        shown = tuple((key, description, enabled) for key, description, enabled, _ in keys.values())
+        if shown == self.shown:
+            return
+        self.shown = shown
+        self.keys = list(keys.values())
+        self.rebuilds += 1
+        self.show_keys()
+
+    def on_resize(self) -> None:
+        """Re-fit the keys to the new width."""
+        self.show_keys()
+
+    def show_keys(self) -> None:
+        """Render the keys, two spaces apart, or one where two would not fit the width."""
+        width = self.size.width or self.app.size.width
+        spacing = 2 if sum(len(k) + len(d) + 3 for k, d, _, _ in self.keys) + 1 <= width else 1
+        parts = []
+        for key, description, enabled, action in self.keys:
+            text = f"[b $footer-key-foreground]{escape(key)}[/] {escape(description)}"
+            if not enabled:
+                text = f"[dim]{text}[/]"
+            elif action:
+                text = f"[@click={action}]{text}[/]"
+            parts.append(text)
+        self.update(Content.from_markup(" " + (" " * spacing).join(parts)))
+
+
+class ListTable(DataTable[Any]):
+    """A row-cursor table for the console's lists that repaints itself when its columns widen.
+
+    The table measures new rows' cells only when idle, after they were added; in a real terminal the
+    cursor row was sometimes painted before that, with the columns as wide as their headings
+    ("cust-000  card_s  fee_"), and stayed so until the cursor moved (seen in tmux in about one
+    start in three, on this project's main branch as well). Repainting when the measured (virtual)
+    size changes fixes it; that happens when rows arrive or a wider cell appears, not on every poll.
+    """
+
+    def __init__(self, *, id: str) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+
+    def watch_virtual_size(self) -> None:
+        """Repaint every visible line with the new column widths."""
+        self.refresh()
 
 
 def _row_signature(cells: Sequence[Any]) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ from sopagent.console.queries import Entry, PendingRow, approval_queue
 from sopagent.console.render import decision_text
 from sopagent.console.screens.actions import DECISION_BINDINGS, DecisionActions
 from sopagent.console.screens.base import PollingScreen
-from sopagent.console.widgets import KeyFooter, sync_rows
+from sopagent.console.widgets import KeyFooter, ListTable, sync_rows
 
 
 class ApprovalsScreen(PollingScreen, DecisionActions):
@@ -30,7 +30,7 @@ class ApprovalsScreen(PollingScreen, DecisionActions):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="queue-info")
-        yield DataTable(id="queue", cursor_type="row", zebra_stripes=True)
+        yield ListTable(id="queue")
         with VerticalScroll(id="queue-detail-scroll"):
             yield Static("", id="queue-detail")
         yield KeyFooter()

@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Header, Input, Static
 from sopagent.console.queries import AuditFilter, AuditRow, audit_rows
 from sopagent.console.render import status_text
 from sopagent.console.screens.base import PollingScreen
-from sopagent.console.widgets import KeyFooter, sync_rows
+from sopagent.console.widgets import KeyFooter, ListTable, sync_rows
 from sopagent.store import ChainReport
 
 FILTER_FIELDS = ("conversation", "policy", "response", "status", "operator", "since", "until")
@@ -47,7 +47,7 @@ class AuditScreen(PollingScreen):
                 hint = "YYYY-MM-DD[THH:MM]" if name in ("since", "until") else ""
                 yield Input(placeholder=f"{name} {hint}".strip(), id=f"filter-{name}")
         yield Static("chain: verifying ...", id="chain-status")
-        yield DataTable(id="audit", cursor_type="row", zebra_stripes=True)
+        yield ListTable(id="audit")
         yield KeyFooter()
 
     def on_mount(self) -> None:

@@ -8,13 +8,17 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Header, Input, Static
 
-from sopagent.console.queries import ConversationPage, conversation_page
+from sopagent.console.queries import LIST_PAGE, ConversationPage, conversation_page
 from sopagent.console.render import status_text
 from sopagent.console.screens.base import PollingScreen
-from sopagent.console.widgets import KeyFooter, sync_rows
+from sopagent.console.widgets import KeyFooter, ListTable, sync_rows
 
 STATUS_FILTERS = ("", "pending", "active", "awaiting_approval", "paused", "taken_over", "escalated", "closed")
 """What ``f`` cycles through ("" shows every status; pending: something waits for approval)."""
+
+SEARCH_PLACEHOLDER = "search id, customer, policy, step"
+SEARCH_HINT = f"[b]/[/] {SEARCH_PLACEHOLDER}"
+"""Shown where the search box opens when ``/`` is pressed."""
 
 
 class ConversationsScreen(PollingScreen):
@@ -35,13 +39,15 @@ class ConversationsScreen(PollingScreen):
         self.search = ""
         self.status_filter = ""
         self.info = ""
+        self.limit = LIST_PAGE
+        self.more = False
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="list-bar"):
-            yield Input(placeholder="search id, customer, policy, step  (/)", id="search")
+            yield Static(SEARCH_HINT, id="search-hint")
             yield Static("", id="list-info")
-        yield DataTable(id="conversations", cursor_type="row", zebra_stripes=True)
+        yield ListTable(id="conversations")
         yield KeyFooter()
 
     def on_mount(self) -> None:
@@ -54,7 +60,7 @@ class ConversationsScreen(PollingScreen):
 
 
     def load(self) -> ConversationPage:
-        return conversation_page(self.console.store, self.search, self.status_filter)
+        return conversation_page(self.console.store, self.search, self.status_filter, limit=self.limit)
 
     def show(self, page: ConversationPage) -> None:
         table = self.query_one(DataTable)
@@ -64,7 +70,8 @@ class ConversationsScreen(PollingScreen):
                                     row.updated_at[:19].replace("T", " "), row.id[:8])) for row in page.rows])
         if selected is not None and selected in table.rows and table.get_row_index(selected) != table.cursor_row:
             table.move_cursor(row=table.get_row_index(selected))
-        shown = f"{len(page.rows)} of {page.total}" if page.total > len(page.rows) else str(page.total)
+        self.more = page.total > len(page.rows)
+        shown = f"{len(page.rows)} of {page.total}" if self.more else str(page.total)
         what = f", {self.status_filter}" if self.status_filter else ""
         info = f"{shown} conversations{what}"
         if info != self.info:
@@ -77,6 +84,13 @@ class ConversationsScreen(PollingScreen):
         if table.row_count == 0:
             return None
         return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """At the last row shown, read the next page of conversations."""
+        if self.more and event.cursor_row == event.data_table.row_count - 1:
+            self.more = False
+            self.limit += LIST_PAGE
+            self.action_refresh()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "search":
@@ -92,12 +106,20 @@ class ConversationsScreen(PollingScreen):
         self.app.push_screen(ConversationScreen(str(event.row_key.value)))
 
     def action_search(self) -> None:
-        """Focus the search box."""
-        self.query_one("#search", Input).focus()
+        """Show the search box (mounted on first use, which keeps opening the console light) and focus it."""
+        found = self.query("#search")
+        if found:
+            found.first(Input).focus()
+            return
+        search = Input(placeholder=SEARCH_PLACEHOLDER, id="search")
+        self.query_one("#search-hint").remove()
+        self.query_one("#list-bar").mount(search, before=0)
+        search.focus()
 
     def action_clear_search(self) -> None:
         """Empty the search box."""
-        self.query_one("#search", Input).value = ""
+        for search in self.query("#search").results(Input):
+            search.value = ""
         self.query_one(DataTable).focus()
 
     def action_cycle_filter(self) -> None:
