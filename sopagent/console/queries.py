@@ -20,7 +20,7 @@ from sopagent.store import RESOLVING_ACTIONS, Conversation, Decision, OperatorAc
 T = TypeVar("T")
 QUEUE_LIMIT = 200
 """Pending decisions shown in the approval queue at most (oldest first)."""
-LIST_PAGE = 100
+LIST_PAGE = 50
 """Conversations the list reads at first (newest activity first); moving to its last row reads the next page."""
 AUDIT_LIMIT = 500
 """Decisions shown in the audit view at most (newest first)."""

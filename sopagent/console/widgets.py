@@ -11,6 +11,37 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 
+class TitleBar(Static):
+    """The app's title and subtitle (operator, database) on one line at the top, as one widget.
+
+    Textual's ``Header`` (an icon, a title widget and reactive bindings) took about 15 ms of CPU per
+    screen it appears on, a tenth of the console's time to open (``benchmarks/console_latency.py``);
+    this shows the same line. ``ctrl+p`` opens the command palette, as the header's icon did.
+    """
+
+    DEFAULT_CSS = """
+    TitleBar {
+        dock: top;
+        height: 1;
+        background: $panel;
+        color: $foreground;
+        text-align: center;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+    }
+    """
+
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def on_mount(self) -> None:
+        """Show the app's title and subtitle."""
+        title = self.app.title
+        if self.app.sub_title:
+            title = f"{title} \N{EM DASH} {self.app.sub_title}"
+        self.update(Text(title))
+
+
 class KeyFooter(Static):
     """The keys of the current screen on one line at the bottom, as one widget; click a key to use it.
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import DataTable, Header, Static
+from textual.widgets import DataTable, Static
 
 from sopagent.console.queries import Entry, PendingRow, approval_queue
 from sopagent.console.render import decision_text
 from sopagent.console.screens.actions import DECISION_BINDINGS, DecisionActions
 from sopagent.console.screens.base import PollingScreen
-from sopagent.console.widgets import KeyFooter, ListTable, sync_rows
+from sopagent.console.widgets import KeyFooter, ListTable, TitleBar, sync_rows
 
 
 class ApprovalsScreen(PollingScreen, DecisionActions):
@@ -28,7 +28,7 @@ class ApprovalsScreen(PollingScreen, DecisionActions):
         self.rows: list[PendingRow] = []
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield TitleBar()
         yield Static("", id="queue-info")
         yield ListTable(id="queue")
         with VerticalScroll(id="queue-detail-scroll"):

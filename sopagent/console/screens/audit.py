@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid
-from textual.widgets import DataTable, Header, Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from sopagent.console.queries import AuditFilter, AuditRow, audit_rows
 from sopagent.console.render import status_text
 from sopagent.console.screens.base import PollingScreen
-from sopagent.console.widgets import KeyFooter, ListTable, sync_rows
+from sopagent.console.widgets import KeyFooter, ListTable, TitleBar, sync_rows
 from sopagent.store import ChainReport
 
 FILTER_FIELDS = ("conversation", "policy", "response", "status", "operator", "since", "until")
@@ -41,7 +41,7 @@ class AuditScreen(PollingScreen):
         self.verify_next = True
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield TitleBar()
         with Grid(id="audit-filters"):
             for name in FILTER_FIELDS:
                 hint = "YYYY-MM-DD[THH:MM]" if name in ("since", "until") else ""

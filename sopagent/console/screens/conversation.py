@@ -6,14 +6,14 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import Header, Static
+from textual.widgets import Static
 
 from sopagent.console.queries import ConversationDetail, Entry, conversation_detail
 from sopagent.console.render import entry_text, status_text, wrapped_lines
 from sopagent.console.screens.actions import DECISION_BINDINGS, DecisionActions
 from sopagent.console.screens.base import PollingScreen
 from sopagent.console.screens.dialogs import ReasonDialog, ReplyDialog, StepDialog
-from sopagent.console.widgets import KeyFooter
+from sopagent.console.widgets import KeyFooter, TitleBar
 from sopagent.errors import SopAgentError
 
 WIDE = 110
@@ -42,7 +42,7 @@ class ConversationScreen(PollingScreen, DecisionActions):
         self.show_all = False
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield TitleBar()
         yield Static("loading ...", id="conversation-head")
         with VerticalScroll(id="transcript-scroll"):
             yield Static("", id="transcript")

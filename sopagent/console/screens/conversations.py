@@ -6,12 +6,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Header, Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from sopagent.console.queries import LIST_PAGE, ConversationPage, conversation_page
 from sopagent.console.render import status_text
 from sopagent.console.screens.base import PollingScreen
-from sopagent.console.widgets import KeyFooter, ListTable, sync_rows
+from sopagent.console.widgets import KeyFooter, ListTable, TitleBar, sync_rows
 
 STATUS_FILTERS = ("", "pending", "active", "awaiting_approval", "paused", "taken_over", "escalated", "closed")
 """What ``f`` cycles through ("" shows every status; pending: something waits for approval)."""
@@ -43,7 +43,7 @@ class ConversationsScreen(PollingScreen):
         self.more = False
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield TitleBar()
         with Horizontal(id="list-bar"):
             yield Static(SEARCH_HINT, id="search-hint")
             yield Static("", id="list-info")

@@ -10,12 +10,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Header, Input, OptionList, ProgressBar, Static
+from textual.widgets import Input, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
 from sopagent.console.queries import conversation_detail
 from sopagent.console.render import decision_text
-from sopagent.console.widgets import KeyFooter
+from sopagent.console.widgets import KeyFooter, TitleBar
 from sopagent.errors import SopAgentError
 
 
@@ -43,7 +43,7 @@ class TryPolicyScreen(Screen[None]):
         return self.app
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield TitleBar()
         files = policy_files(self.console.policies_dir)
         yield Static(f"Pick a policy from {self.console.policies_dir}/" if files else
                      f"no policy files in {self.console.policies_dir}/; start the console where policies/ is",
