@@ -75,9 +75,7 @@ class OneOf(Facts):
     options: ClassVar[dict[str, str]] = {}
     question: ClassVar[str] = ("The customer's latest message is: \"{message}\"\n"
                                "Which of the kinds listed above is it?")
-    """Asked after the conversation; ``{message}`` is replaced by the customer's latest message.
-    Empty (with ``listed_in_system``) when the policy description asks it after the options: then
-    only a short answer cue follows the conversation, the cheapest reading with a cached prefix."""
+    """Asked after the conversation; ``{message}`` is replaced by the customer's latest message."""
     listed_in_system: ClassVar[bool] = False
 
     @model_validator(mode="after")

@@ -84,19 +84,8 @@ def transcript_text(lines: Sequence[tuple[str, str]]) -> str:
     return "\n".join(["Conversation so far:"] + [f"{role}: {text}" for role, text in lines])
 
 
-ANSWER_CUE = "Letter:"
-"""All that follows the conversation when the system text already asks the question."""
-
-
 def classification_prompt(system: str, context: str, question: str, option_texts: Sequence[str] | None) -> ChatPrompt:
-    """Ask for one lettered label; ``option_texts`` None means the options are in the system text.
-
-    An empty ``question`` means the system text asks it too: only :data:`ANSWER_CUE` follows the
-    conversation, so a backend that keeps the prompt prefix evaluates little more than the
-    conversation's new lines on each reading.
-    """
-    if not question and not option_texts:
-        return ChatPrompt(system, context, ANSWER_CUE)
+    """Ask for one lettered label; ``option_texts`` None means the options are in the system text."""
     listed = ""
     if option_texts:
         listed = "\n" + "\n".join(f"{OPTION_LABELS[i]}) {text}" for i, text in enumerate(option_texts))
