@@ -72,6 +72,7 @@ async def test_list_shows_conversations_with_pending_counts_and_filters(seeded: 
         await pilot.press("slash", *"1003")
         await settle(pilot)
         assert [r[0] for r in cell_texts(table)] == ["cust-1003"]
+        assert screen_text(app, "#list-info") == "1 conversation"
         await pilot.press("escape", "f")  # clear the search, then only conversations waiting for approval
         await settle(pilot)
         assert [r[0] for r in cell_texts(table)] == ["cust-1001", "cust-1002"]

@@ -73,7 +73,7 @@ class ConversationsScreen(PollingScreen):
         self.more = page.total > len(page.rows)
         shown = f"{len(page.rows)} of {page.total}" if self.more else str(page.total)
         what = f", {self.status_filter}" if self.status_filter else ""
-        info = f"{shown} conversations{what}"
+        info = f"{shown} conversation{'' if page.total == 1 else 's'}{what}"
         if info != self.info:
             self.info = info
             self.query_one("#list-info", Static).update(Text(info))
