@@ -215,6 +215,20 @@ async def test_second_console_cannot_approve_what_another_handled(seeded: Store)
     assert [a.operator for a in seeded.actions(DISPUTE_ID) if a.action == "approve"] == ["ana"]
 
 
+async def test_reply_reads_the_status_from_the_store_not_the_last_poll(seeded: Store) -> None:
+    # Right after a take-over the screen may not have reloaded yet (CI once pressed `r` in that gap
+    # and got "take it over first"); the store is what the reply is checked against.
+    app = create_app(seeded, "ana", poll_interval=0)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.push_screen(ConversationScreen(LOST_ID))
+        await settle(pilot)
+        Operations(Store(seeded.url), "ana").take_over(LOST_ID, "taken over from another console")
+        await pilot.press("r")  # the screen still shows the status of its last read
+        await settle(pilot)
+        assert isinstance(app.screen, ReplyDialog)
+
+
 async def test_take_over_reply_with_validated_slots_and_hand_back(seeded: Store) -> None:
     app = create_app(seeded, "ana", poll_interval=0)
     async with app.run_test(size=(120, 40)) as pilot:

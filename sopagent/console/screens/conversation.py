@@ -122,15 +122,19 @@ class ConversationScreen(PollingScreen, DecisionActions):
         self.app.push_screen(ReasonDialog("Take over this conversation"), done)
 
     def action_reply(self) -> None:
-        """Answer the customer with a catalog response (only while taken over)."""
-        if self.detail is None:
-            return
-        if self.detail.status != "taken_over":
-            self.app.notify(f"the conversation is {self.detail.status}; take it over first (t)", severity="warning")
-            return
+        """Answer the customer with a catalog response (only while taken over).
+
+        The status is read from the store, not from the screen's last poll: right after a take-over
+        the screen may not have reloaded yet, and the store is what the reply will be checked against.
+        """
         cid = self.conversation_id
         try:
-            catalog = self.console.ops.catalog_for(self.console.store.get_conversation(cid))
+            conversation = self.console.store.get_conversation(cid)
+            if conversation.status != "taken_over":
+                self.app.notify(f"the conversation is {conversation.status}; take it over first (t)",
+                                severity="warning")
+                return
+            catalog = self.console.ops.catalog_for(conversation)
         except Exception as exc:  # noqa: BLE001 - shown, never raised into the UI loop
             self.console.report(exc)
             return
