@@ -39,11 +39,7 @@ from textual.worker import WorkerCancelled
 
 from sopagent import Store, load_policy
 from sopagent.console import create_app, queries
-from sopagent.console.queries import (
-    approval_queue,
-    conversation_detail,
-    conversation_page,
-)
+from sopagent.console.queries import approval_queue, conversation_detail, conversation_page
 from sopagent.store import ChainHead, Conversation, Decision
 from sopagent.store.chain import seal
 

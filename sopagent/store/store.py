@@ -19,20 +19,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from sopagent.errors import ConversationError, StoreError
-from sopagent.store.chain import (
-    ChainReport,
-    ChainRow,
-    merge_by_seq,
-    policy_digest,
-    seal,
-)
-from sopagent.store.tables import (
-    ChainHead,
-    Conversation,
-    Decision,
-    OperatorAction,
-    PolicyVersion,
-)
+from sopagent.store.chain import ChainReport, ChainRow, merge_by_seq, policy_digest, seal
+from sopagent.store.tables import ChainHead, Conversation, Decision, OperatorAction, PolicyVersion
 
 DB_ENV = "SOPAGENT_DB"
 DEFAULT_DB_URL = "sqlite:///sopagent.db"
@@ -99,15 +87,13 @@ class Store:
         """Create the tables and the chain head if missing, in one transaction.
 
         Processes that open a new database at the same moment (``sopagent serve --workers N``) create
-        it one after the other: on PostgreSQL under a transaction-level advisory lock, on SQLite in an
-        immediate (write-locked) transaction. Without that the second ``CREATE TABLE`` fails
+        it one after the other: on PostgreSQL under a transaction-level advisory lock, on SQLite under
+        the lock file of :meth:`_first_open_lock`. Without that the second ``CREATE TABLE`` fails
         (PostgreSQL: a duplicate type name; SQLite: "table already exists").
         """
         with self.engine.begin() as connection:
             if connection.dialect.name == "postgresql":
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
-            elif connection.dialect.name == "sqlite":
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
             SQLModel.metadata.create_all(connection)
             if connection.execute(select(ChainHead.id).where(ChainHead.id == 1)).first() is None:
                 connection.execute(insert(ChainHead).values(**ChainHead().model_dump()))
