@@ -86,10 +86,10 @@ async def test_footer_shows_the_main_keys_at_80_columns_and_is_not_rebuilt_needl
         await settle(pilot)
         footer = app.screen.query_one(KeyFooter)
         shown = str(footer.render())
-        keys = {key for key, _, _ in footer.shown or ()}
-        assert keys >= {"a", "o", "e", "t", "r", "h", "p", "?"}, footer.shown
+        keys = {key for key, _, _, _ in footer.keys}
+        assert keys >= {"a", "o", "e", "t", "r", "h", "p", "?"}, footer.keys
         assert cell_len(shown.rstrip()) <= 80, shown  # every key fits at 80 columns
-        for key, description, _ in footer.shown or ():
+        for key, description, _, _ in footer.keys:
             assert f" {key} {description}" in shown
         rebuilds = footer.rebuilds
         app.screen.refresh_bindings()

@@ -65,8 +65,8 @@ class KeyFooter(Static):
 
     def __init__(self) -> None:
         super().__init__("")
-        self.shown: tuple[tuple[str, str, bool], ...] | None = None
         self.keys: list[tuple[str, str, bool, str]] = []
+        """What is shown: (key, description, enabled, click action) per key."""
         self.rebuilds = 0
 
     def on_mount(self) -> None:
@@ -79,7 +79,7 @@ class KeyFooter(Static):
         self.screen.bindings_updated_signal.unsubscribe(self)
 
     def bindings_changed(self, screen: Screen[Any]) -> None:
-        """Re-render when the shown keys (key, description, enabled) differ from those on display."""
+        """Re-render when the keys differ from those on display."""
         if not self.is_attached or screen is not self.screen:
             return
         keys: dict[str, tuple[str, str, bool, str]] = {}
@@ -90,10 +90,8 @@ class KeyFooter(Static):
             if "." not in action:
                 action = f"app.{action}" if node is self.app else f"screen.{action}" if node is screen else ""
             keys[binding.action] = (self.app.get_key_display(binding), binding.description, enabled, action)
-        shown = tuple((key, description, enabled) for key, description, enabled, _ in keys.values())
-        if shown == self.shown:
+        if list(keys.values()) == self.keys:
             return
-        self.shown = shown
         self.keys = list(keys.values())
         self.rebuilds += 1
         self.show_keys()
