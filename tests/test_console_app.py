@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +289,45 @@ async def test_pause_and_resume(seeded: Store, card_policy: Any) -> None:
     assert [(a.action, a.reason) for a in seeded.actions(LOST_ID)] == [("pause", "checking with fraud"),
                                                                         ("resume", "")]
     assert seeded.get_conversation(LOST_ID).status == "active"
+
+
+class StaleFirstRead(ConversationScreen):
+    """A conversation screen whose first read is held back until the test lets it finish."""
+
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__(conversation_id)
+        self.first_read_done = threading.Event()
+        self.release_first_read = threading.Event()
+        self.reads = 0
+
+    def load(self) -> Any:
+        self.reads += 1
+        detail = super().load()
+        if self.reads == 1:
+            self.first_read_done.set()
+            self.release_first_read.wait(10)
+        return detail
+
+
+async def test_a_poll_that_read_before_an_action_never_overwrites_the_newer_read(seeded: Store) -> None:
+    """CI saw 'active' after a pause: the read started on resume ended after the read that followed it."""
+    app = create_app(seeded, "ana", poll_interval=0)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        screen = StaleFirstRead(LOST_ID)
+        app.push_screen(screen)
+        await asyncio.to_thread(screen.first_read_done.wait, 10)  # the first read saw 'active'
+        Operations(seeded, "ana").pause(LOST_ID, "checking with fraud")
+        screen.force_show()
+        for _ in range(100):
+            await pilot.pause(0.02)
+            if "paused" in screen_text(app, "#conversation-head"):
+                break
+        assert "paused" in screen_text(app, "#conversation-head")
+        screen.release_first_read.set()  # the stale read now finishes, after the newer one was shown
+        await settle(pilot)
+        assert screen.reads == 2
+        assert "paused" in screen_text(app, "#conversation-head")
 
 
 async def test_audit_filters_and_chain_status(seeded: Store) -> None:

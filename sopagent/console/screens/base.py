@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.worker import Worker, get_current_worker
 
 from sopagent.errors import ConversationError, SopAgentError
 
@@ -60,6 +61,7 @@ class PollingScreen(Screen[None]):
         self.run_worker(self._poll, thread=True, exclusive=True, group=f"poll-{id(self)}")
 
     def _poll(self) -> None:
+        worker = get_current_worker()
         try:
             data = self.load()
         except ConversationError as exc:
@@ -71,9 +73,20 @@ class PollingScreen(Screen[None]):
                 self.console.report(exc)
             return
         self._last_error = ""
-        if data != self._last:
-            self._last = data
-            self.app.call_from_thread(self.show, data)
+        if data != self._last:  # the screen already shows ``_last``: nothing to do when equal
+            self.app.call_from_thread(self._show_if_latest, worker, data)
+
+    def _show_if_latest(self, worker: Worker[None], data: Any) -> None:
+        """Render a poll's data unless a newer poll has started since (UI loop).
+
+        Polls run in threads and may finish out of order: a read that began before an operator's
+        action committed can end after the read that followed the action. Refreshing cancels the
+        older poll (``exclusive``) on this loop, so checking here keeps the stale read off screen.
+        """
+        if worker.is_cancelled or data == self._last:
+            return
+        self._last = data
+        self.show(data)
 
     def force_show(self) -> None:
         """Forget the last data so the next poll re-renders (after a resize, say)."""
