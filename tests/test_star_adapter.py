@@ -15,6 +15,7 @@ from sopagent.eval.star.adapter import (build_policy, catalog_yaml, is_question,
 from sopagent.eval.star.baseline import match_reply
 from sopagent.eval.star.data import QUERY_LABELS, Event, load_cases, load_tasks, sample_cases
 from sopagent.catalog import parse_catalog
+from sopagent.errors import EvalDataError
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "star"
 pytestmark = pytest.mark.skipif(not (DATA / "tasks").is_dir(), reason="STAR data folder not present")
@@ -185,11 +186,21 @@ def test_a_task_without_a_sam_schema_still_runs_on_the_graph_alone(tmp_path):
             assert next_action(task, history, None, {}, allowed) == successor
 
 
-def test_offset_sample_shares_no_dialogue_with_the_first(cases):
-    first = sample_cases(cases, 40)
-    held_out = sample_cases(cases, 40, offset_per_domain=40)
-    assert {c.dialogue_id for c in first}.isdisjoint({c.dialogue_id for c in held_out})
-    counts: dict[str, int] = {}
-    for case in held_out:
-        counts[case.domain] = counts.get(case.domain, 0) + 1
-    assert set(counts.values()) == {40}
+def test_offset_samples_share_no_dialogue(cases):
+    """The first three 40-case samples: 40 cases per domain each, no dialogue in two of them (an
+    earlier version skipped whole dialogues by count, and its third sample took 3 of the second's)."""
+    samples = [sample_cases(cases, 40, offset_per_domain=k) for k in (0, 40, 80)]
+    dialogues = [{c.dialogue_id for c in sample} for sample in samples]
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert dialogues[i].isdisjoint(dialogues[j]), (i, j)
+    for sample in samples:
+        counts: dict[str, int] = {}
+        for case in sample:
+            counts[case.domain] = counts.get(case.domain, 0) + 1
+        assert set(counts.values()) == {40}
+
+
+def test_an_offset_that_is_not_a_whole_sample_is_refused(cases):
+    with pytest.raises(EvalDataError, match="multiple of --limit-per-domain"):
+        sample_cases(cases, 40, offset_per_domain=30)

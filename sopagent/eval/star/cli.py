@@ -27,8 +27,9 @@ def add_parser(sub: Any) -> None:
     star.add_argument("--limit-per-domain", type=int, default=None, metavar="N",
                       help="a deterministic sample of N cases per domain (whole dialogues)")
     star.add_argument("--sample-offset", type=int, default=0, metavar="K",
-                      help="with --limit-per-domain: first skip the dialogues of the K-case sample, for a "
-                           "held-out sample (e.g. --limit-per-domain 40 --sample-offset 40)")
+                      help="with --limit-per-domain N: a later sample, sharing no dialogue with the ones "
+                           "before it (K a multiple of N: --limit-per-domain 40 --sample-offset 40 is the "
+                           "second, 80 the third), for held-out checks")
     star.add_argument("--model", help="GGUF file, 'uniform' (no model: the procedure alone) "
                                       "(default $SOPAGENT_MODEL or the embedded model)")
     star.add_argument("--out", default="star_results.json", help="summary JSON (default star_results.json)")

@@ -214,30 +214,38 @@ def sample_cases(cases: list[Case], limit_per_domain: int | None, offset_per_dom
     """A deterministic sample: whole dialogues (ordered by a hash of their id) until each domain has
     ``limit_per_domain`` cases; the last dialogue is cut so the count is exact. Kept in dialogue order.
 
-    ``offset_per_domain`` first skips the dialogues that the sample of that size would take, so
-    ``limit 40, offset 40`` is a second sample sharing no dialogue with ``limit 40`` (a held-out set
-    for settings chosen on the first)."""
+    The dialogues of each domain are dealt into consecutive samples of ``limit_per_domain`` cases,
+    each starting with the dialogue after the one that ended the sample before it, so samples share
+    no dialogue. ``offset_per_domain`` (a multiple of the limit) picks which one: ``limit 40,
+    offset 40`` is the second, ``offset 80`` the third (held-out sets for settings chosen on the first).
+    """
     if not limit_per_domain:
         return list(cases)
+    if offset_per_domain % limit_per_domain:
+        raise EvalDataError(f"a sample offset of {offset_per_domain} is not a whole number of "
+                            f"{limit_per_domain}-case samples",
+                            fix=f"pass --sample-offset as a multiple of --limit-per-domain "
+                                f"(0, {limit_per_domain}, {2 * limit_per_domain}, ...)")
     import hashlib
 
+    wanted = offset_per_domain // limit_per_domain
     by_dialogue: dict[int, list[Case]] = {}
     for case in cases:
         by_dialogue.setdefault(case.dialogue_id, []).append(case)
     order = sorted(by_dialogue, key=lambda d: hashlib.sha256(str(d).encode()).hexdigest())
-    taken: dict[str, int] = {}
-    skipped: dict[str, int] = {}
+    sample_of: dict[str, int] = {}  # per domain: the sample being filled
+    filled: dict[str, int] = {}  # per domain: its cases so far
     chosen: set[str] = set()
     for dialogue_id in order:
         group = by_dialogue[dialogue_id]
         domain = group[0].domain
-        if skipped.get(domain, 0) < offset_per_domain:
-            skipped[domain] = skipped.get(domain, 0) + len(group)
+        index = sample_of.get(domain, 0)
+        if index > wanted:
             continue
-        room = limit_per_domain - taken.get(domain, 0)
-        if room <= 0:
-            continue
-        for case in group[:room]:
-            chosen.add(case.case_id)
-        taken[domain] = taken.get(domain, 0) + min(room, len(group))
+        taken = min(limit_per_domain - filled.get(domain, 0), len(group))
+        if index == wanted:
+            chosen.update(case.case_id for case in group[:taken])
+        filled[domain] = filled.get(domain, 0) + taken
+        if filled[domain] >= limit_per_domain:
+            sample_of[domain], filled[domain] = index + 1, 0
     return [c for c in cases if c.case_id in chosen]
