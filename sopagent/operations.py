@@ -45,6 +45,9 @@ class Operations:
             raise ConversationError(f"decision {decision_id} allowed options 0..{len(options) - 1}; "
                                     f"{option_index} is not one of them")
         option = options[option_index]
+        if option_index == decision.chosen_index:
+            raise ConversationError(f"option {option_index} ({option['response_id']}) is the one the agent chose; "
+                                    f"approve decision {decision_id} to send it, or pick another option")
         return self._settle("override", decision, conversation, option["response_id"], option["slots"],
                             option["next_step"], reason)
 

@@ -189,6 +189,19 @@ async def test_override_sends_another_allowed_option(seeded: Store) -> None:
                                                                   "limit is 50")
 
 
+async def test_override_never_sends_the_option_the_agent_chose(seeded: Store) -> None:
+    """Seen in tmux: Up from no highlight landed on the agent's own choice, recorded as an override."""
+    app = create_app(seeded, "ana", poll_interval=0)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("enter")  # cust-1001: option 1 (supervisor review) chosen, held for approval
+        await settle(pilot)
+        await pilot.press("o", *"limit is 50", "enter", "up", "enter")
+        await settle(pilot)
+    action = seeded.actions(FEE_ID)[-1]
+    assert (action.action, action.response_id) == ("override", "fee_refund_declined_amount")
+
+
 async def test_escalate_marks_the_conversation(seeded: Store) -> None:
     app = create_app(seeded, "ana", poll_interval=0)
     async with app.run_test(size=(100, 30)) as pilot:

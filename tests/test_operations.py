@@ -58,3 +58,18 @@ def test_step_names_are_the_steps_the_stored_policy_declares(card_policy, store:
     assert names == sorted(card_policy.steps) and len(names) > 1
     with pytest.raises(ConversationError):
         ops.step_names("no-such-conversation")
+
+
+def test_override_refuses_the_option_the_agent_chose(card_policy, store: Store) -> None:
+    model = ScriptedModel(facts=[FEE, {"card_last4": "4821", "date_of_birth": "1985-03-14", **NONE},
+                                 {"fee_type": "annual", **NONE}], choices=[[0.45, 0.55]])
+    agent = Agent(card_policy, model, store, confidence_threshold=0.6)
+    cid = agent.start(customer_ref="cust-1")
+    for text in ("refund a fee", "4821, 14 March 1985", "the annual fee"):
+        pending = agent.respond(cid, text)
+    assert pending.status == "pending"
+    ops = Operations(store, "ana")
+    with pytest.raises(ConversationError, match="is the one the agent chose; approve decision"):
+        ops.override(pending.decision_id, 1, reason="same one")
+    assert store.actions(cid) == []  # nothing recorded, still waiting
+    assert ops.override(pending.decision_id, 0, reason="explain instead").response_id == "fee_refund_declined_amount"

@@ -53,12 +53,16 @@ class OverrideDialog(ModalScreen[tuple[int, str] | None]):
         with Vertical(classes="dialog"):
             yield Label("Send another allowed option instead", classes="dialog-title")
             yield Input(placeholder="reason (Enter, then pick an option)", id="reason")
-            yield OptionList(*[Option(_option_label(o, o.index == self.chosen), id=str(o.index))
+            yield OptionList(*[Option(_option_label(o, o.index == self.chosen), id=str(o.index),
+                                      disabled=o.index == self.chosen)  # sending that one is approving
                                for o in self.options], id="choices")
             yield Static("Type a reason, Enter, arrows and Enter to send; Escape cancels", classes="dialog-help")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.query_one(OptionList).focus()
+        choices = self.query_one(OptionList)
+        choices.focus()
+        if choices.highlighted is None:  # start on the first option that can be sent
+            choices.highlighted = next((i for i, o in enumerate(self.options) if o.index != self.chosen), None)
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss((int(event.option.id or 0), self.query_one("#reason", Input).value.strip()))
@@ -193,7 +197,10 @@ class StepDialog(ModalScreen[tuple[str, str] | None]):
                          classes="dialog-help")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.query_one(OptionList).focus()
+        choices = self.query_one(OptionList)
+        choices.focus()
+        if choices.highlighted is None:  # start on the first option that can be sent
+            choices.highlighted = next((i for i, o in enumerate(self.options) if o.index != self.chosen), None)
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss((str(event.option.id), self.query_one("#reason", Input).value.strip()))
