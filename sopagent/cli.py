@@ -75,6 +75,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     conversation_id = agent.start(customer_ref=args.customer)
     interactive = sys.stdin.isatty() and not args.jsonl
     watcher = ResolutionWatcher(agent.store, sys.stdout, jsonl=args.jsonl, interactive=interactive)
+    watcher.follow(conversation_id)  # replies an operator sends after taking the conversation over
     if interactive:
         print(f"conversation {conversation_id} with policy {agent.policy.name} "
               f"(model {agent.model.name}); Ctrl-D to end.", file=sys.stderr)
@@ -112,6 +113,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if watcher.pending() and not watcher.wait(args.wait_operator):
         print(f"error: no operator settled the pending reply within {args.wait_operator:g} s; it stays in the "
               "approval queue (sopagent supervise)", file=sys.stderr)
+    watcher.close()
     return 0
 
 

@@ -1,8 +1,9 @@
-"""The customer's side of an approval: wait for an operator to settle a pending decision.
+"""The customer's side of what operators do: approvals, and replies sent during a take-over.
 
 ``sopagent chat`` hands every pending decision to a :class:`ResolutionWatcher`, which polls
 ``Store.resolution(decision_id)`` in a background thread (the customer may keep typing) and prints
-the approved or overridden reply when an operator in the console settles it.
+the approved or overridden reply when an operator in the console settles it. It also follows the
+conversation, so the catalog replies an operator sends after taking it over reach the customer.
 """
 
 from __future__ import annotations
@@ -44,6 +45,38 @@ class ResolutionWatcher:
                                   name=f"resolution-{decision_id}")
         self._threads.append(thread)
         thread.start()
+
+    def follow(self, conversation_id: str) -> None:
+        """Print the catalog replies operators send in this new conversation (after a take-over)."""
+        thread = threading.Thread(target=self._follow, args=(conversation_id,), daemon=True,
+                                  name=f"operator-replies-{conversation_id}")
+        thread.start()
+
+    def _follow(self, conversation_id: str) -> None:
+        seen = 0  # the conversation is new: every operator reply in it is for this customer
+        while not self._stop.is_set():
+            try:
+                actions = self.store.actions(conversation_id)
+            except StoreError:
+                actions = []  # a locked database clears by itself; poll again
+            for action in actions:
+                if action.seq > seen:
+                    seen = action.seq
+                    if action.action == "operator_reply":
+                        self._print_reply(action)
+            self._stop.wait(self.interval_s)
+
+    def _print_reply(self, action: OperatorAction) -> None:
+        if self.jsonl:
+            self.say(json.dumps({"operator_reply": action.id, "operator": action.operator,
+                                 "response_id": action.response_id, "reply": action.sent_text}, ensure_ascii=False))
+        else:
+            lead = "\n" if self.interactive else ""
+            self.say(f"{lead}agent> {action.sent_text}")
+
+    def close(self) -> None:
+        """Stop polling (the conversation is over for this process)."""
+        self._stop.set()
 
     def _poll(self, decision_id: int) -> None:
         while not self._stop.is_set():

@@ -90,3 +90,47 @@ async def test_chat_process_waits_for_the_console_to_approve(store: Store, tmp_p
             chat.proc.kill()
     (action,) = store.actions()
     assert (action.action, action.operator, action.reason) == ("approve", "ana", "goodwill")
+
+
+async def test_chat_process_receives_the_reply_an_operator_sends_after_taking_over(store: Store,
+                                                                                   tmp_path: Path) -> None:
+    """Seen in tmux: the console's catalog reply during a take-over never reached `sopagent chat`."""
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"facts": [FEE], "choices": []}))
+    chat = ChatProcess([str(ROOT / "policies" / "card_services.py"), "--db", store.url, "--model",
+                        f"scripted:{script}", "--customer", "cust-takeover"])
+    try:
+        chat.send("please refund a fee")
+        app = create_app(store, "ana", poll_interval=0.1)
+        async with app.run_test(size=(100, 30)) as pilot:
+            table = app.screen.query_one("#conversations", DataTable)
+            for _ in range(200):
+                await pilot.pause(0.1)
+                if table.row_count and any(line.startswith("agent> ") for line in chat.lines):
+                    break
+            await pilot.press("enter")  # open the conversation
+            await pilot.pause(0.5)
+            await pilot.press("t", *"customer asked for a person", "enter")
+            for _ in range(50):
+                await pilot.pause(0.1)
+                if store.get_conversation(store.actions()[0].conversation_id).status == "taken_over":
+                    break
+            await pilot.press("r")
+            await pilot.pause(0.3)
+            await pilot.press(*"ask_fee_type", "enter", "enter", "enter")  # search, pick, send from the reason
+            try:
+                await app.workers.wait_for_complete()
+            except WorkerCancelled:
+                pass
+        (take_over, reply) = store.actions()
+        assert (take_over.action, reply.action, reply.response_id) == ("take_over", "operator_reply", "ask_fee_type")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and f"agent> {reply.sent_text}" not in chat.lines:
+            time.sleep(0.1)
+        assert f"agent> {reply.sent_text}" in chat.lines
+        assert chat.proc.stdin is not None
+        chat.proc.stdin.close()
+        assert chat.proc.wait(30) == 0
+    finally:
+        if chat.proc.poll() is None:
+            chat.proc.kill()

@@ -100,7 +100,8 @@ class ReplyDialog(ModalScreen[tuple[str, dict[str, Any], str] | None]):
             yield VerticalScroll(id="slots")
             yield Input(placeholder="reason (optional)", id="reply-reason")
             yield Static("", id="reply-error", classes="error")
-            yield Static("Enter picks a response; fill the slots; ctrl+s sends; Escape cancels",
+            yield Static("Enter picks a response; fill the slots and the reason; Enter there or ctrl+s sends; "
+                         "Escape cancels",
                          classes="dialog-help")
 
     def on_mount(self) -> None:
