@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from textual.widgets import DataTable
@@ -48,15 +49,36 @@ class ChatProcess:
         self.proc.stdin.write(text + "\n")
         self.proc.stdin.flush()
 
+    def wait_for_line(self, wanted: Callable[[str], bool], timeout_s: float = 30) -> str | None:
+        """The first printed line ``wanted`` accepts, waiting up to ``timeout_s`` for it."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = next((line for line in self.lines if wanted(line)), None)
+            if found is not None or time.monotonic() >= deadline:
+                return found
+            time.sleep(0.1)
+
+    def end(self) -> int:
+        """Close the customer's input (end of conversation) and return the exit status."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        return self.proc.wait(30)
+
+    def __enter__(self) -> "ChatProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
 
 async def test_chat_process_waits_for_the_console_to_approve(store: Store, tmp_path: Path) -> None:
     script = tmp_path / "script.json"
     script.write_text(json.dumps({"facts": [FEE, ID_MARIA, {"fee_type": "annual", "handoff": OK}],
                                   "choices": [[0.45, 0.55]]}))
-    chat = ChatProcess([str(ROOT / "policies" / "card_services.py"), "--db", store.url, "--model",
-                        f"scripted:{script}", "--confidence", "0.6", "--customer", "cust-e2e",
-                        "--wait-operator", "60"])
-    try:
+    with ChatProcess([str(ROOT / "policies" / "card_services.py"), "--db", store.url, "--model",
+                      f"scripted:{script}", "--confidence", "0.6", "--customer", "cust-e2e",
+                      "--wait-operator", "60"]) as chat:
         for text in ("please refund a fee", "4821, 14 March 1985", "the annual fee, it was your mistake"):
             chat.send(text)
         app = create_app(store, "ana", poll_interval=0.1)
@@ -76,18 +98,10 @@ async def test_chat_process_waits_for_the_console_to_approve(store: Store, tmp_p
                 await app.workers.wait_for_complete()
             except WorkerCancelled:
                 pass
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any("The annual fee of €95.00" in line for line in chat.lines):
-            time.sleep(0.1)
-        approved = [line for line in chat.lines if "The annual fee of €95.00" in line]
-        assert approved and approved[0].startswith("agent> ")
-        assert chat.lines.index(approved[0]) > max(i for i, line in enumerate(chat.lines) if "waiting" in line)
-        assert chat.proc.stdin is not None
-        chat.proc.stdin.close()
-        assert chat.proc.wait(30) == 0
-    finally:
-        if chat.proc.poll() is None:
-            chat.proc.kill()
+        approved = chat.wait_for_line(lambda line: "The annual fee of €95.00" in line)
+        assert approved and approved.startswith("agent> ")
+        assert chat.lines.index(approved) > max(i for i, line in enumerate(chat.lines) if "waiting" in line)
+        assert chat.end() == 0
     (action,) = store.actions()
     assert (action.action, action.operator, action.reason) == ("approve", "ana", "goodwill")
 
@@ -97,9 +111,8 @@ async def test_chat_process_receives_the_reply_an_operator_sends_after_taking_ov
     """Seen in tmux: the console's catalog reply during a take-over never reached `sopagent chat`."""
     script = tmp_path / "script.json"
     script.write_text(json.dumps({"facts": [FEE], "choices": []}))
-    chat = ChatProcess([str(ROOT / "policies" / "card_services.py"), "--db", store.url, "--model",
-                        f"scripted:{script}", "--customer", "cust-takeover"])
-    try:
+    with ChatProcess([str(ROOT / "policies" / "card_services.py"), "--db", store.url, "--model",
+                      f"scripted:{script}", "--customer", "cust-takeover"]) as chat:
         chat.send("please refund a fee")
         app = create_app(store, "ana", poll_interval=0.1)
         async with app.run_test(size=(100, 30)) as pilot:
@@ -113,7 +126,7 @@ async def test_chat_process_receives_the_reply_an_operator_sends_after_taking_ov
             await pilot.press("t", *"customer asked for a person", "enter")
             for _ in range(50):
                 await pilot.pause(0.1)
-                if store.get_conversation(store.actions()[0].conversation_id).status == "taken_over":
+                if any(action.action == "take_over" for action in store.actions()):
                     break
             await pilot.press("r")
             await pilot.pause(0.3)
@@ -124,13 +137,5 @@ async def test_chat_process_receives_the_reply_an_operator_sends_after_taking_ov
                 pass
         (take_over, reply) = store.actions()
         assert (take_over.action, reply.action, reply.response_id) == ("take_over", "operator_reply", "ask_fee_type")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and f"agent> {reply.sent_text}" not in chat.lines:
-            time.sleep(0.1)
-        assert f"agent> {reply.sent_text}" in chat.lines
-        assert chat.proc.stdin is not None
-        chat.proc.stdin.close()
-        assert chat.proc.wait(30) == 0
-    finally:
-        if chat.proc.poll() is None:
-            chat.proc.kill()
+        assert chat.wait_for_line(lambda line: line == f"agent> {reply.sent_text}")
+        assert chat.end() == 0
