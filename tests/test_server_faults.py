@@ -182,3 +182,42 @@ def test_turns_beyond_capacity_wait_holding_nothing_then_get_503(fresh_postgres_
         assert all("at capacity" in a.json()["error"] for a in refused)
         store = Store(fresh_postgres_url)
         assert sum(len(store.decisions(cid)) for cid in cids) == 1 and store.verify_chain().intact
+
+
+def test_keys_never_appear_in_the_service_log_or_the_database(tmp_path: Path) -> None:
+    """`sopagent serve` at debug level, keys in both headers, good, wrong-scope, wrong and revoked."""
+    db = f"sqlite:///{tmp_path / 'keys.db'}"
+    customer, operator, revoked = cli_key(db, "customer"), cli_key(db, "operator"), cli_key(db, "customer")
+    store = Store(db)
+    from sopagent.keys import authenticate, revoke_key
+
+    revoked_key = authenticate(store, revoked)
+    assert revoked_key is not None
+    revoke_key(store, revoked_key.id)
+    wrong = "sop_" + "x" * 40
+    server = ServerProcess(db, "--log-level", "debug")
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            bearer = {"Authorization": f"Bearer {customer}"}
+            started = client.post("/v1/conversations", json={"policy": "card_services"}, headers=bearer)
+            assert started.status_code == 201
+            cid = started.json()["conversation_id"]
+            assert client.post(f"/v1/conversations/{cid}/messages", json={"text": say(LOST)},
+                               headers={"X-API-Key": customer}).status_code == 200
+            assert client.post(f"/v1/conversations/{cid}/messages", json={"text": 5},
+                               headers=bearer).status_code == 422
+            assert client.post(f"/v1/conversations/{cid}/messages", json={"text": "hi"},
+                               headers={"Authorization": f"Bearer {operator}"}).status_code == 403
+            for key in (wrong, revoked):
+                assert client.post("/v1/conversations", json={"policy": "card_services"},
+                                   headers={"Authorization": f"Bearer {key}"}).status_code == 401
+            assert client.get("/v1/pending", headers={"X-API-Key": operator}).status_code == 200
+    finally:
+        server.stop()
+    log = server.proc.stdout.read().decode() if server.proc.stdout else ""
+    assert "POST /v1/conversations" in log and "401" in log  # the access log was on
+    for key in (customer, operator, revoked, wrong):
+        assert key not in log
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("keys.db*") if p.suffix != ".lock")
+    for key in (customer, operator, revoked):
+        assert key.encode() not in raw  # stored hashed
