@@ -198,10 +198,7 @@ class StepDialog(ModalScreen[tuple[str, str] | None]):
                          classes="dialog-help")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        choices = self.query_one(OptionList)
-        choices.focus()
-        if choices.highlighted is None:  # start on the first option that can be sent
-            choices.highlighted = next((i for i, o in enumerate(self.options) if o.index != self.chosen), None)
+        self.query_one(OptionList).focus()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss((str(event.option.id), self.query_one("#reason", Input).value.strip()))
