@@ -112,6 +112,32 @@ def test_pending_reply_delivered_after_operator_approval(live: Live, hook: Webho
     assert live.service.store.verify_chain().intact
 
 
+def test_operator_replies_after_a_take_over_reach_the_customer_by_long_poll(live: Live) -> None:
+    from sopagent.operations import Operations
+
+    with live.client() as client:
+        cid = _start(client)
+        assert client.post(f"/v1/conversations/{cid}/messages", json={"text": say(LOST)}).status_code == 200
+        url = f"/v1/conversations/{cid}/operator-replies"
+        none_yet = client.get(url, params={"wait": 0}).json()
+        assert (none_yet["replies"], none_yet["after"], none_yet["status"]) == ([], 0, "active")
+        result: dict = {}
+        poller = threading.Thread(target=lambda: result.update(client.get(url, params={"wait": 20}).json()))
+        poller.start()
+        ops = Operations(live.service.store, "ana")
+        ops.take_over(cid, "customer asked for a person")
+        sent = ops.reply(cid, "ask_fee_type", {}, "")
+        poller.join(20)
+        assert [r["text"] for r in result["replies"]] == [sent.sent_text] and result["status"] == "taken_over"
+        assert result["after"] == sent.seq
+        later = client.get(url, params={"after": result["after"], "wait": 0}).json()
+        assert later["replies"] == [] and later["after"] == sent.seq
+        held = client.post(f"/v1/conversations/{cid}/messages", json={"text": "hello?"}).json()
+        assert (held["status"], held["reply"]) == ("received", None)
+    unknown = live.client().get("/v1/conversations/no-such-id/operator-replies", params={"wait": 0})
+    assert unknown.status_code == 404 and "no-such-id" in unknown.json()["error"]
+
+
 def test_operator_escalation_notifies_webhook(live: Live, hook: WebhookReceiver) -> None:
     with live.client() as client:
         cid = _start(client)

@@ -11,8 +11,8 @@ from starlette.concurrency import run_in_threadpool
 
 from sopagent.engine import TurnResult
 from sopagent.server.auth import AnyKey, CustomerKey
-from sopagent.server.schemas import (ActionView, ConversationView, CustomerMessage, Delivery, DecisionView, Problem,
-                                     Reply, StartConversation, Started)
+from sopagent.server.schemas import (ActionView, ConversationView, CustomerMessage, Delivery, DecisionView,
+                                     OperatorReplies, OperatorReply, Problem, Reply, StartConversation, Started)
 from sopagent.server.service import Service, options_of
 from sopagent.store import Decision
 
@@ -96,4 +96,24 @@ async def delivery(request: Request, key: AnyKey, decision_id: int = Path(ge=1, 
                             text=action.sent_text, operator=action.operator, resolved_at=action.created_at)
         if time.monotonic() >= deadline or await request.is_disconnected():
             return Delivery(decision_id=decision_id, state="pending")
+        await asyncio.sleep(0.2)
+
+
+@router.get("/conversations/{conversation_id}/operator-replies", response_model=OperatorReplies, responses=ERRORS)
+async def operator_replies(request: Request, key: AnyKey, conversation_id: str = ConversationId,
+                           after: int = Query(0, ge=0, le=2**62, description="the `after` of the previous answer"),
+                           wait: float = Query(25.0, ge=0, le=3600, description="seconds to wait for a reply (long-poll)")
+                           ) -> OperatorReplies:
+    """Long-poll the catalog replies an operator sends after taking the conversation over: returns as
+    soon as there is one after chain position ``after``, or after ``wait`` seconds with none."""
+    service = _service(request)
+    deadline = time.monotonic() + min(wait, service.config.long_poll_max_s)
+    while True:
+        conversation = await run_in_threadpool(service.conversation, conversation_id)
+        actions = await run_in_threadpool(service.store.actions, conversation_id)
+        replies = [OperatorReply(seq=a.seq, response_id=a.response_id, text=a.sent_text, created_at=a.created_at)
+                   for a in actions if a.seq > after and a.action == "operator_reply"]
+        if replies or time.monotonic() >= deadline or await request.is_disconnected():
+            return OperatorReplies(conversation_id=conversation_id, status=conversation.status, replies=replies,
+                                   after=max([after, *(r.seq for r in replies)]))
         await asyncio.sleep(0.2)

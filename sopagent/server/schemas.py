@@ -57,6 +57,24 @@ class Delivery(BaseModel):
     resolved_at: str | None = None
 
 
+class OperatorReply(BaseModel):
+    """A catalog reply an operator sent while the conversation was taken over."""
+
+    seq: int = Field(description="its place in the audit chain; pass the last one as `after` to wait for more")
+    response_id: str | None
+    text: str | None = Field(description="the text the customer receives")
+    created_at: str
+
+
+class OperatorReplies(BaseModel):
+    """The operator replies after a chain position (long-poll result)."""
+
+    conversation_id: str
+    status: str = Field(description="the conversation's status now (taken_over while an operator has it)")
+    replies: list[OperatorReply]
+    after: int = Field(description="the chain position to pass as `after` next time")
+
+
 class DecisionView(BaseModel):
     """One recorded decision."""
 
