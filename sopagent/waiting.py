@@ -56,14 +56,12 @@ class ResolutionWatcher:
         seen = 0  # the conversation is new: every operator reply in it is for this customer
         while not self._stop.is_set():
             try:
-                actions = self.store.actions(conversation_id)
+                replies = self.store.operator_replies(conversation_id, seen)
             except StoreError:
-                actions = []  # a locked database clears by itself; poll again
-            for action in actions:
-                if action.seq > seen:
-                    seen = action.seq
-                    if action.action == "operator_reply":
-                        self._print_reply(action)
+                replies = []  # a locked database clears by itself; poll again
+            for action in replies:
+                seen = action.seq
+                self._print_reply(action)
             self._stop.wait(self.interval_s)
 
     def _print_reply(self, action: OperatorAction) -> None:

@@ -110,9 +110,9 @@ async def operator_replies(request: Request, key: AnyKey, conversation_id: str =
     deadline = time.monotonic() + min(wait, service.config.long_poll_max_s)
     while True:
         conversation = await run_in_threadpool(service.conversation, conversation_id)
-        actions = await run_in_threadpool(service.store.actions, conversation_id)
+        sent = await run_in_threadpool(service.store.operator_replies, conversation_id, after)
         replies = [OperatorReply(seq=a.seq, response_id=a.response_id, text=a.sent_text, created_at=a.created_at)
-                   for a in actions if a.seq > after and a.action == "operator_reply"]
+                   for a in sent]
         if replies or time.monotonic() >= deadline or await request.is_disconnected():
             return OperatorReplies(conversation_id=conversation_id, status=conversation.status, replies=replies,
                                    after=max([after, *(r.seq for r in replies)]))

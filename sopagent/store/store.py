@@ -182,6 +182,16 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read operator actions: {_short(exc)}", retryable=True) from exc
 
+    def operator_replies(self, conversation_id: str, after_seq: int = 0) -> list[OperatorAction]:
+        """The catalog replies operators sent in a conversation after chain position ``after_seq``, in order."""
+        try:
+            with self.session() as session:
+                return list(session.exec(select(OperatorAction).where(
+                    OperatorAction.conversation_id == conversation_id, OperatorAction.action == "operator_reply",
+                    OperatorAction.seq > after_seq).order_by(OperatorAction.seq)).all())
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read operator actions: {_short(exc)}", retryable=True) from exc
+
     def pending_decisions(self) -> list[Decision]:
         """Decisions waiting for an operator (status pending, not yet approved, overridden or escalated)."""
         settled = select(OperatorAction.decision_id).where(col(OperatorAction.action).in_(RESOLVING_ACTIONS),
