@@ -18,14 +18,14 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from pydantic import BaseModel
 
 from sopagent import prompts
 from sopagent.errors import ConstraintViolationError, ConversationError, ModelError, PolicyError
-from sopagent.models.base import Choice, DecisionModel
-from sopagent.policy import CONTENT_FREE_MESSAGES, END, NoFacts, OneOf, Option, Policy, Turn
+from sopagent.models.base import DecisionModel
+from sopagent.policy import END, NoFacts, OneOf, Option, Policy, Turn
 from sopagent.store import Conversation, Decision, Store, utcnow
 
 HOLDING_STEP = "awaiting_approval"
@@ -120,7 +120,6 @@ class Agent:
             catalog.source, catalog.sha256, policy.modules_json)
         self._policy_sha256 = store.policy_digest_of(self.policy_version)
         self._system = prompts.system_text(policy.description)
-        self._calibrations: dict[tuple[type[OneOf], str], list[float] | None] = {}
 
     # --- conversations -------------------------------------------------------------------------
 
@@ -193,8 +192,7 @@ class Agent:
         try:
             queued_ms = 0.0
             if customer_text is not None:
-                facts, queued_ms = self._extract(step, context, customer_text,
-                                                 lambda m: prompts.transcript_text([("Customer", m)]))
+                facts, queued_ms = self._extract(step, context, customer_text)
             clock.lap("extract", queued_ms)
             known.update({k: v for k, v in facts.model_dump(mode="json").items() if v is not None})
             outcome = self._decide(conversation, step, facts, known, context, clock)
@@ -204,58 +202,27 @@ class Agent:
 
     # --- stages --------------------------------------------------------------------------------
 
-    def _extract(self, step_name: str, context: str, text: str = "",
-                 render: Callable[[str], str] | None = None) -> tuple[BaseModel, float]:
-        """The step's facts, and the ms the call waited for a shared model.
-
-        ``render`` turns a lone customer message into a context laid out like ``context`` (used to
-        calibrate a :class:`OneOf`); the live layout by default.
-        """
+    def _extract(self, step_name: str, context: str, text: str = "") -> tuple[BaseModel, float]:
+        """The step's facts, and the ms the call waited for a shared model."""
         schema = self.policy.steps[step_name].facts
         if isinstance(schema, type) and issubclass(schema, OneOf):
-            return self._classify(schema, context, text, render or (lambda m: prompts.conversation_text([], m)))
+            return self._classify(schema, context, text)
         if not schema.model_fields:
             return schema(), 0.0
         extraction = self.model.extract(prompts.extraction_prompt(self._system, context, schema), schema)
         return extraction.facts, extraction.stats.queued_ms
 
-    def _read_one_of(self, schema: type[OneOf], context: str, text: str) -> Choice:
-        """One constrained letter for ``schema`` after ``context``."""
+    def _classify(self, schema: type[OneOf], context: str, text: str) -> tuple[OneOf, float]:
+        """A :class:`OneOf` read as one constrained token, with every label's probability."""
+        labels = list(schema.options)
         texts = None if schema.listed_in_system else list(schema.options.values())
         question = schema.question.replace("{message}", text)
         prompt = prompts.classification_prompt(self._system, context, question, texts)
-        choice = self.model.choose(prompt, len(schema.options))
-        if not 0 <= choice.index < len(schema.options):  # checked again after decoding
-            raise ConstraintViolationError(f"model chose label {choice.index} of {len(schema.options)}")
-        return choice
-
-    def _content_free(self, schema: type[OneOf], render: Callable[[str], str]) -> list[float] | None:
-        """The model's mean probabilities for messages that say nothing (read once per schema and layout)."""
-        key = (schema, render(""))
-        if key not in self._calibrations:
-            readings = [self._read_one_of(schema, render(m), m).probabilities for m in CONTENT_FREE_MESSAGES]
-            usable = [r for r in readings if len(r) == len(schema.options)]
-            self._calibrations[key] = ([sum(column) / len(usable) for column in zip(*usable)]
-                                       if len(usable) == len(readings) else None)
-        return self._calibrations[key]
-
-    def _classify(self, schema: type[OneOf], context: str, text: str,
-                  render: Callable[[str], str]) -> tuple[OneOf, float]:
-        """A :class:`OneOf` read as one constrained token, with every label's probability
-        (calibrated when the schema asks for it and the backend reports probabilities)."""
-        labels = list(schema.options)
-        choice = self._read_one_of(schema, context, text)
-        if not choice.probabilities:
-            return schema(label=labels[choice.index]), choice.stats.queued_ms
-        raw = dict(zip(labels, choice.probabilities))
-        baseline = self._content_free(schema, render) if schema.calibrate else None
-        if baseline is None:
-            return schema(label=labels[choice.index], probabilities=raw), choice.stats.queued_ms
-        weights = [p / max(b, 1e-6) for p, b in zip(choice.probabilities, baseline)]
-        total = sum(weights) or 1.0
-        calibrated = {label: w / total for label, w in zip(labels, weights)}
-        label = max(calibrated, key=lambda k: calibrated[k])
-        return (schema(label=label, probabilities=calibrated, model_probabilities=raw), choice.stats.queued_ms)
+        choice = self.model.choose(prompt, len(labels))
+        if not 0 <= choice.index < len(labels):  # checked again after decoding
+            raise ConstraintViolationError(f"model chose label {choice.index} of {len(labels)}")
+        probabilities = dict(zip(labels, choice.probabilities)) if choice.probabilities else {}
+        return schema(label=labels[choice.index], probabilities=probabilities), choice.stats.queued_ms
 
     def _decide(self, conversation: Conversation, step_name: str, facts: BaseModel, known: dict[str, Any],
                 context: str, clock: "_Clock") -> _Outcome:

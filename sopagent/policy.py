@@ -57,10 +57,6 @@ class NoFacts(Facts):
     """A step that needs nothing from the customer's words."""
 
 
-CONTENT_FREE_MESSAGES = ("N/A", "", "[MESSAGE]")
-"""Customer messages that carry no content, read to calibrate a :class:`OneOf` (their mean)."""
-
-
 class OneOf(Facts):
     """Facts that are one label among described alternatives, read with ONE constrained token.
 
@@ -81,13 +77,6 @@ class OneOf(Facts):
                                "Which of the kinds listed above is it?")
     """Asked after the conversation; ``{message}`` is replaced by the customer's latest message."""
     listed_in_system: ClassVar[bool] = False
-    calibrate: ClassVar[bool] = False
-    """Divide the model's probabilities by those it gives messages that say nothing
-    (:data:`CONTENT_FREE_MESSAGES`; contextual calibration, Zhao et al. 2021), then renormalise.
-    A small model prefers some letters whatever the message says; calibrated, that preference
-    stops passing for a reading. The engine reads the content-free messages once per agent."""
-    model_probabilities: dict[str, float] = {}
-    """The model's own probabilities before calibration (empty when the schema is not calibrated)."""
 
     @model_validator(mode="after")
     def _known_label(self) -> "OneOf":
