@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from sopagent import prompts
 from sopagent.errors import ConstraintViolationError, ConversationError, ModelError, PolicyError
 from sopagent.models.base import DecisionModel
-from sopagent.policy import END, NoFacts, OneOf, Option, Policy, Turn
+from sopagent.policy import END, FOLLOW_UP_READINGS, NoFacts, OneOf, Option, Policy, Turn
 from sopagent.store import Conversation, Decision, Store, utcnow
 
 HOLDING_STEP = "awaiting_approval"
@@ -85,6 +85,7 @@ class _Outcome:
     chosen_index: int | None = None
     chosen_by: str = "policy"
     error: str | None = None
+    readings: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Agent:
@@ -226,8 +227,11 @@ class Agent:
 
     def _decide(self, conversation: Conversation, step_name: str, facts: BaseModel, known: dict[str, Any],
                 context: str, clock: "_Clock") -> _Outcome:
+        def reader(question: str, schema: type[BaseModel]) -> BaseModel:
+            return self._reading_model().extract(prompts.reading_prompt(context, question), schema).facts
+
         turn: Turn[Any, Any] = Turn(facts=facts, known=known, tools=self.tools, step=step_name,
-                                    conversation_id=conversation.id)
+                                    conversation_id=conversation.id, reader=reader)
         options: list[Option] | None = None
         try:
             for guard in self.policy.guards:
@@ -236,14 +240,14 @@ class Agent:
                     break
             if not options:
                 options = self.policy.steps[step_name].function(turn)
-        except PolicyError:
+        except (PolicyError, ModelError):
             raise
         except Exception as exc:  # a bug or a failing backend call in policy code
             raise PolicyError(f"step {step_name!r} raised {type(exc).__name__}: {exc}") from exc
         self.policy.validate_options(step_name, options)
-        clock.lap("policy")
+        clock.lap("policy")  # follow-up readings (turn.read) included
 
-        outcome = _Outcome(options=options)
+        outcome = _Outcome(options=options, readings=turn.readings)
         if len(options) == 1:
             outcome.chosen_index, outcome.probabilities = 0, [1.0]
             return outcome
@@ -257,6 +261,12 @@ class Agent:
         outcome.chosen_by = "model"
         outcome.probabilities = list(choice.probabilities) or [None] * len(options)
         return outcome
+
+    def _reading_model(self) -> DecisionModel:
+        """The model for follow-up readings: the backend's own reading lane where it has one (a second
+        llama.cpp context keeps their prompt prefix apart), else the agent's model."""
+        lane = getattr(self.model, "reading_lane", None)
+        return lane() if callable(lane) else self.model
 
     def _fallback(self, step_name: str, exc: Exception) -> _Outcome:
         return _Outcome(options=[Option(self.policy.fallback, next=step_name)], probabilities=[None],
@@ -293,6 +303,8 @@ class Agent:
                             outcome.probabilities[i] if i < len(outcome.probabilities) else None)
                  for i, o in enumerate(outcome.options)]
         facts_json = facts.model_dump(mode="json")
+        if outcome.readings:
+            facts_json[FOLLOW_UP_READINGS] = outcome.readings
         revision = conversation.revision
         conversation.step = next_step if next_step != END else conversation.step
         conversation.status = new_status

@@ -41,6 +41,10 @@ END = "__end__"
 
 F = TypeVar("F", bound=BaseModel)
 T = TypeVar("T")
+R = TypeVar("R", bound=BaseModel)
+
+FOLLOW_UP_READINGS = "follow_up_readings"
+"""Key of a decision's facts that holds the step's :meth:`Turn.read` readings."""
 
 
 class Facts(BaseModel):
@@ -125,6 +129,25 @@ class Turn(Generic[F, T]):
     step: str
     """Name of the step being run."""
     conversation_id: str
+    reader: Callable[[str, type[BaseModel]], BaseModel] | None = field(default=None, repr=False)
+    """How :meth:`read` asks the model (set by the engine)."""
+    readings: list[dict[str, Any]] = field(default_factory=list)
+    """The follow-up readings this step made (question and answer), stored with the decision."""
+
+    def read(self, question: str, schema: type[R]) -> R:
+        """Ask the model one more question about the conversation, its answer constrained to ``schema``.
+
+        The procedure decides what to ask and what the answer changes; the model only reads. The
+        question goes after the conversation, in the same prompt prefix as the step's own reading.
+        Every reading is recorded with the decision (``follow_up_readings`` in its facts).
+        """
+        if self.reader is None:
+            raise PolicyError(f"step {self.step!r} asked the model to read, but this turn has no model",
+                              fix="call turn.read only in steps run by an Agent")
+        facts = self.reader(question, schema)
+        self.readings.append({"question": question, "schema": schema.__name__,
+                              "answer": facts.model_dump(mode="json")})
+        return facts  # type: ignore[return-value]
 
 
 StepFunction = Callable[[Turn[Any, Any]], list[Option]]

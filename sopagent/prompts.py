@@ -68,6 +68,18 @@ def extraction_prompt(system: str, context: str, schema: type[BaseModel]) -> Cha
     return ChatPrompt(system, context, task)
 
 
+READING_SYSTEM = ("You read customer-support conversations and answer questions about them, using only what "
+                  "was written in the conversation.")
+"""System text of a step's follow-up readings. Not the policy's: its description (examples of what
+customers write) leaked into the answers. With it, the STAR follow-up readings copied the example
+"I have a sore throat, headache, dizziness" as every patient's symptoms."""
+
+
+def reading_prompt(context: str, question: str) -> ChatPrompt:
+    """A step's follow-up question about the conversation (:meth:`sopagent.policy.Turn.read`), answered as JSON."""
+    return ChatPrompt(READING_SYSTEM, context, question)
+
+
 def choice_prompt(system: str, context: str, option_texts: Sequence[str]) -> ChatPrompt:
     """Ask which approved reply fits best, options labelled A, B, C..."""
     listed = "\n".join(f"{OPTION_LABELS[i]}) {text}" for i, text in enumerate(option_texts))

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sopagent.cli import main
+from sopagent.prompts import READING_SYSTEM
 from sopagent.eval.star.data import Event, load_tasks
 from sopagent.eval.star.runner import Runner
 from sopagent.models.scripted import ScriptedModel
@@ -60,13 +61,15 @@ def test_resume_skips_done_cases(tmp_path):
     assert cases_file.read_text() == before  # nothing left to do: nothing appended
 
 
-def test_replay_reads_the_message_with_one_choice_and_records_it_in_the_audit_chain(tmp_path):
+def _replay_dob_case(tmp_path: Path, *answers: str | None) -> tuple[dict, ScriptedModel, Store, str, object]:
+    """A bank_balance case whose reading leads to asking the date of birth; ``answers`` are the scripted
+    follow-up readings of whether the customer already gave what each question asks."""
     tasks = load_tasks(DATA)
     task = tasks["bank_balance"]
     kinds = task.user_nodes
     target = next(n for n in kinds if task.sam_graph.get(n) == "bank_ask_dob")
     probabilities = [0.9 if n == target else 0.1 / (len(kinds) - 1) for n in kinds]
-    model = ScriptedModel(choices=[probabilities])
+    model = ScriptedModel(facts=[{"answer": a} for a in answers], choices=[probabilities])
     runner = Runner({"bank_balance": task}, model, tmp_path / "work", tmp_path / "cases.jsonl")
     from sopagent.eval.star.data import Case
 
@@ -75,17 +78,43 @@ def test_replay_reads_the_message_with_one_choice_and_records_it_in_the_audit_ch
     case = Case("x-0", 1, 0, "bank_balance", history, "bank_ask_dob")
     conversation = runner.agent("bank_balance").start()
     row = runner.run_case(case, conversation)
-    assert row["label"] == target and row["pred"] == "bank_ask_dob" and row["pred"] in row["allowed"]
-    assert len(model.prompts) == 1  # one-token reading of the message, no JSON, the rest is code
-    prompt = model.prompts[0]
+    assert row["label"] == target and row["pred"] in row["allowed"]
+    return row, model, Store(f"sqlite:///{tmp_path / 'work' / 'audit.db'}"), conversation, task
+
+
+def test_replay_reads_the_message_with_one_choice_and_records_it_in_the_audit_chain(tmp_path):
+    row, model, store, conversation, task = _replay_dob_case(tmp_path, None)
+    assert row["pred"] == "bank_ask_dob"
+    # one one-token reading of the message, then one short JSON reading: is the answer already there?
+    assert len(model.prompts) == 2
+    prompt, follow_up = model.prompts
     # the message is the dialogue's last line; the question after it does not repeat it (fewer tokens)
     assert prompt.context.endswith("Customer: I do not remember my PIN") and "latest message" in prompt.task
     assert "I do not remember my PIN" not in prompt.task
     assert "A) " in prompt.system
-    store = Store(f"sqlite:///{tmp_path / 'work' / 'audit.db'}")
+    # the follow-up sees the same conversation, not the kinds' example texts, and quotes the question
+    # the agent is about to ask
+    assert follow_up.context == prompt.context and follow_up.system == READING_SYSTEM
+    assert "A) " not in follow_up.system
+    assert f'"{task.text("bank_ask_dob")}"' in follow_up.task
     assert store.verify_chain().intact
     decision = store.decisions(conversation)[0]
     assert decision.response_id == "bank_ask_dob" and decision.customer_text == "I do not remember my PIN"
+    readings = json.loads(decision.facts_json)["follow_up_readings"]
+    assert [r["answer"] for r in readings] == [{"answer": None}]
+
+
+def test_a_question_the_customer_already_answered_is_not_asked(tmp_path):
+    # the date of birth is in the conversation (by the reading), the next question's answer is not
+    row, model, store, conversation, task = _replay_dob_case(tmp_path, "14 March 1985", "null")
+    following = task.graph["bank_ask_dob"]
+    assert row["pred"] == following != "bank_ask_dob" and row["error"] is None
+    decision = store.decisions(conversation)[0]
+    assert decision.response_id == following and decision.chosen_by == "policy"
+    readings = json.loads(decision.facts_json)["follow_up_readings"]
+    assert [r["answer"]["answer"] for r in readings] == ["14 March 1985", "null"]
+    assert f'"{task.text(following)}"' in readings[1]["question"]
+    assert len(model.prompts) == 3 and store.verify_chain().intact
 
 
 @pytest.mark.model

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from sopagent.errors import ConversationError
+from sopagent.policy import FOLLOW_UP_READINGS
 from sopagent.store import Conversation, Decision, OperatorAction, PolicyVersion, Store
 from sopagent.store.chain import ChainRow
 
@@ -46,8 +47,11 @@ def explain_decision(store: Store, decision_id: int) -> str:
     lines.append(f"  step {decision.step!r} then {decision.next_step!r}")
     if decision.facts_json:
         facts = json.loads(decision.facts_json)
+        readings = facts.pop(FOLLOW_UP_READINGS, None) or []
         lines.append("  facts read from the message: " + (", ".join(f"{k}={v!r}" for k, v in facts.items())
                                                             or "none needed at this step"))
+        for reading in readings:
+            lines.append(f"  the step asked the model: {reading.get('question')!r} -> {reading.get('answer')!r}")
     options = json.loads(decision.options_json or "[]")
     if options:
         lines.append(f"  the policy allowed {len(options)} option{'s' if len(options) != 1 else ''}:")

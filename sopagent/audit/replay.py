@@ -26,7 +26,7 @@ from sopagent.catalog import parse_catalog
 from sopagent.engine import HOLDING_STEP
 from sopagent.errors import ModelError, PolicyError, StoreError
 from sopagent.models.base import DecisionModel
-from sopagent.policy import END, NoFacts, Option, Policy, Turn, load_policy
+from sopagent.policy import END, FOLLOW_UP_READINGS, NoFacts, Option, Policy, Turn, load_policy
 from sopagent.store import Decision, OperatorAction, PolicyVersion, Store
 
 
@@ -214,8 +214,21 @@ class _Replayer:
                     model_used = True
                     facts = self.model().extract(prompts.extraction_prompt(self.system, context, schema), schema).facts
             known.update({k: v for k, v in facts.model_dump(mode="json").items() if v is not None})
+            recorded_readings = self._recorded_readings(row) if old_context == context else []
+
+            def reader(question: str, schema: type[BaseModel]) -> BaseModel:
+                nonlocal model_used
+                for reading in recorded_readings:  # the same question on the same conversation: as recorded
+                    if reading.get("question") == question and reading.get("schema") == schema.__name__:
+                        try:
+                            return schema.model_validate(reading.get("answer") or {})
+                        except ValidationError:
+                            break
+                model_used = True
+                return self.model().extract(prompts.reading_prompt(context, question), schema).facts
+
             turn: Turn[Any, Any] = Turn(facts=facts, known=known, tools=tools, step=step,
-                                        conversation_id=row.conversation_id)
+                                        conversation_id=row.conversation_id, reader=reader)
             options: list[Option] | None = None
             for guard in policy.guards:
                 options = guard(turn)
@@ -292,9 +305,20 @@ class _Replayer:
 
     def _recorded_facts(self, row: Decision, schema: type[BaseModel]) -> BaseModel | None:
         try:
-            return schema.model_validate(json.loads(row.facts_json or "{}"))
-        except (ValidationError, ValueError):
+            recorded = json.loads(row.facts_json or "{}")
+            recorded.pop(FOLLOW_UP_READINGS, None)
+            return schema.model_validate(recorded)
+        except (ValidationError, ValueError, AttributeError):
             return None
+
+    @staticmethod
+    def _recorded_readings(row: Decision) -> list[dict[str, Any]]:
+        """The follow-up readings (``Turn.read``) recorded with a decision."""
+        try:
+            readings = json.loads(row.facts_json or "{}").get(FOLLOW_UP_READINGS) or []
+        except (ValueError, AttributeError):
+            return []
+        return [r for r in readings if isinstance(r, dict)]
 
 
 def replay(store: Store, policy: Policy, flt: AuditFilter | None = None,

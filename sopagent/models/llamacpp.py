@@ -100,6 +100,8 @@ class LlamaCppModel(LocalConstrainedModel):
                                         "  fix: check that the file is a GGUF model") from exc
         self.llama = llama
         self.name = f"llamacpp:{path.name}"
+        self._settings = {"model_path": path, "n_ctx": n_ctx, "n_threads": threads, "seed": seed}
+        self._reading_lane: LlamaCppModel | None = None
         # Outlines' own constructor builds the tokenizer view; we only swap in the subclass that
         # keeps the KV cache between calls.
         self.outlines_model = outlines.from_llamacpp(llama, chat_mode=False)
@@ -148,6 +150,21 @@ class LlamaCppModel(LocalConstrainedModel):
 
     def _recorder(self, inner: Any, token_ids: list[int]) -> "ProbabilityRecorder":
         return ProbabilityRecorder(inner, token_ids)
+
+    def reading_lane(self) -> "LlamaCppModel":
+        """A second llama.cpp context on the same weights (memory-mapped, so shared), made once.
+
+        llama.cpp keeps one prompt prefix in its KV cache. Follow-up readings (``Turn.read``) have
+        their own system text; on this context they keep their prefix cached instead of evicting
+        the step's reading's (which then cost the whole prompt again: 4-8 s a STAR case on 2 cores).
+        """
+        if self._reading_lane is None:
+            settings = dict(self._settings)
+            lane = LlamaCppModel(settings.pop("model_path"), **settings)
+            lane.name = self.name
+            lane.self_test()  # its constraints are checked like the first context's
+            self._reading_lane = lane
+        return self._reading_lane
 
     def generate_free(self, prompt: ChatPrompt, max_tokens: int) -> tuple[str, CallStats]:
         """UNCONSTRAINED generation, for baselines that measure what constraints prevent.

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import yaml
+from pydantic import Field
 
 from sopagent.eval.star import gate
 from sopagent.eval.star.data import QUERY_LABELS, Event, TaskSchema
-from sopagent.policy import OneOf, Option, Policy, Turn, say
+from sopagent.policy import Facts, OneOf, Option, Policy, Turn, say
 
 MAX_KINDS = 26
 """A choice is one letter, so at most 26 kinds of customer message are offered."""
@@ -38,6 +39,23 @@ ANSWERED_THRESHOLD = 0.1
 least this much probability (the message carries that fact too). Chosen on the first 40-case sample
 among 0.05-0.3 (0.1: 60.4 -> 62.1%) and confirmed on the held-out sample (57.5 -> 59.3%), both
 re-scored from recorded readings with benchmarks/star_ideas.py."""
+
+
+GIVEN_QUESTION = ("Fill in the customer's answer to the question \"{question}\" using only what the customer "
+                  "wrote in the conversation above (a name, a date, a number, a place...). Use null only if the "
+                  "customer never said it. Reply as JSON: {{\"answer\": ...}}")
+"""Asked before the agent asks the customer something: has the customer already said it? Worded to
+have the model copy the value; "has the customer already given this?" was answered null almost
+always (an answer in 10 of 122 checks on the first two samples, +0.5 points) and a yes/no reading had
+no signal (see BENCHMARKS.md)."""
+NOT_GIVEN = frozenset({"", "null", "none", "n/a", "no", "unknown"})
+"""Answers that mean the customer has not said it."""
+
+
+class GivenAnswer(Facts):
+    """The customer's answer to a question the agent is about to ask, where the conversation holds it."""
+
+    answer: Optional[str] = Field(None, max_length=60, description="the value the customer gave, or null")
 
 
 @dataclass
@@ -148,6 +166,28 @@ def skip_answered(task: TaskSchema, history: Sequence[Event], action: str, label
     return action
 
 
+def asks_customer(task: TaskSchema, action: str) -> bool:
+    """An action that asks the customer for a fact: a task question, or the generic ``ask_name``."""
+    return action == "ask_name" or is_question(task, action)
+
+
+def skip_given(task: TaskSchema, action: str, allowed: list[str],
+               read: Callable[[str, type[GivenAnswer]], GivenAnswer]) -> str:
+    """Do not ask what the customer already said: while ``action`` asks for a fact and the model
+    finds the customer's answer in the conversation (``read``), go on along the flowchart."""
+    seen: set[str] = set()
+    while asks_customer(task, action) and action not in seen:
+        seen.add(action)
+        following = task.graph.get(action)
+        if following is None or following not in allowed:
+            break
+        answer = read(GIVEN_QUESTION.format(question=task.text(action)), GivenAnswer).answer
+        if answer is None or answer.strip().strip(".").lower() in NOT_GIVEN:
+            break
+        action = following
+    return action
+
+
 def is_question(task: TaskSchema, action: str) -> bool:
     """An action that asks the customer for information: a kind of customer message informs it
     (SAM's r_graph) and the flowchart goes on after it. Greetings and generic actions excluded."""
@@ -167,8 +207,11 @@ def candidates(task: TaskSchema, history: Sequence[Event], action: str, allowed:
     return [action, following]
 
 
-def build_policy(task: TaskSchema, folder: Path, ask_known: bool = False) -> Policy:
+def build_policy(task: TaskSchema, folder: Path, ask_known: bool = False, read_given: bool = True) -> Policy:
     """The sopagent policy of a STAR task; its catalog file is written into ``folder``.
+
+    ``read_given``: before asking the customer for a fact, ask the model whether the conversation
+    already holds the answer (:func:`skip_given`, one short JSON reading per question).
 
     ``ask_known`` lets the model choose between asking a question and going on along the flowchart
     (two replies, one token). Measured worse than the code-only rule on the fixed sample (the model
@@ -198,6 +241,8 @@ def build_policy(task: TaskSchema, folder: Path, ask_known: bool = False) -> Pol
         if label and not probabilities:
             probabilities = {label: 1.0}
         action = next_action(task, history, label, probabilities, allowed)
+        if read_given and gate.last_kind(history) == "customer":
+            action = skip_given(task, action, allowed, turn.read)
         turn.known["star_allowed"] = allowed
         if not ask_known:
             return [say(action, next=step_name(action))]
