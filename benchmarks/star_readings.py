@@ -7,9 +7,10 @@ replacing the recorded prediction where the reading would change it:
   last three lines); where P(yes) reaches a threshold and the task's farewell (the action after
   SAM's ``user_*_goodbye``) is allowed, say the farewell. Prints the AUC against gold farewells and
   the accuracy per threshold.
-* ``answered``: before asking a question, ask the model for its answer from the conversation
-  (JSON ``{"answer": string or null}``, constrained); while an answer is given, go on along
-  STAR's flowchart, as the procedure does for questions asked before.
+* ``answered``: the first wording of the follow-up reading the policy now makes before asking a
+  question ("has the customer already given this? copy it, else null", JSON ``{"answer": string or
+  null}``, constrained); while an answer is given, go on along STAR's flowchart. The policy uses
+  the fill-in wording of :data:`sopagent.eval.star.adapter.GIVEN_QUESTION` instead.
 
     .venv/bin/python benchmarks/star_readings.py closing star_full.cases.jsonl
     .venv/bin/python benchmarks/star_readings.py answered star_full.cases.jsonl
@@ -21,11 +22,9 @@ import argparse
 import json
 import statistics
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from pydantic import BaseModel, Field
-
-from sopagent.eval.star.adapter import is_question
+from sopagent.eval.star.adapter import NOT_GIVEN, GivenAnswer, asks_customer
 from sopagent.eval.star.data import Case, TaskSchema, load_cases, load_tasks, sample_cases
 from sopagent.eval.star.runner import transcript
 from sopagent.models.base import ChatPrompt
@@ -34,13 +33,6 @@ SYSTEM = "You read customer-support conversations and answer questions about the
 CLOSING = ("Question: does the customer's latest message end the conversation, that is, does the customer "
            "say goodbye or that they need nothing more?\nA) yes, the customer is finished\nB) no\n"
            "Answer with the letter only.")
-NOT_GIVEN = {"", "null", "none", "n/a", "no"}
-
-
-class Answer(BaseModel):
-    """The customer's answer to a question, where the conversation already holds it."""
-
-    answer: Optional[str] = Field(None, max_length=60)
 
 
 def farewell(task: TaskSchema) -> str | None:
@@ -90,12 +82,12 @@ def probe_answered(model: Any, tasks: dict[str, TaskSchema], cases: list[Case], 
             continue
         task, action, seen = tasks[case.task], recorded[case.case_id], set()
         context = "Conversation so far:\n" + "\n".join(f"{role}: {text}" for role, text in transcript(case.history))
-        while (action == "ask_name" or is_question(task, action)) and action not in seen:
+        while asks_customer(task, action) and action not in seen:
             seen.add(action)
             question = (f'The agent is about to ask the customer: "{task.text(action)}"\nHas the customer already '
                         "given this information anywhere in the conversation? If so, copy it from the customer's "
                         'words; if not, answer null. Reply as JSON: {"answer": ...}')
-            answer = model.extract(ChatPrompt(SYSTEM, context, question), Answer).facts.answer
+            answer = model.extract(ChatPrompt(SYSTEM, context, question), GivenAnswer).facts.answer
             asked += 1
             following = task.graph.get(action)
             if answer is None or answer.strip().strip(".").lower() in NOT_GIVEN:

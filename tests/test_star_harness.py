@@ -113,6 +113,7 @@ def test_a_question_the_customer_already_answered_is_not_asked(tmp_path):
     assert decision.response_id == following and decision.chosen_by == "policy"
     readings = json.loads(decision.facts_json)["follow_up_readings"]
     assert [r["answer"]["answer"] for r in readings] == ["14 March 1985", "null"]
+    assert row["follow_up_readings"] == readings  # in the cases JSONL too
     assert f'"{task.text(following)}"' in readings[1]["question"]
     assert len(model.prompts) == 3 and store.verify_chain().intact
 

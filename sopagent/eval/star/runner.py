@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 from sopagent.eval.star.adapter import RecordedDialogue, build_policy, step_name
 from sopagent.eval.star.data import Case, Event, TaskSchema
 from sopagent.models.base import CallStats, ChatPrompt, Choice, DecisionModel, Extraction, M
+from sopagent.policy import FOLLOW_UP_READINGS
 
 ROLE_NAMES = {"customer": "Customer", "agent": "Agent", "backend": "Knowledge base"}
 
@@ -111,6 +112,7 @@ class Runner:
             "case_id": case.case_id, "dialogue_id": case.dialogue_id, "task": case.task, "domain": case.domain,
             "gold": case.gold, "pred": result.response_id, "allowed": allowed,
             "label": result.facts.get("label"), "kind_probabilities": result.facts.get("probabilities") or {},
+            "follow_up_readings": result.facts.get(FOLLOW_UP_READINGS) or [],
             "model_call": customer_text is not None and bool(result.facts),
             "chosen_by": result.chosen_by,
             "options": [{"id": o.response_id, "p": o.probability} for o in result.options], "error": result.error, "latency_ms": round(latency, 1),
