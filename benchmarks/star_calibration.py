@@ -14,15 +14,15 @@ use. Each variant is scored on the two 40-case samples where settings are chosen
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 from pathlib import Path
 
 from sopagent.eval.star import gate
 from sopagent.eval.star.adapter import next_action
-from sopagent.eval.star.data import Case, Event, TaskSchema, load_cases, load_tasks, sample_cases
+from sopagent.eval.star.data import Case, Event, TaskSchema
 from sopagent.eval.star.runner import Runner
+from star_recorded import load_recorded_run, split_figures
 
 CONTENT_FREE = ("N/A", "", "[MESSAGE]")
 
@@ -57,12 +57,8 @@ def main() -> None:
     parser.add_argument("data_dir", nargs="?", default="../shared/data/star")
     parser.add_argument("--model", help="model spec (default: the embedded model)")
     args = parser.parse_args()
-    data = Path(args.data_dir)
-    tasks = load_tasks(data)
-    rows = {r["case_id"]: r for r in map(json.loads, Path(args.cases_file).read_text().splitlines()) if r}
-    every_case = load_cases(data, tasks)
-    tuning = {c.case_id for offset in (0, 40) for c in sample_cases(every_case, 40, offset)}
-    cases = [c for c in every_case if c.case_id in rows]
+    run = load_recorded_run(args.cases_file, args.data_dir)
+    tasks, rows, cases = run.tasks, run.rows, run.cases
     baseline = content_free_readings({c.task: tasks[c.task] for c in cases}, args.model)
     for name, reading in baseline.items():
         top = sorted(reading.items(), key=lambda kv: -kv[1])[:3]
@@ -70,18 +66,15 @@ def main() -> None:
     for alpha in (0.0, 0.5, 1.0):
         for weight in (8.0, 16.0, 32.0):
             for threshold in (0.1, 0.15, 0.2):
-                parts: dict[str, dict[str, list[bool]]] = {"samples": {}, "held out": {}}
+                predictions = {}
                 for case in cases:
                     task, row = tasks[case.task], rows[case.case_id]
                     reading = calibrated(row.get("kind_probabilities") or {}, baseline[case.task], alpha)
                     label = max(reading, key=reading.__getitem__) if reading else row["label"]
                     allowed = gate.allowed_actions(task, case.history)
-                    predicted = next_action(task, case.history, label, reading, allowed, weight,
-                                            answered_threshold=threshold)
-                    part = parts["samples" if case.case_id in tuning else "held out"]
-                    part.setdefault(case.domain, []).append(predicted == case.gold)
-                figures = "  ".join(f"{label} {statistics.fmean(sum(v) / len(v) for v in part.values()):6.1%}"
-                                    for label, part in parts.items() if part)
+                    predictions[case.case_id] = next_action(task, case.history, label, reading, allowed, weight,
+                                                            answered_threshold=threshold)
+                figures = split_figures(run, predictions)
                 print(f"alpha {alpha:g}, prior x{weight:g}, answered at {threshold:g}: {figures}", flush=True)
 
 

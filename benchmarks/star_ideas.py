@@ -10,13 +10,10 @@ an idea about the procedure is measured on the same fixed sample in seconds:
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-from pathlib import Path
 
 from sopagent.eval.star import gate
 from sopagent.eval.star.adapter import next_action
-from sopagent.eval.star.data import load_cases, load_tasks, sample_cases
+from star_recorded import load_recorded_run, split_figures
 
 
 def main() -> None:
@@ -25,12 +22,8 @@ def main() -> None:
     parser.add_argument("cases_file")
     parser.add_argument("data_dir", nargs="?", default="../shared/data/star")
     args = parser.parse_args()
-    data = Path(args.data_dir)
-    tasks = load_tasks(data)
-    rows = {r["case_id"]: r for r in map(json.loads, Path(args.cases_file).read_text().splitlines()) if r}
-    every_case = load_cases(data, tasks)
-    tuning = {c.case_id for offset in (0, 40) for c in sample_cases(every_case, 40, offset)}
-    cases = [c for c in every_case if c.case_id in rows]
+    run = load_recorded_run(args.cases_file, args.data_dir)
+    tasks, rows, cases = run.tasks, run.rows, run.cases
 
     def uniform(task):
         return {n: 1.0 / len(task.user_nodes) for n in task.user_nodes}
@@ -53,18 +46,11 @@ def main() -> None:
             lambda c, t, r, a, th=threshold: next_action(t, c.history, r["label"], r.get("kind_probabilities") or {},
                                                         a, answered_threshold=th))
     print(f"{len(cases)} cases, {len({c.domain for c in cases})} domains, "
-          f"{sum(c.case_id in tuning for c in cases)} of them in the two samples where settings are chosen")
+          f"{sum(c.case_id in run.tuning for c in cases)} of them in the two samples where settings are chosen")
     for name, predict in variants.items():
-        per_part: dict[str, dict[str, list[bool]]] = {"samples": {}, "held out": {}}
-        for case in cases:
-            task = tasks[case.task]
-            allowed = gate.allowed_actions(task, case.history)
-            part = per_part["samples" if case.case_id in tuning else "held out"]
-            part.setdefault(case.domain, []).append(predict(case, task, rows[case.case_id], allowed) == case.gold)
-        figures = [f"{label} {statistics.fmean(sum(v) / len(v) for v in part.values()):6.1%}"
-                   for label, part in per_part.items() if part]
-        print(f"{name:<40} mean accuracy  " + "  ".join(figures))
-
+        predictions = {c.case_id: predict(c, tasks[c.task], rows[c.case_id], gate.allowed_actions(tasks[c.task], c.history))
+                       for c in cases}
+        print(f"{name:<40} mean accuracy  {split_figures(run, predictions)}")
 
 if __name__ == "__main__":
     main()

@@ -19,15 +19,13 @@ replacing the recorded prediction where the reading would change it:
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-from pathlib import Path
 from typing import Any
 
 from sopagent.eval.star.adapter import NOT_GIVEN, GivenAnswer, asks_customer
-from sopagent.eval.star.data import Case, TaskSchema, load_cases, load_tasks, sample_cases
+from sopagent.eval.star.data import Case, TaskSchema
 from sopagent.eval.star.runner import transcript
 from sopagent.models.base import ChatPrompt
+from star_recorded import load_recorded_run, mean_accuracy
 
 SYSTEM = "You read customer-support conversations and answer questions about them."
 CLOSING = ("Question: does the customer's latest message end the conversation, that is, does the customer "
@@ -38,14 +36,6 @@ CLOSING = ("Question: does the customer's latest message end the conversation, t
 def farewell(task: TaskSchema) -> str | None:
     """The action SAM's graph takes after the customer says goodbye."""
     return next((task.sam_graph[u] for u in task.user_nodes if u.endswith("goodbye") and u in task.sam_graph), None)
-
-
-def mean_accuracy(cases: list[Case], predictions: dict[str, str]) -> float:
-    """Mean over domains of the share of cases predicted right."""
-    per_domain: dict[str, list[bool]] = {}
-    for case in cases:
-        per_domain.setdefault(case.domain, []).append(predictions[case.case_id] == case.gold)
-    return statistics.fmean(sum(v) / len(v) for v in per_domain.values())
 
 
 def probe_closing(model: Any, tasks: dict[str, TaskSchema], cases: list[Case], rows: dict[str, Any]) -> None:
@@ -112,13 +102,10 @@ def main() -> None:
     args = parser.parse_args()
     from sopagent.models import load_model
 
-    data = Path(args.data_dir)
-    tasks = load_tasks(data)
-    rows = {r["case_id"]: r for r in map(json.loads, Path(args.cases_file).read_text().splitlines()) if r}
-    every_case = load_cases(data, tasks)
-    cases = [c for offset in (0, 40) for c in sample_cases(every_case, 40, offset) if c.case_id in rows]
+    run = load_recorded_run(args.cases_file, args.data_dir)
+    cases = [c for c in run.cases if c.case_id in run.tuning]
     model = load_model(args.model)
-    (probe_closing if args.probe == "closing" else probe_answered)(model, tasks, cases, rows)
+    (probe_closing if args.probe == "closing" else probe_answered)(model, run.tasks, cases, run.rows)
 
 
 if __name__ == "__main__":

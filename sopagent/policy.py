@@ -138,8 +138,8 @@ class Turn(Generic[F, T]):
         """Ask the model one more question about the conversation, its answer constrained to ``schema``.
 
         The procedure decides what to ask and what the answer changes; the model only reads. The
-        question goes after the conversation, in the same prompt prefix as the step's own reading.
-        Every reading is recorded with the decision (``follow_up_readings`` in its facts).
+        question goes after the conversation, under its own short system text
+        (:data:`sopagent.prompts.READING_SYSTEM`), not the policy's. Every reading is recorded with the decision (``follow_up_readings`` in its facts).
         """
         if self.reader is None:
             raise PolicyError(f"step {self.step!r} asked the model to read, but this turn has no model",
