@@ -61,15 +61,32 @@ def test_resume_skips_done_cases(tmp_path):
     assert cases_file.read_text() == before  # nothing left to do: nothing appended
 
 
-def _replay_dob_case(tmp_path: Path, *answers: str | None) -> tuple[dict, ScriptedModel, Store, str, object]:
+def test_an_answer_found_once_is_not_read_again_in_the_same_conversation(tmp_path):
+    row, model, store, conversation, task = _replay_dob_case(tmp_path, "14 March 1985", "null", "null",
+                                                             repeat=2)
+    following = task.graph["bank_ask_dob"]
+    assert row["pred"] == following
+    first, second = store.decisions(conversation)
+    assert len(json.loads(first.facts_json)["follow_up_readings"]) == 2
+    # the second decision knows the date of birth from the first: it reads only the next question
+    readings = json.loads(second.facts_json)["follow_up_readings"]
+    assert [r["question"] for r in readings] == [json.loads(first.facts_json)["follow_up_readings"][1]["question"]]
+    assert json.loads(store.get_conversation(conversation).known_json)["star_given"] == {
+        "bank_ask_dob": "14 March 1985"}
+    assert len(model.prompts) == 5 and store.verify_chain().intact
+
+
+def _replay_dob_case(tmp_path: Path, *answers: str | None,
+                     repeat: int = 1) -> tuple[dict, ScriptedModel, Store, str, object]:
     """A bank_balance case whose reading leads to asking the date of birth; ``answers`` are the scripted
-    follow-up readings of whether the customer already gave what each question asks."""
+    follow-up readings of whether the customer already gave what each question asks. ``repeat``: the
+    case is decided that many times in one conversation (the last row is returned)."""
     tasks = load_tasks(DATA)
     task = tasks["bank_balance"]
     kinds = task.user_nodes
     target = next(n for n in kinds if task.sam_graph.get(n) == "bank_ask_dob")
     probabilities = [0.9 if n == target else 0.1 / (len(kinds) - 1) for n in kinds]
-    model = ScriptedModel(facts=[{"answer": a} for a in answers], choices=[probabilities])
+    model = ScriptedModel(facts=[{"answer": a} for a in answers], choices=[probabilities] * repeat)
     runner = Runner({"bank_balance": task}, model, tmp_path / "work", tmp_path / "cases.jsonl")
     from sopagent.eval.star.data import Case
 
@@ -77,7 +94,8 @@ def _replay_dob_case(tmp_path: Path, *answers: str | None) -> tuple[dict, Script
                Event("customer", "I do not remember my PIN"))
     case = Case("x-0", 1, 0, "bank_balance", history, "bank_ask_dob")
     conversation = runner.agent("bank_balance").start()
-    row = runner.run_case(case, conversation)
+    for _ in range(repeat):
+        row = runner.run_case(case, conversation)
     assert row["label"] == target and row["pred"] in row["allowed"]
     return row, model, Store(f"sqlite:///{tmp_path / 'work' / 'audit.db'}"), conversation, task
 

@@ -48,6 +48,8 @@ GIVEN_QUESTION = ("Fill in the customer's answer to the question \"{question}\" 
 have the model copy the value; "has the customer already given this?" was answered null almost
 always (an answer in 10 of 122 checks on the first two samples, +0.5 points) and a yes/no reading had
 no signal (see BENCHMARKS.md)."""
+KNOWN_GIVEN = "star_given"
+"""Key of the conversation's known facts that holds the answers already found (action -> answer)."""
 NOT_GIVEN = frozenset({"", "null", "none", "n/a", "no", "unknown"})
 """Answers that mean the customer has not said it."""
 
@@ -171,19 +173,33 @@ def asks_customer(task: TaskSchema, action: str) -> bool:
     return action == "ask_name" or is_question(task, action)
 
 
+def is_given(answer: str | None) -> bool:
+    """Whether a :class:`GivenAnswer` holds a value (the model writes null in several ways)."""
+    return answer is not None and answer.strip().strip(".").lower() not in NOT_GIVEN
+
+
 def skip_given(task: TaskSchema, action: str, allowed: list[str],
-               read: Callable[[str, type[GivenAnswer]], GivenAnswer]) -> str:
+               read: Callable[[str, type[GivenAnswer]], GivenAnswer],
+               given: dict[str, str] | None = None) -> str:
     """Do not ask what the customer already said: while ``action`` asks for a fact and the model
-    finds the customer's answer in the conversation (``read``), go on along the flowchart."""
+    finds the customer's answer in the conversation (``read``), go on along the flowchart.
+
+    ``given`` (action -> answer) remembers the answers found earlier in this conversation: a fact
+    the customer gave stays given, so it is not read again (added to as answers are found).
+    """
     seen: set[str] = set()
     while asks_customer(task, action) and action not in seen:
         seen.add(action)
         following = task.graph.get(action)
         if following is None or following not in allowed:
             break
-        answer = read(GIVEN_QUESTION.format(question=task.text(action)), GivenAnswer).answer
-        if answer is None or answer.strip().strip(".").lower() in NOT_GIVEN:
-            break
+        answer = given.get(action) if given is not None else None
+        if answer is None:
+            answer = read(GIVEN_QUESTION.format(question=task.text(action)), GivenAnswer).answer
+            if not is_given(answer):
+                break
+            if given is not None:
+                given[action] = answer
         action = following
     return action
 
@@ -242,7 +258,8 @@ def build_policy(task: TaskSchema, folder: Path, ask_known: bool = False, read_g
             probabilities = {label: 1.0}
         action = next_action(task, history, label, probabilities, allowed)
         if read_given and gate.last_kind(history) == "customer":
-            action = skip_given(task, action, allowed, turn.read)
+            given = turn.known.setdefault(KNOWN_GIVEN, {})
+            action = skip_given(task, action, allowed, turn.read, given)
         turn.known["star_allowed"] = allowed
         if not ask_known:
             return [say(action, next=step_name(action))]
