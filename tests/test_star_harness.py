@@ -61,6 +61,24 @@ def test_resume_skips_done_cases(tmp_path):
     assert cases_file.read_text() == before  # nothing left to do: nothing appended
 
 
+def test_resume_goes_on_in_the_conversation_of_a_dialogue_cut_short(tmp_path):
+    assert _run(tmp_path) == 0
+    cases_file = tmp_path / "results.cases.jsonl"
+    rows = [json.loads(x) for x in cases_file.read_text().splitlines()]
+    cut = max(i for i in range(1, len(rows)) if rows[i]["dialogue_id"] == rows[i - 1]["dialogue_id"])
+    dialogue = rows[cut]["dialogue_id"]
+    cases_file.write_text("".join(json.dumps(r) + "\n" for r in rows[:cut]))
+    assert _run(tmp_path) == 0
+    from sqlmodel import select
+    from sopagent.store.tables import Conversation
+
+    store = Store(f"sqlite:///{tmp_path / 'results.cases.work' / 'audit.db'}")
+    with store.session() as session:
+        found = session.exec(select(Conversation).where(Conversation.customer_ref == f"star:{dialogue}")).all()
+    assert len(found) == 1  # what the policy remembered in the dialogue carries on after the resume
+    assert len(store.decisions(found[0].id)) == sum(r["dialogue_id"] == dialogue for r in rows) + 1
+
+
 def test_an_answer_found_once_is_not_read_again_in_the_same_conversation(tmp_path):
     row, model, store, conversation, task = _replay_dob_case(tmp_path, "14 March 1985", "null", "null",
                                                              repeat=2)

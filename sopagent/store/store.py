@@ -150,6 +150,17 @@ class Store:
             raise ConversationError(f"unknown conversation {conversation_id!r}; start one first")
         return found
 
+    def latest_conversation(self, customer_ref: str, policy_name: str) -> Conversation | None:
+        """The newest conversation of this customer reference under this policy, or None."""
+        try:
+            with self.session() as session:
+                return session.exec(select(Conversation).where(
+                    Conversation.customer_ref == customer_ref, Conversation.policy_name == policy_name)
+                    .order_by(col(Conversation.created_at).desc())).first()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot look up the conversations of {customer_ref!r}: {_short(exc)}",
+                             retryable=True) from exc
+
     def decisions(self, conversation_id: str | None = None) -> list[Decision]:
         """Decisions in chain order, optionally of one conversation."""
         return self._chain_rows(Decision, conversation_id, "decisions")

@@ -95,6 +95,14 @@ class Runner:
             self._agents[task] = Agent(policy, self.model, self.store, tools=RecordedDialogue())
         return self._agents[task]
 
+    def conversation(self, case: Case, resume: bool) -> str:
+        """The conversation of the case's dialogue: a new one, or with ``resume`` (some of the dialogue's
+        cases are done) the one they were decided in, so what the policy remembered carries on."""
+        agent = self.agent(case.task)
+        reference = f"star:{case.dialogue_id}"
+        found = self.store.latest_conversation(reference, agent.policy.name) if resume else None
+        return found.id if found is not None else agent.start(customer_ref=reference)
+
     def run_case(self, case: Case, conversation_id: str) -> dict[str, Any]:
         """Decide one case; return its result row."""
         agent = self.agent(case.task)
@@ -123,14 +131,14 @@ class Runner:
         done = read_done(self.results_path)
         rows = [done[c.case_id] for c in cases if c.case_id in done]
         conversations: dict[int, str] = {}
+        resumed = {c.dialogue_id for c in cases if c.case_id in done}
         with open_for_append(self.results_path) as out:
             # by task (stable: dialogue order kept), so the task's system text stays in the KV cache
             for case in sorted(cases, key=lambda c: c.task):
                 if case.case_id in done:
                     continue
                 if case.dialogue_id not in conversations:
-                    conversations[case.dialogue_id] = self.agent(case.task).start(
-                        customer_ref=f"star:{case.dialogue_id}")
+                    conversations[case.dialogue_id] = self.conversation(case, resume=case.dialogue_id in resumed)
                 row = self.run_case(case, conversations[case.dialogue_id])
                 out.write(json.dumps(row) + "\n")
                 out.flush()
