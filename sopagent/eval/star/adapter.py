@@ -8,6 +8,9 @@
 * The model only reads language; the procedure is code: the kind of message the graph expects
   after our last action is a prior, the graph gives the action that follows the kind of message,
   a knowledge-base result is matched to SAM's result nodes without any model call.
+* Before the agent asks the customer for a fact, a follow-up reading (``turn.read``) looks for the
+  customer's answer in the conversation (:func:`skip_given`); an answer found is kept in the
+  conversation's known facts (``star_given``) and not read again.
 
 The allowed set of every decision (the gate) is recorded in the conversation's known facts
 (``star_allowed``); the chosen action is always one of it.
