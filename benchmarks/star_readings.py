@@ -21,7 +21,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sopagent.eval.star.adapter import NOT_GIVEN, GivenAnswer, asks_customer
+from sopagent import prompts
+from sopagent.eval.star.adapter import GivenAnswer, asks_customer, is_given
 from sopagent.eval.star.data import Case, TaskSchema
 from sopagent.eval.star.runner import transcript
 from sopagent.models.base import ChatPrompt
@@ -71,7 +72,7 @@ def probe_answered(model: Any, tasks: dict[str, TaskSchema], cases: list[Case], 
         if not case.history or case.history[-1].role != "customer":
             continue
         task, action, seen = tasks[case.task], recorded[case.case_id], set()
-        context = "Conversation so far:\n" + "\n".join(f"{role}: {text}" for role, text in transcript(case.history))
+        context = prompts.transcript_text(transcript(case.history))
         while asks_customer(task, action) and action not in seen:
             seen.add(action)
             question = (f'The agent is about to ask the customer: "{task.text(action)}"\nHas the customer already '
@@ -80,7 +81,7 @@ def probe_answered(model: Any, tasks: dict[str, TaskSchema], cases: list[Case], 
             answer = model.extract(ChatPrompt(SYSTEM, context, question), GivenAnswer).facts.answer
             asked += 1
             following = task.graph.get(action)
-            if answer is None or answer.strip().strip(".").lower() in NOT_GIVEN:
+            if not is_given(answer):
                 break
             given += 1
             if following not in rows[case.case_id]["allowed"]:

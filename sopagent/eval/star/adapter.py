@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, TypeGuard
 
 import yaml
 from pydantic import Field
@@ -176,14 +176,13 @@ def asks_customer(task: TaskSchema, action: str) -> bool:
     return action == "ask_name" or is_question(task, action)
 
 
-def is_given(answer: str | None) -> bool:
+def is_given(answer: str | None) -> TypeGuard[str]:
     """Whether a :class:`GivenAnswer` holds a value (the model writes null in several ways)."""
     return answer is not None and answer.strip().strip(".").lower() not in NOT_GIVEN
 
 
 def skip_given(task: TaskSchema, action: str, allowed: list[str],
-               read: Callable[[str, type[GivenAnswer]], GivenAnswer],
-               given: dict[str, str] | None = None) -> str:
+               read: Callable[[str, type[GivenAnswer]], GivenAnswer], given: dict[str, str]) -> str:
     """Do not ask what the customer already said: while ``action`` asks for a fact and the model
     finds the customer's answer in the conversation (``read``), go on along the flowchart.
 
@@ -196,13 +195,11 @@ def skip_given(task: TaskSchema, action: str, allowed: list[str],
         following = task.graph.get(action)
         if following is None or following not in allowed:
             break
-        answer = given.get(action) if given is not None else None
-        if answer is None:
+        if action not in given:
             answer = read(GIVEN_QUESTION.format(question=task.text(action)), GivenAnswer).answer
             if not is_given(answer):
                 break
-            if given is not None:
-                given[action] = answer
+            given[action] = answer
         action = following
     return action
 
