@@ -216,8 +216,9 @@ class Agent:
     def _classify(self, schema: type[OneOf], context: str, text: str) -> tuple[OneOf, float]:
         """A :class:`OneOf` read as one constrained token, with every label's probability."""
         labels = list(schema.options)
-        texts = None if schema.listed_in_system else list(schema.options.values())
-        question = schema.question.replace("{message}", text)
+        in_system = schema.listed_in_system or schema.question_in_system
+        texts = None if in_system else list(schema.options.values())
+        question = "" if schema.question_in_system else schema.question.replace("{message}", text)
         prompt = prompts.classification_prompt(self._system, context, question, texts)
         choice = self.model.choose(prompt, len(labels))
         if not 0 <= choice.index < len(labels):  # checked again after decoding

@@ -81,6 +81,10 @@ class OneOf(Facts):
                                "Which of the kinds listed above is it?")
     """Asked after the conversation; ``{message}`` is replaced by the customer's latest message."""
     listed_in_system: ClassVar[bool] = False
+    question_in_system: ClassVar[bool] = False
+    """The question is in the policy description too (built with :meth:`system_instructions`), so
+    nothing is asked after the conversation and the prompt a reading evaluates anew is only the
+    conversation's new lines."""
 
     @model_validator(mode="after")
     def _known_label(self) -> "OneOf":
@@ -94,6 +98,15 @@ class OneOf(Facts):
         from sopagent.models.base import OPTION_LABELS
 
         return "\n".join(f"{OPTION_LABELS[i]}) {text}" for i, text in enumerate(cls.options.values()))
+
+    @classmethod
+    def system_instructions(cls) -> str:
+        """The lettered options and, with ``question_in_system``, the question, for a policy description."""
+        from sopagent.prompts import LETTER_ONLY
+
+        if not cls.question_in_system:
+            return cls.lettered_options()
+        return f"{cls.lettered_options()}\nFor each conversation you are shown, answer: {cls.question} {LETTER_ONLY}"
 
 
 @dataclass(frozen=True)
@@ -213,6 +226,12 @@ class Policy:
         if not (isinstance(facts, type) and issubclass(facts, BaseModel)):
             raise PolicyError(f"step facts must be a Pydantic model class, got {facts!r}",
                               fix="declare `class MyFacts(Facts): ...` and pass facts=MyFacts")
+
+        if issubclass(facts, OneOf) and facts.question_in_system and "{message}" in facts.question:
+            raise PolicyError(f"{facts.__name__}.question names {{message}}, but question_in_system puts the "
+                              "question in the system text, which is the same for every message",
+                              fix="drop {message} from the question (the message is the conversation's last line) "
+                                  "or set question_in_system = False")
 
         def register(function: StepFunction) -> StepFunction:
             step_name = name or function.__name__

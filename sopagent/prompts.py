@@ -96,9 +96,15 @@ def transcript_text(lines: Sequence[tuple[str, str]]) -> str:
     return "\n".join(["Conversation so far:"] + [f"{role}: {text}" for role, text in lines])
 
 
+LETTER_ONLY = "Answer with the letter only."
+
+
 def classification_prompt(system: str, context: str, question: str, option_texts: Sequence[str] | None) -> ChatPrompt:
-    """Ask for one lettered label; ``option_texts`` None means the options are in the system text."""
+    """Ask for one lettered label; ``option_texts`` None means the options are in the system text, and
+    an empty ``question`` too that the question is (nothing follows the conversation)."""
+    if not question and option_texts is None:
+        return ChatPrompt(system, context, "")
     listed = ""
     if option_texts:
         listed = "\n" + "\n".join(f"{OPTION_LABELS[i]}) {text}" for i, text in enumerate(option_texts))
-    return ChatPrompt(system, context, f"Task: {question}{listed}\nAnswer with the letter only.")
+    return ChatPrompt(system, context, f"Task: {question}{listed}\n{LETTER_ONLY}")

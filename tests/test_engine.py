@@ -199,3 +199,22 @@ def test_shared_model_queue_wait_is_recorded_apart_from_model_time(card_policy, 
     assert waited["model_queue"] >= delay_s * 1000 * 0.8
     for lap in laps:
         assert delay_s * 1000 * 0.9 <= lap["extract"] < delay_s * 1000 * 1.8
+
+
+def test_a_question_told_in_the_system_text_cannot_name_the_message(tmp_path: Path) -> None:
+    from sopagent.errors import PolicyError
+    from sopagent.policy import OneOf, Policy
+
+    class Kind(OneOf):
+        options = {"lost": "lost card", "fee": "fee refund"}
+        question = "The customer wrote \"{message}\". Which kind is it?"
+        question_in_system = True
+
+    policy = Policy(name="p", version="1", catalog=tmp_path / "c.yaml", start="s", fallback="f")
+    with pytest.raises(PolicyError, match="question_in_system") as error:
+        policy.step(facts=Kind, name="s")(lambda turn: [])
+    assert "drop {message}" in str(error.value)
+    Kind.question = "Which kind is the customer's latest message?"
+    policy.step(facts=Kind, name="s")(lambda turn: [])
+    assert "Which kind is the customer's latest message? Answer with the letter only." in Kind.system_instructions()
+    assert Kind.system_instructions().startswith("A) lost card\nB) fee refund\n")

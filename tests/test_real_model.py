@@ -31,6 +31,47 @@ def test_self_test_refuses_when_the_constraint_is_not_applied(embedded_model, mo
         embedded_model.self_test()
 
 
+def test_a_json_answer_prefilled_with_its_opening_is_the_same_answer_decoded_in_fewer_steps(embedded_model,
+                                                                                           monkeypatch) -> None:
+    from typing import Optional
+
+    from pydantic import Field
+
+    from sopagent.policy import Facts
+
+    class Answer(Facts):
+        answer: Optional[str] = Field(None, max_length=60, description="the value the customer gave, or null")
+
+    prompt = ChatPrompt("You read customer-support conversations.", "Customer: hello, this is Brian White",
+                        'Fill in the customer\'s name. Reply as JSON: {"answer": ...}')
+    monkeypatch.setattr(embedded_model, "prefill_json", False)
+    token_by_token = embedded_model.extract(prompt, Answer)
+    monkeypatch.setattr(embedded_model, "prefill_json", True)
+    prefilled = embedded_model.extract(prompt, Answer)
+    assert prefilled.facts == token_by_token.facts and prefilled.raw == token_by_token.raw
+    # the opening {"answer": is not decoded, nor the end-of-text token after the closing brace
+    assert prefilled.stats.generated_tokens <= token_by_token.stats.generated_tokens - 3
+
+
+def test_a_brace_inside_a_prefilled_answer_falls_back_to_decoding_every_token(embedded_model) -> None:
+    from pydantic import Field
+
+    from sopagent.policy import Facts
+
+    class Code(Facts):
+        code: str = Field(pattern=r"^a\}b$", description="the code")
+
+    class Nested(Facts):
+        inner: Code
+
+    prompt = ChatPrompt("You read customer-support conversations.", "Customer: my code is a}b",
+                        'Fill in the code. Reply as JSON: {"code": ...}')
+    # the answer's first brace is inside its string value: stopping there would cut it short
+    assert embedded_model.extract(prompt, Code).facts.code == "a}b"
+    assert embedded_model._opening(Code, embedded_model.processor(embedded_model.facts_regex(Code))[0]) is not None
+    assert embedded_model._opening(Nested, embedded_model.processor(embedded_model.facts_regex(Nested))[0]) is None
+
+
 def test_choice_is_one_label_with_probabilities(embedded_model) -> None:
     prompt = ChatPrompt("You route bank customers.", "Customer (latest message): my card was stolen an hour ago",
                         "Task: which reply?\nA) Explain fees\nB) Block the card\nC) Say goodbye\nAnswer with the letter only.")

@@ -124,10 +124,11 @@ def test_replay_reads_the_message_with_one_choice_and_records_it_in_the_audit_ch
     # one one-token reading of the message, then one short JSON reading: is the answer already there?
     assert len(model.prompts) == 2
     prompt, follow_up = model.prompts
-    # the message is the dialogue's last line; the question after it does not repeat it (fewer tokens)
-    assert prompt.context.endswith("Customer: I do not remember my PIN") and "latest message" in prompt.task
-    assert "I do not remember my PIN" not in prompt.task
-    assert "A) " in prompt.system
+    # the message is the dialogue's last line, and nothing follows it: the question is in the system
+    # text with the kinds, in the cached prefix (fewer tokens evaluated per reading)
+    assert prompt.context.endswith("Customer: I do not remember my PIN") and prompt.task == ""
+    assert prompt.messages()[-1]["content"] == prompt.context
+    assert "A) " in prompt.system and "customer's latest message?" in prompt.system
     # the follow-up sees the same conversation, not the kinds' example texts, and quotes the question
     # the agent is about to ask
     assert follow_up.context == prompt.context and follow_up.system == READING_SYSTEM

@@ -42,7 +42,8 @@ class ChatPrompt:
     """A prompt as messages; backends render it with their own chat template.
 
     ``system`` and ``context`` come first and change least, so a backend that caches the prompt
-    prefix (llama.cpp) re-evaluates only the ``task`` at the end.
+    prefix (llama.cpp) re-evaluates only the ``task`` at the end. An empty ``task`` (the task is
+    told in the system text) ends the prompt with the conversation.
     """
 
     system: str
@@ -53,7 +54,7 @@ class ChatPrompt:
         """OpenAI-style chat messages."""
         return [
             {"role": "system", "content": self.system},
-            {"role": "user", "content": f"{self.context}\n\n{self.task}"},
+            {"role": "user", "content": f"{self.context}\n\n{self.task}" if self.task else self.context},
         ]
 
 

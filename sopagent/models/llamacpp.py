@@ -1,56 +1,89 @@
 """The llama.cpp backend, constrained by Outlines.
 
-Three things make it fast without weakening the constraint:
+Four things make it fast without weakening the constraint:
 
 * the prompt prefix stays in llama.cpp's KV cache across calls (Outlines 1.3.3 resets the model
-  after every call; :class:`PrefixCachingLlamaCpp` does not), so a call evaluates only new tokens;
+  after every call; we call llama.cpp ourselves with Outlines' processor and never reset), so a call
+  evaluates only new tokens;
 * the vocabulary is indexed once, and the compiled constraint is cached per output space (a
   choice among N options always uses the labels A..N, so there are at most 26 of them);
 * options are single-token letters, so a choice is one prompt evaluation plus one decoded token,
-  and the probability of every option is read from that one step's constrained distribution.
+  and the probability of every option is read from that one step's constrained distribution;
+* a JSON answer's opening (``{"first_field":``), which every answer starts with, is evaluated with
+  the prompt instead of decoded token by token, and decoding stops at the answer's closing brace
+  instead of evaluating it to decode the end-of-text token (:class:`PrefilledProcessor`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 
 from sopagent.errors import ModelError, ModelUnavailableError
-from sopagent.models.base import OPTION_LABELS, CallStats, ChatPrompt
-from sopagent.models.local import LocalConstrainedModel
+from sopagent.models.base import OPTION_LABELS, CallStats, ChatPrompt, facts_json_schema
+from sopagent.models.local import MAX_FACTS_TOKENS, LocalConstrainedModel
 
 try:  # imported lazily by users who only need the scripted model
     import outlines
     from llama_cpp import Llama
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
     from outlines.backends.outlines_core import OutlinesCoreBackend
-    from outlines.models.llamacpp import LlamaCpp
     from outlines.processors import OutlinesLogitsProcessor
+    from outlines_core import Guide
 except ImportError as exc:  # pragma: no cover - exercised only on broken installs
     raise ModelUnavailableError(
         f"the llama.cpp backend needs llama-cpp-python and outlines ({exc}).\n"
         "  fix: pip install -e . (builds llama-cpp-python from source, about 5 minutes)") from exc
 
-class PrefixCachingLlamaCpp(LlamaCpp):
-    """Outlines' llama.cpp model without the reset after each call.
+ANSWER_END = "}"
+"""Where a flat JSON answer ends: decoding stops there (a brace inside a string value is caught by
+parsing, and that answer is decoded again the ordinary way)."""
 
-    llama-cpp-python already re-uses the longest common token prefix of the KV cache; Outlines
-    1.3.3 defeats that by calling ``reset()`` after every generation.
+
+@dataclass(frozen=True)
+class AnswerOpening:
+    """The text every JSON answer of a facts schema starts with, and its tokens."""
+
+    text: str
+    token_ids: list[int]
+
+
+class PrefilledProcessor(OutlinesLogitsProcessor):
+    """An Outlines constraint whose first tokens were put at the end of the prompt.
+
+    The constraint's guide is walked over them before the first decoded token, so the model may
+    write after them exactly what the constraint allowed it to write after them before.
     """
 
-    def generate(self, model_input: Any, output_type: Any = None, **inference_kwargs: Any) -> str:
-        if not isinstance(model_input, str):
-            raise TypeError("PrefixCachingLlamaCpp takes a rendered prompt string")
-        completion = self.model(
-            model_input,
-            logits_processor=self.type_adapter.format_output_type(output_type),
-            **inference_kwargs,
-        )
-        return completion["choices"][0]["text"]
+    def __init__(self, inner: Any, opening_ids: list[int]) -> None:
+        super().__init__("numpy")
+        self.inner = inner
+        self.opening_ids = list(opening_ids)
+        self.primed = False
+
+    def reset(self) -> None:
+        self.inner.reset()
+        self.primed = False
+
+    def process_logits(self, input_ids: Any, logits: Any) -> Any:
+        if not self.primed:
+            # Outlines 1.3.3 builds its guides on the first step; we build them and walk them over
+            # the opening but its last token, which the inner processor advances over itself (it
+            # is the last token of the prompt it is given).
+            self.inner._setup(self.tensor_adapter.shape(input_ids)[0], self.tensor_adapter.shape(logits)[1])
+            self.inner.is_first_token = False
+            for guide in self.inner._guides:
+                for token in self.opening_ids[:-1]:
+                    guide.advance(token_id=token, return_tokens=False)
+            self.primed = True
+        return self.inner.process_logits(input_ids, logits)
 
 
 class ProbabilityRecorder(OutlinesLogitsProcessor):
@@ -86,7 +119,9 @@ class LlamaCppModel(LocalConstrainedModel):
     constraint_apply_fix = "pip install numba outlines==1.3.3 and check that nothing replaces the logits processor"
 
     def __init__(self, model_path: str | Path, *, n_ctx: int = 4096, n_threads: int | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, prefill_json: bool = True) -> None:
+        """Load ``model_path`` (a GGUF file). ``prefill_json`` off decodes every token of a JSON
+        answer (only to measure what the prefilled opening saves)."""
         path = Path(model_path)
         if not path.is_file():
             raise ModelUnavailableError(f"model file not found: {path}\n  fix: pass --model PATH.gguf or "
@@ -100,12 +135,13 @@ class LlamaCppModel(LocalConstrainedModel):
                                         "  fix: check that the file is a GGUF model") from exc
         self.llama = llama
         self.name = f"llamacpp:{path.name}"
-        self._settings = {"model_path": path, "n_ctx": n_ctx, "n_threads": threads, "seed": seed}
+        self._settings = {"model_path": path, "n_ctx": n_ctx, "n_threads": threads, "seed": seed,
+                          "prefill_json": prefill_json}
+        self.prefill_json = prefill_json
+        self._openings: dict[type[BaseModel], AnswerOpening | None] = {}
         self._reading_lane: LlamaCppModel | None = None
-        # Outlines' own constructor builds the tokenizer view; we only swap in the subclass that
-        # keeps the KV cache between calls.
+        # Outlines' own constructor builds the tokenizer view its constraints are indexed on.
         self.outlines_model = outlines.from_llamacpp(llama, chat_mode=False)
-        self.outlines_model.__class__ = PrefixCachingLlamaCpp
         self._backend = OutlinesCoreBackend(self.outlines_model)
         self._processors: dict[str, OutlinesLogitsProcessor] = {}
         template = llama.metadata.get("tokenizer.chat_template")
@@ -130,7 +166,17 @@ class LlamaCppModel(LocalConstrainedModel):
         return self._formatter(messages=prompt.messages()).prompt
 
     def _run(self, text: str, processor: Any, max_tokens: int) -> tuple[str, CallStats]:
-        tokens = self.llama.tokenize(text.encode(), add_bos=False, special=True)
+        out, stats, _ = self._generate(self._prompt_tokens(text), processor, max_tokens)
+        return out, stats
+
+    def _prompt_tokens(self, text: str) -> list[int]:
+        """A rendered prompt's tokens, with the BOS token where the model's vocabulary asks for one."""
+        return self.llama.tokenize(text.encode(), add_bos=True, special=True)
+
+    def _generate(self, tokens: list[int], processor: Any, max_tokens: int,
+                  stop: list[str] | None = None) -> tuple[str, CallStats, str | None]:
+        """Greedy generation after ``tokens`` under ``processor``; llama.cpp re-uses the longest
+        prefix they share with its KV cache. Returns the text, its cost and why it finished."""
         reused = 0
         for cached, new in zip(self.llama.input_ids[: self.llama.n_tokens], tokens):
             if cached != new:
@@ -138,15 +184,53 @@ class LlamaCppModel(LocalConstrainedModel):
             reused += 1
         started = time.perf_counter()
         try:
-            out = self.outlines_model.generate(text, processor, max_tokens=max_tokens, temperature=0.0,
-                                               top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0)
+            # Outlines' own adapter turns the processor into llama.cpp's argument, as in its generate()
+            completion = self.llama(tokens, logits_processor=self.outlines_model.type_adapter.format_output_type(processor),
+                                    max_tokens=max_tokens, stop=stop or [], temperature=0.0, top_k=1, top_p=1.0,
+                                    min_p=0.0, repeat_penalty=1.0)
         except Exception as exc:  # llama.cpp and Outlines raise many types; normalise them
             raise ModelError(f"llama.cpp generation failed: {type(exc).__name__}: {exc}",
                              retryable=False) from exc
-        stats = CallStats(ms=(time.perf_counter() - started) * 1000, prompt_tokens=len(tokens),
-                          reused_tokens=reused,
-                          generated_tokens=len(self.llama.tokenize(out.encode(), add_bos=False)) if out else 0)
-        return out, stats
+        choice = completion["choices"][0]
+        stats = CallStats(ms=(time.perf_counter() - started) * 1000, prompt_tokens=len(tokens), reused_tokens=reused,
+                          generated_tokens=int(completion["usage"]["completion_tokens"]))
+        return choice["text"], stats, choice["finish_reason"]
+
+    def _run_facts(self, text: str, processor: Any, schema: type[BaseModel]) -> tuple[str, CallStats]:
+        """The JSON answer with its opening prefilled and decoding stopped at its closing brace.
+
+        Falls back to decoding every token when the schema is not flat, the opening is not what the
+        constraint starts with, or a brace inside a string value ended the answer early.
+        """
+        opening = self._opening(schema, processor) if self.prefill_json else None
+        if opening is None:
+            return self._run(text, processor, MAX_FACTS_TOKENS)
+        prefilled = PrefilledProcessor(processor, opening.token_ids)
+        prefilled.reset()
+        tokens = self._prompt_tokens(text) + opening.token_ids
+        out, stats, finish = self._generate(tokens, prefilled, MAX_FACTS_TOKENS, stop=[ANSWER_END])
+        raw = opening.text + out + (ANSWER_END if finish == "stop" else "")
+        try:
+            json.loads(raw)
+        except ValueError:
+            processor.reset()
+            return self._run(text, processor, MAX_FACTS_TOKENS)
+        return raw, stats
+
+    def _opening(self, schema: type[BaseModel], processor: Any) -> AnswerOpening | None:
+        """``{"first_field":`` for a flat facts schema whose constraint accepts it (cached per schema)."""
+        if schema not in self._openings:
+            document = facts_json_schema(schema)
+            properties = document.get("properties", {})
+            nested = any(marker in json.dumps(properties) for marker in ('"$ref"', '"object"', '"properties"'))
+            opening = None
+            if properties and not nested and "$defs" not in document:
+                text = '{"' + next(iter(properties)) + '":'
+                ids = self.llama.tokenize(text.encode(), add_bos=False, special=False)
+                if Guide(processor.index).accepts_tokens(ids):
+                    opening = AnswerOpening(text, ids)
+            self._openings[schema] = opening
+        return self._openings[schema]
 
     def _recorder(self, inner: Any, token_ids: list[int]) -> "ProbabilityRecorder":
         return ProbabilityRecorder(inner, token_ids)

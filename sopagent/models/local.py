@@ -48,6 +48,10 @@ class LocalConstrainedModel:
     def _run(self, text: str, processor: Any, max_tokens: int) -> tuple[str, CallStats]:
         raise NotImplementedError
 
+    def _run_facts(self, text: str, processor: Any, schema: type[BaseModel]) -> tuple[str, CallStats]:
+        """The constrained JSON answer for ``schema`` (a backend may decode it faster, never differently)."""
+        return self._run(text, processor, MAX_FACTS_TOKENS)
+
     def _recorder(self, inner: Any, token_ids: list[int]) -> Any:
         """A processor wrapping ``inner`` that keeps the first step's probabilities in ``.first``."""
         raise NotImplementedError
@@ -93,7 +97,7 @@ class LocalConstrainedModel:
         """Facts as JSON constrained to ``schema`` while decoding, validated again after."""
         processor, constraint_ms = self.processor(self.facts_regex(schema))
         processor.reset()
-        raw, stats = self._run(self.render(prompt), processor, MAX_FACTS_TOKENS)
+        raw, stats = self._run_facts(self.render(prompt), processor, schema)
         stats.constraint_ms = constraint_ms
         try:
             facts = schema.model_validate_json(raw)

@@ -34,9 +34,10 @@ MAX_KINDS = 26
 EXPECTED_WEIGHT = 16.0
 """How much more likely a kind of message is when it answers our last action (the graph's prior)."""
 KIND_QUESTION = "Which kind listed above is the customer's latest message?"
-"""Asked after the dialogue. The message itself is the dialogue's last line and is not repeated:
-that cut the tokens a reading evaluates by about a quarter (p50 74 -> 54) and the reading's p50
-latency from 1.69 to 1.27 s, with the same accuracy on a held-out sample (see BENCHMARKS.md)."""
+"""Told in the system text, after the kinds (``question_in_system``), so a reading evaluates only the
+dialogue's new lines. The message itself is the dialogue's last line and is not repeated: that cut
+the tokens a reading evaluates by about a quarter (p50 74 -> 54) and the reading's p50 latency from
+1.69 to 1.27 s, with the same accuracy on a held-out sample (see BENCHMARKS.md)."""
 ANSWERED_THRESHOLD = 0.1
 """A question counts as already answered when the model gives the kinds of message that answer it at
 least this much probability (the message carries that fact too). Chosen on the first 40-case sample
@@ -50,7 +51,9 @@ GIVEN_QUESTION = ("Fill in the customer's answer to the question \"{question}\" 
 """Asked before the agent asks the customer something: has the customer already said it? Worded to
 have the model copy the value; "has the customer already given this?" was answered null almost
 always (an answer in 10 of 122 checks on the first two samples, +0.5 points) and a yes/no reading had
-no signal (see BENCHMARKS.md)."""
+no signal (see BENCHMARKS.md). The instructions stay after the question: moved into the readings'
+system text (only the question after the conversation) the model invented answers ("John Doe",
+"1234567890") in a third of the first sample's bank cases (see BENCHMARKS.md)."""
 KNOWN_GIVEN = "star_given"
 """Key of the conversation's known facts that holds the answers already found (action -> answer)."""
 NOT_GIVEN = frozenset({"", "null", "none", "n/a", "no", "unknown"})
@@ -223,8 +226,13 @@ def candidates(task: TaskSchema, history: Sequence[Event], action: str, allowed:
     return [action, following]
 
 
-def build_policy(task: TaskSchema, folder: Path, ask_known: bool = False, read_given: bool = True) -> Policy:
+def build_policy(task: TaskSchema, folder: Path, ask_known: bool = False, read_given: bool = True,
+                 question_in_system: bool = True) -> Policy:
     """The sopagent policy of a STAR task; its catalog file is written into ``folder``.
+
+    ``question_in_system``: the message reading's question is told in the system text, after the
+    kinds of message, and nothing follows the dialogue (off: asked after the dialogue, as before the
+    seventh session; kept to measure the two side by side in ``benchmarks/star_question_place.py``).
 
     ``read_given``: before asking the customer for a fact, ask the model whether the conversation
     already holds the answer (:func:`skip_given`, one short JSON reading per question).
@@ -240,9 +248,10 @@ def build_policy(task: TaskSchema, folder: Path, ask_known: bool = False, read_g
     Message = type(f"{task.name.title().replace('_', '')}Message", (OneOf,), {
         "__doc__": f"The kind of the customer's latest message in STAR task {task.name}.",
         "__module__": __name__,
-        "options": kinds, "listed_in_system": True, "question": KIND_QUESTION})
+        "options": kinds, "listed_in_system": True, "question_in_system": question_in_system,
+        "question": KIND_QUESTION})
     description = (f"the STAR task '{task.name.replace('_', ' ')}'. Customers write messages of these kinds:\n"
-                   + Message.lettered_options())
+                   + Message.system_instructions())
     fallback = "out_of_scope" if "out_of_scope" in task.actions else task.actions[0]
     policy = Policy(name=f"star_{task.name}", version="star-1", catalog=catalog_path, start="start",
                     fallback=fallback, description=description, tools=RecordedDialogue)

@@ -1,0 +1,112 @@
+"""STAR replay: the message reading's question after the dialogue vs in the system text, side by side.
+
+Both variants run the same cases in one process, each on its own llama.cpp context of the same
+weights (so each keeps its own prompt prefix cached), dialogue by dialogue, alternating which goes
+first, so that the machine's drift falls on both alike. Prints per variant: decision time, new
+prompt tokens and decoded tokens the model evaluated (both lanes), and accuracy on these cases.
+
+    .venv/bin/python benchmarks/star_question_place.py --limit-per-domain 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from dataclasses import dataclass, field
+from itertools import groupby
+from pathlib import Path
+from typing import Any, Callable
+
+from sopagent.eval.star.adapter import RecordedDialogue, build_policy
+from sopagent.eval.star.data import Case, load_cases, load_tasks, sample_cases
+from sopagent.eval.star.runner import Runner
+from sopagent.models import load_model
+
+VARIANTS = {"question after the dialogue": False, "question in the system text": True}
+
+
+@dataclass
+class Tally:
+    """What one variant cost and scored."""
+
+    latencies_ms: list[float] = field(default_factory=list)
+    right: int = 0
+    new_tokens: int = 0
+    decoded_tokens: int = 0
+
+
+class VariantRunner(Runner):
+    """The harness's runner with the question placed as the variant says."""
+
+    question_in_system: bool = True
+
+    def agent(self, task: str) -> Any:
+        """The task's Agent, its policy built for this variant."""
+        if task not in self._agents:
+            from sopagent.engine import Agent
+
+            policy = build_policy(self.tasks[task], self.workdir / "catalogs",
+                                  question_in_system=self.question_in_system)
+            self._agents[task] = Agent(policy, self.model, self.store, tools=RecordedDialogue())
+        return self._agents[task]
+
+
+def count_tokens(model: Any, tally: Tally) -> None:
+    """Add every call's new prompt tokens and decoded tokens of ``model`` to ``tally``."""
+    run: Callable[..., Any] = model._run
+
+    def counted(text: str, processor: Any, max_tokens: int) -> Any:
+        out, stats = run(text, processor, max_tokens)
+        tally.new_tokens += stats.prompt_tokens - stats.reused_tokens
+        tally.decoded_tokens += stats.generated_tokens
+        return out, stats
+
+    model._run = counted
+
+
+def main() -> None:
+    """Run both variants and print the comparison."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data_dir", nargs="?", default="../shared/data/star")
+    parser.add_argument("--limit-per-domain", type=int, default=20, metavar="N")
+    parser.add_argument("--sample-offset", type=int, default=0, metavar="K")
+    parser.add_argument("--model", help="model spec (default: the embedded model)")
+    args = parser.parse_args()
+    data = Path(args.data_dir)
+    tasks = load_tasks(data)
+    cases = sorted(sample_cases(load_cases(data, tasks), args.limit_per_domain, args.sample_offset),
+                   key=lambda c: c.task)  # as the harness runs them: by task, dialogue order kept
+    dialogues: list[list[Case]] = [list(group) for _, group in groupby(cases, key=lambda c: c.dialogue_id)]
+    tallies = {name: Tally() for name in VARIANTS}
+    with tempfile.TemporaryDirectory() as tmp:
+        runners: dict[str, VariantRunner] = {}
+        for index, (name, in_system) in enumerate(VARIANTS.items()):
+            model = load_model(args.model)
+            for backend in (model, model.reading_lane()) if callable(getattr(model, "reading_lane", None)) else (model,):
+                count_tokens(backend, tallies[name])
+            runner = VariantRunner(tasks, model, Path(tmp) / str(index), Path(tmp) / f"{index}.jsonl")
+            runner.question_in_system = in_system
+            runners[name] = runner
+        names = list(VARIANTS)
+        for number, dialogue in enumerate(dialogues, start=1):
+            for name in names if number % 2 else names[::-1]:
+                runner = runners[name]
+                conversation = runner.conversation(dialogue[0], resume=False)
+                for case in dialogue:
+                    row = runner.run_case(case, conversation)
+                    tallies[name].latencies_ms.append(row["latency_ms"])
+                    tallies[name].right += row["pred"] == row["gold"]
+            print(f"\r{number}/{len(dialogues)} dialogues", end="", flush=True)
+    print(f"\n{len(cases)} cases, {len(dialogues)} dialogues, each variant on its own llama.cpp context")
+    baseline = tallies[names[0]]
+    for name, tally in tallies.items():
+        total = sum(tally.latencies_ms)
+        print(f"{name:<30} decisions {total / 1000:7.1f} s ({total / sum(baseline.latencies_ms):.2f}x)  "
+              f"median {statistics.median(tally.latencies_ms):6.0f} ms  new prompt tokens {tally.new_tokens:7d} "
+              f"({tally.new_tokens / baseline.new_tokens:.2f}x)  decoded {tally.decoded_tokens:6d}  "
+              f"accuracy {tally.right / len(cases):.1%}")
+
+
+if __name__ == "__main__":
+    main()
