@@ -1,9 +1,12 @@
-"""STAR replay: the message reading's question after the dialogue vs in the system text, side by side.
+"""STAR replay: the seventh session's two speed-ups, each added in turn, side by side.
 
-Both variants run the same cases in one process, each on its own llama.cpp context of the same
-weights (so each keeps its own prompt prefix cached), dialogue by dialogue, alternating which goes
-first, so that the machine's drift falls on both alike. Prints per variant: decision time, new
-prompt tokens and decoded tokens the model evaluated (both lanes), and accuracy on these cases.
+The variants: as before (the message reading's question after the dialogue, every JSON token
+decoded); the question in the system text (nothing follows the dialogue); and the JSON answers'
+opening prefilled as well (decoding from after ``{"answer":``, stopped at the closing brace). They
+run the same cases in one process, each on its own llama.cpp contexts of the same weights (so each
+keeps its own prompt prefixes cached), dialogue by dialogue, in a rotating order, so that the
+machine's drift falls on all alike. Prints per variant: decision time, new prompt tokens and
+decoded tokens the model evaluated (both lanes), and accuracy on these cases.
 
     .venv/bin/python benchmarks/star_question_place.py --limit-per-domain 20
 """
@@ -23,7 +26,11 @@ from sopagent.eval.star.data import Case, load_cases, load_tasks, sample_cases
 from sopagent.eval.star.runner import Runner
 from sopagent.models import load_model
 
-VARIANTS = {"question after the dialogue": False, "question in the system text": True}
+VARIANTS = {  # name: (question in the system text, JSON opening prefilled)
+    "as before": (False, False),
+    "question in the system text": (True, False),
+    "and JSON opening prefilled": (True, True),
+}
 
 
 @dataclass
@@ -53,16 +60,16 @@ class VariantRunner(Runner):
 
 
 def count_tokens(model: Any, tally: Tally) -> None:
-    """Add every call's new prompt tokens and decoded tokens of ``model`` to ``tally``."""
-    run: Callable[..., Any] = model._run
+    """Add every llama.cpp call's new prompt tokens and decoded tokens of ``model`` to ``tally``."""
+    generate: Callable[..., Any] = model._generate
 
-    def counted(text: str, processor: Any, max_tokens: int) -> Any:
-        out, stats = run(text, processor, max_tokens)
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        out, stats, finish = generate(*args, **kwargs)
         tally.new_tokens += stats.prompt_tokens - stats.reused_tokens
         tally.decoded_tokens += stats.generated_tokens
-        return out, stats
+        return out, stats, finish
 
-    model._run = counted
+    model._generate = counted
 
 
 def main() -> None:
@@ -81,16 +88,17 @@ def main() -> None:
     tallies = {name: Tally() for name in VARIANTS}
     with tempfile.TemporaryDirectory() as tmp:
         runners: dict[str, VariantRunner] = {}
-        for index, (name, in_system) in enumerate(VARIANTS.items()):
+        for index, (name, (in_system, prefill)) in enumerate(VARIANTS.items()):
             model = load_model(args.model)
             for backend in (model, model.reading_lane()) if callable(getattr(model, "reading_lane", None)) else (model,):
                 count_tokens(backend, tallies[name])
+                backend.prefill_json = prefill
             runner = VariantRunner(tasks, model, Path(tmp) / str(index), Path(tmp) / f"{index}.jsonl")
             runner.question_in_system = in_system
             runners[name] = runner
         names = list(VARIANTS)
         for number, dialogue in enumerate(dialogues, start=1):
-            for name in names if number % 2 else names[::-1]:
+            for name in names[number % len(names):] + names[:number % len(names)]:
                 runner = runners[name]
                 conversation = runner.conversation(dialogue[0], resume=False)
                 for case in dialogue:
@@ -102,7 +110,7 @@ def main() -> None:
     baseline = tallies[names[0]]
     for name, tally in tallies.items():
         total = sum(tally.latencies_ms)
-        print(f"{name:<30} decisions {total / 1000:7.1f} s ({total / sum(baseline.latencies_ms):.2f}x)  "
+        print(f"{name:<28} decisions {total / 1000:7.1f} s ({total / sum(baseline.latencies_ms):.2f}x)  "
               f"median {statistics.median(tally.latencies_ms):6.0f} ms  new prompt tokens {tally.new_tokens:7d} "
               f"({tally.new_tokens / baseline.new_tokens:.2f}x)  decoded {tally.decoded_tokens:6d}  "
               f"accuracy {tally.right / len(cases):.1%}")

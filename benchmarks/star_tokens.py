@@ -8,9 +8,11 @@ they cost: every case's reading prompt is built by the real harness (a recording
 for the reader and answers uniformly; the prompts do not depend on its answers), rendered with the
 GGUF's own chat template, tokenized, and the new tokens counted in the harness's order.
 
-Variants (measured for accuracy on both 40-case samples in BENCHMARKS.md, not adopted): a
-knowledge-base query shown by its label only, without its parameters; the question asked in the
-system text (the cached prefix) with only a short answer cue after the dialogue.
+Variants: the question after the dialogue (the harness before the seventh session; the question is
+now told in the system text and nothing follows the dialogue), and a knowledge-base query shown by
+its label only, without its parameters (measured for accuracy on both 40-case samples in
+BENCHMARKS.md, not adopted). Only the message readings are counted (follow-up readings depend on
+the model's answers).
 
     .venv/bin/python benchmarks/star_tokens.py [DATA_DIR] [--limit-per-domain N] [--ms-per-token 24]
 """
@@ -24,7 +26,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from sopagent import prompts
 from sopagent.eval.star import runner as star_runner
 from sopagent.eval.star.data import QUERY_LABELS, load_cases, load_tasks, sample_cases
 from sopagent.eval.star.metrics import percentile
@@ -52,30 +53,21 @@ def compact_transcript(history: Any) -> list[tuple[str, str]]:
              else e.text) for e in history]
 
 
-QUESTION_IN_SYSTEM = ("After the conversation you are shown, answer with the letter of the kind that the "
-                      "customer's latest message is.")
-
-
 @contextlib.contextmanager
 def variant(name: str) -> Iterator[None]:
     """Patch the harness for one variant while the prompts are recorded."""
-    original_transcript, original_build, original_prompt = (
-        star_runner.transcript, star_runner.build_policy, prompts.classification_prompt)
+    original_transcript, original_build = star_runner.transcript, star_runner.build_policy
     if name == "query label only":
         star_runner.transcript = compact_transcript
-    elif name == "question in the system text":
-        def build_policy(task: Any, folder: Path, ask_known: bool = False) -> Any:
-            policy = original_build(task, folder, ask_known)
-            policy.description = f"{policy.description}\n{QUESTION_IN_SYSTEM}"
-            return policy
+    elif name == "question after the dialogue":
+        def build_policy(task: Any, folder: Path) -> Any:
+            return original_build(task, folder, question_in_system=False)
 
         star_runner.build_policy = build_policy
-        prompts.classification_prompt = lambda system, context, question, texts: ChatPrompt(system, context, "Letter:")
     try:
         yield
     finally:
-        star_runner.transcript, star_runner.build_policy, prompts.classification_prompt = (
-            original_transcript, original_build, original_prompt)
+        star_runner.transcript, star_runner.build_policy = original_transcript, original_build
 
 
 def count(prompts: list[str], tokenize: Any) -> list[int]:
@@ -121,7 +113,7 @@ def main() -> None:
         return vocab.tokenize(text.encode(), add_bos=False, special=True)
 
     figures: dict[str, list[int]] = {}
-    for name in ("as the harness runs", "query label only", "question in the system text"):
+    for name in ("as the harness runs", "question after the dialogue", "query label only"):
         reader = RecordingReader()
         with variant(name), tempfile.TemporaryDirectory() as tmp:
             Runner(tasks, reader, Path(tmp), Path(tmp) / "cases.jsonl").run(cases)

@@ -214,7 +214,9 @@ class LlamaCppModel(LocalConstrainedModel):
             json.loads(raw)
         except ValueError:
             processor.reset()
-            return self._run(text, processor, MAX_FACTS_TOKENS)
+            raw, again = self._run(text, processor, MAX_FACTS_TOKENS)
+            again.ms += stats.ms  # the call cut short counts too
+            return raw, again
         return raw, stats
 
     def _opening(self, schema: type[BaseModel], processor: Any) -> AnswerOpening | None:
