@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from sopagent import prompts
 from sopagent.errors import ConstraintViolationError, ConversationError, ModelError, PolicyError
-from sopagent.models.base import DecisionModel
+from sopagent.models.base import ChatPrompt, DecisionModel
 from sopagent.policy import END, FOLLOW_UP_READINGS, NoFacts, OneOf, Option, Policy, Turn
 from sopagent.store import Conversation, Decision, Store, utcnow
 
@@ -87,6 +87,30 @@ class _Outcome:
     error: str | None = None
     readings: list[dict[str, Any]] = field(default_factory=list)
 
+
+
+def facts_prompt(system: str, context: str, schema: type[BaseModel], text: str) -> ChatPrompt:
+    """How the model is asked for a step's facts: one lettered label for a :class:`OneOf`, else JSON."""
+    if issubclass(schema, OneOf):
+        in_system = schema.listed_in_system or schema.question_in_system
+        texts = None if in_system else list(schema.options.values())
+        question = "" if schema.question_in_system else schema.question.replace("{message}", text)
+        return prompts.classification_prompt(system, context, question, texts)
+    return prompts.extraction_prompt(system, context, schema)
+
+
+def read_facts(model: DecisionModel, prompt: ChatPrompt, schema: type[BaseModel]) -> tuple[BaseModel, float]:
+    """A step's facts read by ``model`` from :func:`facts_prompt`'s prompt, and the ms it waited for a
+    shared model. A :class:`OneOf` is one constrained token, with every label's probability."""
+    if not issubclass(schema, OneOf):
+        extraction = model.extract(prompt, schema)
+        return extraction.facts, extraction.stats.queued_ms
+    labels = list(schema.options)
+    choice = model.choose(prompt, len(labels))
+    if not 0 <= choice.index < len(labels):  # checked again after decoding
+        raise ConstraintViolationError(f"model chose label {choice.index} of {len(labels)}")
+    probabilities = dict(zip(labels, choice.probabilities)) if choice.probabilities else {}
+    return schema(label=labels[choice.index], probabilities=probabilities), choice.stats.queued_ms
 
 class Agent:
     """Runs a policy on a model and records every turn in the audit store."""
@@ -206,25 +230,9 @@ class Agent:
     def _extract(self, step_name: str, context: str, text: str = "") -> tuple[BaseModel, float]:
         """The step's facts, and the ms the call waited for a shared model."""
         schema = self.policy.steps[step_name].facts
-        if isinstance(schema, type) and issubclass(schema, OneOf):
-            return self._classify(schema, context, text)
         if not schema.model_fields:
             return schema(), 0.0
-        extraction = self.model.extract(prompts.extraction_prompt(self._system, context, schema), schema)
-        return extraction.facts, extraction.stats.queued_ms
-
-    def _classify(self, schema: type[OneOf], context: str, text: str) -> tuple[OneOf, float]:
-        """A :class:`OneOf` read as one constrained token, with every label's probability."""
-        labels = list(schema.options)
-        in_system = schema.listed_in_system or schema.question_in_system
-        texts = None if in_system else list(schema.options.values())
-        question = "" if schema.question_in_system else schema.question.replace("{message}", text)
-        prompt = prompts.classification_prompt(self._system, context, question, texts)
-        choice = self.model.choose(prompt, len(labels))
-        if not 0 <= choice.index < len(labels):  # checked again after decoding
-            raise ConstraintViolationError(f"model chose label {choice.index} of {len(labels)}")
-        probabilities = dict(zip(labels, choice.probabilities)) if choice.probabilities else {}
-        return schema(label=labels[choice.index], probabilities=probabilities), choice.stats.queued_ms
+        return read_facts(self.model, facts_prompt(self._system, context, schema, text), schema)
 
     def _decide(self, conversation: Conversation, step_name: str, facts: BaseModel, known: dict[str, Any],
                 context: str, clock: "_Clock") -> _Outcome:

@@ -174,3 +174,19 @@ def test_real_model_reads_star_messages_inside_the_allowed_set(tmp_path, embedde
         assert row["label"] in tasks[row["task"]].user_nodes
         assert abs(sum(row["kind_probabilities"].values()) - 1.0) < 1e-3
     assert runner.store.verify_chain().intact
+
+
+def test_audit_replay_reads_a_one_of_step_with_one_choice_as_the_engine_does(tmp_path):
+    from sopagent.audit.replay import replay
+    from sopagent.eval.star.adapter import build_policy
+
+    row, _, store, conversation, task = _replay_dob_case(tmp_path, None)
+    kinds = task.user_nodes
+    model = ScriptedModel(facts=[{"answer": None}], choices=[[1.0 / len(kinds)] * len(kinds)])
+    report = replay(store, build_policy(task, tmp_path / "replayed"), model_factory=lambda: model)
+    assert report.turns == 1 and report.model_calls == 1 and not report.skipped
+    # the stored history differs from the STAR transcript, so the message is read again: as the
+    # engine reads it (one lettered choice, the question in the system text), not as JSON
+    reading = model.prompts[0]
+    assert reading.task == "" and "customer's latest message?" in reading.system
+    assert not model.choices  # the scripted choice was used

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from sopagent import prompts
 from sopagent.audit.query import AuditFilter, select_rows
 from sopagent.catalog import parse_catalog
-from sopagent.engine import HOLDING_STEP
+from sopagent.engine import HOLDING_STEP, facts_prompt, read_facts
 from sopagent.errors import ModelError, PolicyError, StoreError
 from sopagent.models.base import DecisionModel
 from sopagent.policy import END, FOLLOW_UP_READINGS, NoFacts, Option, Policy, Turn, load_policy
@@ -206,13 +206,13 @@ class _Replayer:
             schema = policy.steps[step].facts
             facts: BaseModel = NoFacts()
             if schema.model_fields:
+                prompt = facts_prompt(self.system, context, schema, text)
                 reuse = (step == row.step and old is not None and row.step in old.steps
-                         and prompts.extraction_prompt(old_system or "", old_context, old.steps[row.step].facts)
-                         == prompts.extraction_prompt(self.system, context, schema))
+                         and facts_prompt(old_system or "", old_context, old.steps[row.step].facts, text) == prompt)
                 facts = self._recorded_facts(row, schema) if reuse else None  # type: ignore[assignment]
                 if facts is None:
                     model_used = True
-                    facts = self.model().extract(prompts.extraction_prompt(self.system, context, schema), schema).facts
+                    facts, _ = read_facts(self.model(), prompt, schema)
             known.update({k: v for k, v in facts.model_dump(mode="json").items() if v is not None})
             recorded_readings = self._recorded_readings(row) if old_context == context else []
 
