@@ -21,7 +21,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any, Callable
 
-from sopagent.eval.star.adapter import RecordedDialogue, build_policy
+from sopagent.eval.star.adapter import build_policy
 from sopagent.eval.star.data import Case, load_cases, load_tasks, sample_cases
 from sopagent.eval.star.runner import Runner
 from sopagent.models import load_model
@@ -48,15 +48,9 @@ class VariantRunner(Runner):
 
     question_in_system: bool = True
 
-    def agent(self, task: str) -> Any:
-        """The task's Agent, its policy built for this variant."""
-        if task not in self._agents:
-            from sopagent.engine import Agent
-
-            policy = build_policy(self.tasks[task], self.workdir / "catalogs",
-                                  question_in_system=self.question_in_system)
-            self._agents[task] = Agent(policy, self.model, self.store, tools=RecordedDialogue())
-        return self._agents[task]
+    def policy(self, task: str) -> Any:
+        """The task's policy, built for this variant."""
+        return build_policy(self.tasks[task], self.workdir / "catalogs", question_in_system=self.question_in_system)
 
 
 def count_tokens(model: Any, tally: Tally) -> None:
@@ -73,7 +67,7 @@ def count_tokens(model: Any, tally: Tally) -> None:
 
 
 def main() -> None:
-    """Run both variants and print the comparison."""
+    """Run the variants and print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data_dir", nargs="?", default="../shared/data/star")
     parser.add_argument("--limit-per-domain", type=int, default=20, metavar="N")

@@ -88,7 +88,6 @@ class _Outcome:
     readings: list[dict[str, Any]] = field(default_factory=list)
 
 
-
 def facts_prompt(system: str, context: str, schema: type[BaseModel], text: str) -> ChatPrompt:
     """How the model is asked for a step's facts: one lettered label for a :class:`OneOf`, else JSON."""
     if issubclass(schema, OneOf):
@@ -111,6 +110,7 @@ def read_facts(model: DecisionModel, prompt: ChatPrompt, schema: type[BaseModel]
         raise ConstraintViolationError(f"model chose label {choice.index} of {len(labels)}")
     probabilities = dict(zip(labels, choice.probabilities)) if choice.probabilities else {}
     return schema(label=labels[choice.index], probabilities=probabilities), choice.stats.queued_ms
+
 
 class Agent:
     """Runs a policy on a model and records every turn in the audit store."""

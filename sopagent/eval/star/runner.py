@@ -86,13 +86,16 @@ class Runner:
         self.store = Store(f"sqlite:///{(self.workdir / 'audit.db').resolve()}")
         self._agents: dict[str, Any] = {}
 
+    def policy(self, task: str) -> Any:
+        """The sopagent policy of a task (its catalog written under ``workdir``)."""
+        return build_policy(self.tasks[task], self.workdir / "catalogs")
+
     def agent(self, task: str) -> Any:
         """The sopagent Agent of a task (built once)."""
         if task not in self._agents:
             from sopagent.engine import Agent
 
-            policy = build_policy(self.tasks[task], self.workdir / "catalogs")
-            self._agents[task] = Agent(policy, self.model, self.store, tools=RecordedDialogue())
+            self._agents[task] = Agent(self.policy(task), self.model, self.store, tools=RecordedDialogue())
         return self._agents[task]
 
     def conversation(self, case: Case, resume: bool) -> str:
