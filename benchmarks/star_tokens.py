@@ -8,11 +8,11 @@ they cost: every case's reading prompt is built by the real harness (a recording
 for the reader and answers uniformly; the prompts do not depend on its answers), rendered with the
 GGUF's own chat template, tokenized, and the new tokens counted in the harness's order.
 
-Variants: the question after the dialogue (the harness before the seventh session; the question is
-now told in the system text and nothing follows the dialogue), and a knowledge-base query shown by
-its label only, without its parameters (measured for accuracy on both 40-case samples in
-BENCHMARKS.md, not adopted). Only the message readings are counted (follow-up readings depend on
-the model's answers).
+Variants, each against the harness as it runs: knowledge-base items shown with their bookkeeping
+fields (``APIName``, ``id``), and knowledge-base queries shown with their parameters (both left out
+of the conversation since the eighth session); the question after the dialogue (the harness before
+the seventh session; the question is now told in the system text and nothing follows the dialogue).
+Only the message readings are counted (follow-up readings depend on the model's answers).
 
     .venv/bin/python benchmarks/star_tokens.py [DATA_DIR] [--limit-per-domain N] [--ms-per-token 24]
 """
@@ -26,8 +26,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from sopagent.eval.star import data as star_data
 from sopagent.eval.star import runner as star_runner
-from sopagent.eval.star.data import QUERY_LABELS, load_cases, load_tasks, sample_cases
+from sopagent.eval.star.data import load_cases, load_tasks, sample_cases
 from sopagent.eval.star.metrics import percentile
 from sopagent.eval.star.runner import Runner, UniformModel
 from sopagent.models.base import ChatPrompt, Choice
@@ -47,18 +48,20 @@ class RecordingReader(UniformModel):
         return super().choose(prompt, n_options)
 
 
-def compact_transcript(history: Any) -> list[tuple[str, str]]:
-    """Variant: a knowledge-base query shown as its label only (``[query]``), without its parameters."""
-    return [(star_runner.ROLE_NAMES[e.role], f"[{e.action}]" if e.role == "agent" and e.action in QUERY_LABELS
-             else e.text) for e in history]
+def full_transcript(history: Any) -> list[tuple[str, str]]:
+    """Variant: a knowledge-base query shown with its parameters (``[query] RequestType Check; ...``)."""
+    return [(star_runner.ROLE_NAMES[e.role], e.text) for e in history]
 
 
 @contextlib.contextmanager
 def variant(name: str) -> Iterator[None]:
     """Patch the harness for one variant while the prompts are recorded."""
     original_transcript, original_build = star_runner.transcript, star_runner.build_policy
-    if name == "query label only":
-        star_runner.transcript = compact_transcript
+    original_hidden = star_data.KB_BOOKKEEPING_FIELDS
+    if name == "knowledge-base bookkeeping shown":
+        star_data.KB_BOOKKEEPING_FIELDS = ()
+    elif name == "query with its parameters":
+        star_runner.transcript = full_transcript
     elif name == "question after the dialogue":
         def build_policy(task: Any, folder: Path) -> Any:
             return original_build(task, folder, question_in_system=False)
@@ -68,6 +71,7 @@ def variant(name: str) -> Iterator[None]:
         yield
     finally:
         star_runner.transcript, star_runner.build_policy = original_transcript, original_build
+        star_data.KB_BOOKKEEPING_FIELDS = original_hidden
 
 
 def count(prompts: list[str], tokenize: Any) -> list[int]:
@@ -101,10 +105,6 @@ def main() -> None:
 
     data = Path(args.data_dir)
     tasks = load_tasks(data)
-    cases = load_cases(data, tasks)
-    if args.limit_per_domain:
-        cases = sample_cases(cases, args.limit_per_domain)
-    cases = sorted(cases, key=lambda c: c.task)  # the harness's order
     vocab = Llama(model_path=str(embedded_model_path()), vocab_only=True, verbose=False)
     formatter = Jinja2ChatFormatter(template=vocab.metadata["tokenizer.chat_template"],
                                     eos_token=vocab._model.token_get_text(vocab.token_eos()), bos_token="")
@@ -113,9 +113,11 @@ def main() -> None:
         return vocab.tokenize(text.encode(), add_bos=False, special=True)
 
     figures: dict[str, list[int]] = {}
-    for name in ("as the harness runs", "question after the dialogue", "query label only"):
+    for name in ("as the harness runs", "knowledge-base bookkeeping shown", "query with its parameters",
+                 "question after the dialogue"):
         reader = RecordingReader()
         with variant(name), tempfile.TemporaryDirectory() as tmp:
+            cases = sample_cases(load_cases(data, tasks), args.limit_per_domain)  # texts built under the variant
             Runner(tasks, reader, Path(tmp), Path(tmp) / "cases.jsonl").run(cases)
         rendered = [formatter(messages=p.messages()).prompt for p in reader.prompts]
         figures[name] = count(rendered, tokenize)

@@ -13,7 +13,8 @@ from sopagent.eval.star import gate
 from sopagent.eval.star.adapter import (build_policy, catalog_yaml, is_question, message_kinds, next_action,
                                         skip_answered, step_name)
 from sopagent.eval.star.baseline import match_reply
-from sopagent.eval.star.data import QUERY_LABELS, Event, load_cases, load_tasks, sample_cases
+from sopagent.eval.star.data import (KB_BOOKKEEPING_FIELDS, QUERY_LABELS, Event, format_item, load_cases, load_tasks,
+                                     sample_cases)
 from sopagent.catalog import parse_catalog
 from sopagent.errors import EvalDataError
 
@@ -204,3 +205,17 @@ def test_offset_samples_share_no_dialogue(cases):
 def test_an_offset_that_is_not_a_whole_sample_is_refused(cases):
     with pytest.raises(EvalDataError, match="multiple of --limit-per-domain"):
         sample_cases(cases, 40, offset_per_domain=30)
+
+
+def test_knowledge_base_results_show_what_the_item_says_without_its_bookkeeping(cases):
+    results = [e for c in cases for e in c.history if e.role == "backend" and e.item]
+    assert results
+    for event in results[:500]:
+        shown = {k for k in event.item if k not in KB_BOOKKEEPING_FIELDS}
+        assert all(f"{k} = " in event.text for k in shown)  # every field the customer could be told
+        if shown:
+            assert not any(event.text.startswith(f"[result] {k} = ") or f"; {k} = " in event.text
+                           for k in KB_BOOKKEEPING_FIELDS)
+        assert set(KB_BOOKKEEPING_FIELDS) & set(event.item)  # the policy still has the whole item
+    assert format_item({"APIName": "weather", "id": 7}) == "APIName = weather ; id = 7"  # nothing else to show
+    assert format_item({"APIName": "weather", "City": "Oslo"}, hidden=()) == "APIName = weather ; City = Oslo"
