@@ -190,3 +190,18 @@ def test_audit_replay_reads_a_one_of_step_with_one_choice_as_the_engine_does(tmp
     reading = model.prompts[0]
     assert reading.task == "" and "customer's latest message?" in reading.system
     assert not model.choices  # the scripted choice was used
+
+
+def test_the_conversation_shows_a_knowledge_base_query_by_its_label_only():
+    from sopagent.eval.star.data import QUERY_LABELS, load_cases
+    from sopagent.eval.star.runner import ROLE_NAMES, transcript
+
+    tasks = load_tasks(DATA)
+    case = next(c for c in load_cases(DATA, tasks) if any(e.action in QUERY_LABELS for e in c.history))
+    lines = transcript(case.history)
+    for event, (role, text) in zip(case.history, lines):
+        assert role == ROLE_NAMES[event.role]
+        if event.role == "agent" and event.action in QUERY_LABELS:
+            assert text == f"[{event.action}]" and event.text != text  # the parameters stay in the event
+        else:
+            assert text == event.text
