@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from sopagent.eval.star import gate
-from sopagent.eval.star.adapter import (build_policy, catalog_yaml, is_question, message_kinds, next_action,
-                                        skip_answered, step_name)
+from sopagent.eval.star.adapter import (GIVEN_QUESTION, LONGER_GIVEN_QUESTION, GivenAnswer, build_policy,
+                                        catalog_yaml, is_question, message_kinds, next_action, skip_answered,
+                                        skip_given, step_name)
 from sopagent.eval.star.baseline import match_reply
 from sopagent.eval.star.data import (KB_BOOKKEEPING_FIELDS, QUERY_LABELS, Event, format_item, load_cases, load_tasks,
                                      sample_cases)
@@ -127,6 +128,24 @@ def test_questions_already_answered_are_not_asked_again(tasks):
             assert skip_answered(task, fresh, action, None, given, gate.allowed_actions(task, fresh)) != action
             checked += 1
     assert checked >= len(tasks)
+
+
+def test_a_follow_up_reading_asks_in_the_wording_it_is_given_and_goes_on_only_past_answers_found(tasks):
+    task = tasks["bank_balance"]
+    history = (Event("customer", "hi, I'm Ann Lee, my balance please"),)
+    allowed = gate.allowed_actions(task, history)
+    following = task.graph["ask_name"]
+    for wording in (GIVEN_QUESTION, LONGER_GIVEN_QUESTION):
+        asked: list[str] = []
+
+        def read(question: str, schema: type[GivenAnswer]) -> GivenAnswer:
+            asked.append(question)
+            return GivenAnswer(answer="Ann Lee" if len(asked) == 1 else "null")
+
+        given: dict[str, str] = {}
+        assert skip_given(task, "ask_name", allowed, read, given, question=wording) == following
+        assert asked == [wording.format(question=task.text(a)) for a in ("ask_name", following)]
+        assert given == {"ask_name": "Ann Lee"}
 
 
 def test_prediction_is_always_in_the_gate_and_the_gate_is_neither_tiny_nor_everything(tasks, cases):

@@ -13,6 +13,7 @@ import pytest
 
 from sopagent.cli import main
 from sopagent.prompts import READING_SYSTEM
+from sopagent.eval.star.adapter import GIVEN_QUESTION
 from sopagent.eval.star.data import Event, load_tasks
 from sopagent.eval.star.runner import Runner
 from sopagent.models.scripted import ScriptedModel
@@ -134,6 +135,7 @@ def test_replay_reads_the_message_with_one_choice_and_records_it_in_the_audit_ch
     assert follow_up.context == prompt.context and follow_up.system == READING_SYSTEM
     assert "A) " not in follow_up.system
     assert f'"{task.text("bank_ask_dob")}"' in follow_up.task
+    assert follow_up.task == GIVEN_QUESTION.format(question=task.text("bank_ask_dob"))  # the adopted wording
     assert store.verify_chain().intact
     decision = store.decisions(conversation)[0]
     assert decision.response_id == "bank_ask_dob" and decision.customer_text == "I do not remember my PIN"
