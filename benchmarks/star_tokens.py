@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import statistics
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from sopagent.eval.star import data as star_data
 from sopagent.eval.star import runner as star_runner
 from sopagent.eval.star.data import load_cases, load_tasks, sample_cases
 from sopagent.eval.star.metrics import percentile
@@ -48,20 +48,14 @@ class RecordingReader(UniformModel):
         return super().choose(prompt, n_options)
 
 
-def full_transcript(history: Any) -> list[tuple[str, str]]:
-    """Variant: a knowledge-base query shown with its parameters (``[query] RequestType Check; ...``)."""
-    return [(star_runner.ROLE_NAMES[e.role], e.text) for e in history]
-
-
 @contextlib.contextmanager
 def variant(name: str) -> Iterator[None]:
     """Patch the harness for one variant while the prompts are recorded."""
     original_transcript, original_build = star_runner.transcript, star_runner.build_policy
-    original_hidden = star_data.KB_BOOKKEEPING_FIELDS
     if name == "knowledge-base bookkeeping shown":
-        star_data.KB_BOOKKEEPING_FIELDS = ()
+        star_runner.transcript = functools.partial(original_transcript, hidden_fields=())
     elif name == "query with its parameters":
-        star_runner.transcript = full_transcript
+        star_runner.transcript = functools.partial(original_transcript, query_parameters=True)
     elif name == "question after the dialogue":
         def build_policy(task: Any, folder: Path) -> Any:
             return original_build(task, folder, question_in_system=False)
@@ -71,7 +65,6 @@ def variant(name: str) -> Iterator[None]:
         yield
     finally:
         star_runner.transcript, star_runner.build_policy = original_transcript, original_build
-        star_data.KB_BOOKKEEPING_FIELDS = original_hidden
 
 
 def count(prompts: list[str], tokenize: Any) -> list[int]:
@@ -117,7 +110,7 @@ def main() -> None:
                  "question after the dialogue"):
         reader = RecordingReader()
         with variant(name), tempfile.TemporaryDirectory() as tmp:
-            cases = sample_cases(load_cases(data, tasks), args.limit_per_domain)  # texts built under the variant
+            cases = sample_cases(load_cases(data, tasks), args.limit_per_domain)
             Runner(tasks, reader, Path(tmp), Path(tmp) / "cases.jsonl").run(cases)
         rendered = [formatter(messages=p.messages()).prompt for p in reader.prompts]
         figures[name] = count(rendered, tokenize)

@@ -227,14 +227,18 @@ def test_an_offset_that_is_not_a_whole_sample_is_refused(cases):
 
 
 def test_knowledge_base_results_show_what_the_item_says_without_its_bookkeeping(cases):
+    from sopagent.eval.star.runner import event_line
+
     results = [e for c in cases for e in c.history if e.role == "backend" and e.item]
     assert results
     for event in results[:500]:
         shown = {k for k in event.item if k not in KB_BOOKKEEPING_FIELDS}
-        assert all(f"{k} = " in event.text for k in shown)  # every field the customer could be told
+        line = event_line(event)
+        assert all(f"{k} = " in line for k in shown)  # every field the customer could be told
         if shown:
-            assert not any(event.text.startswith(f"[result] {k} = ") or f"; {k} = " in event.text
-                           for k in KB_BOOKKEEPING_FIELDS)
+            assert not any(line.startswith(f"[result] {k} = ") or f"; {k} = " in line for k in KB_BOOKKEEPING_FIELDS)
         assert set(KB_BOOKKEEPING_FIELDS) & set(event.item)  # the policy still has the whole item
+        assert all(f"{k} = " in event.text for k in event.item)  # and the event as recorded
+        assert all(f"{k} = " in event_line(event, hidden_fields=()) for k in event.item)
     assert format_item({"APIName": "weather", "id": 7}) == "APIName = weather ; id = 7"  # nothing else to show
     assert format_item({"APIName": "weather", "City": "Oslo"}, hidden=()) == "APIName = weather ; City = Oslo"

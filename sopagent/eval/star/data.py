@@ -71,6 +71,8 @@ class Event:
     role: str
     """``customer``, ``agent`` (a reply or a query) or ``backend`` (a knowledge-base result)."""
     text: str
+    """The event as recorded: a query with its parameters, a result with every field of its item
+    (what the model is shown of it is :func:`sopagent.eval.star.runner.transcript`'s choice)."""
     action: str | None = None
     """The agent's action label, where the wizard picked one (None for free-typed replies)."""
     item: dict[str, Any] | None = None
@@ -150,10 +152,9 @@ customer or the agent can use: left out of the item's text in the conversation (
 204,000 tokens of all 812 dialogues) and kept in :attr:`Event.item` for the policy."""
 
 
-def format_item(item: dict[str, Any], hidden: tuple[str, ...] | None = None) -> str:
-    """A knowledge-base item as the conversation shows it: ``key = value`` pairs but the ``hidden`` ones
-    (default :data:`KB_BOOKKEEPING_FIELDS`; all pairs if nothing else is left)."""
-    hidden = KB_BOOKKEEPING_FIELDS if hidden is None else hidden
+def format_item(item: dict[str, Any], hidden: tuple[str, ...] = KB_BOOKKEEPING_FIELDS) -> str:
+    """A knowledge-base item as ``key = value`` pairs but the ``hidden`` ones (all pairs if nothing
+    else is left)."""
     shown = {k: v for k, v in item.items() if k not in hidden} or item
     return " ; ".join(f"{k} = {v}" for k, v in shown.items())
 
@@ -195,12 +196,9 @@ def dialogue_cases(dialogue: dict[str, Any], task: str) -> list[Case]:
             constraints = "; ".join(f"{k} {v}" for c in event.get("Constraints") or [] for k, v in c.items())
             history.append(Event("agent", f"[{label}] {constraints}".strip(), action=label))
         elif agent == "KnowledgeBase" and action == "return_item":
-            item = event.get("Item") or {}
-            total = event.get("TotalItems")
-            text = format_item(item) if item else "no result"
-            if item == {} or total == 0:
-                text = "no result"
-            history.append(Event("backend", f"[result] {text}", item=dict(item) if item else {}))
+            item = dict(event.get("Item") or {}) if event.get("TotalItems") != 0 else {}
+            text = format_item(item, hidden=()) if item else "no result"
+            history.append(Event("backend", f"[result] {text}", item=item))
     return cases
 
 
