@@ -69,11 +69,11 @@ def main() -> None:
           f"recorded run {mean_accuracy(cases, recorded):.1%}")
     for name in WORDINGS:
         calls = stats[name]
-        new_tokens = sum(s.prompt_tokens - s.reused_tokens for s in calls)
+        new = [s.prompt_tokens - s.reused_tokens for s in calls]
         differ = sum(predictions[name][k] != recorded[k] for k in recorded)
         print(f"{name:<34} accuracy {mean_accuracy(cases, predictions[name]):6.1%}  readings {len(calls):4d}  "
-              f"model time {sum(s.ms for s in calls) / 1000:6.1f} s  new prompt tokens {new_tokens:6d} "
-              f"(p50 {statistics.median([s.prompt_tokens - s.reused_tokens for s in calls]) if calls else 0:.0f} a reading)  "
+              f"model time {sum(s.ms for s in calls) / 1000:6.1f} s  new prompt tokens {sum(new):6d} "
+              f"(p50 {statistics.median(new) if new else 0:.0f} a reading)  "
               f"differ from the recorded run {differ}")
 
 

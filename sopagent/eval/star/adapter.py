@@ -54,7 +54,7 @@ no signal (see BENCHMARKS.md). The instructions stay after the question: moved i
 system text (only the question after the conversation) the model invented answers ("John Doe",
 "1234567890") in a third of the first sample's bank cases (see BENCHMARKS.md). 46 tokens with its
 chat-template ending, against 71 for :data:`LONGER_GIVEN_QUESTION`, with the same or better accuracy
-on three samples (``benchmarks/star_question_wording.py``); shorter still ("What did the customer
+on four samples (``benchmarks/star_question_wording.py``); shorter still ("What did the customer
 answer to ...? Copy it ...; null if never said.") lost 5 points."""
 LONGER_GIVEN_QUESTION = ("Fill in the customer's answer to the question \"{question}\" using only what the "
                          "customer wrote in the conversation above (a name, a date, a number, a place...). Use "
