@@ -68,7 +68,8 @@ def _make(name: str, request: pytest.FixtureRequest) -> Backend:
         return Backend(model, lambda: model, failing_message=LONG_MESSAGE)
     if name == "llamacpp-server":
         url = request.getfixturevalue("llamacpp_server_url")
-        spec = f"openai-compatible:{url}?format=json_object#{SERVER_MODEL_ALIAS}"
+        # a generous timeout: this checks behaviour, and a server on 2 shared cores can take over 30 s
+        spec = f"openai-compatible:{url}?format=json_object&timeout=300#{SERVER_MODEL_ALIAS}"
         return Backend(load_model(spec),
                        lambda: build_model(parse_spec(f"openai-compatible:{_dead_url()}?format=json_object"
                                                       f"&retries=0&timeout=2#{SERVER_MODEL_ALIAS}")))

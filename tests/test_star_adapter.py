@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from sopagent.eval.star import gate
-from sopagent.eval.star.adapter import (GIVEN_QUESTION, LONGER_GIVEN_QUESTION, GivenAnswer, build_policy,
-                                        catalog_yaml, is_question, message_kinds, next_action, skip_answered,
-                                        skip_given, step_name)
+from sopagent.eval.star.adapter import (ANSWERED_THRESHOLD, GIVEN_QUESTION, LONGER_GIVEN_QUESTION, GivenAnswer,
+                                        build_policy, catalog_yaml, is_question, message_kinds, next_action,
+                                        skip_answered, skip_given, step_name)
 from sopagent.eval.star.baseline import match_reply
 from sopagent.eval.star.data import (KB_BOOKKEEPING_FIELDS, QUERY_LABELS, Event, format_item, load_cases, load_tasks,
                                      sample_cases)
@@ -126,6 +126,9 @@ def test_questions_already_answered_are_not_asked_again(tasks):
             # the message carries the answer (the model gives its kind weight): go on
             given = {answers[0]: 0.5}
             assert skip_answered(task, fresh, action, None, given, gate.allowed_actions(task, fresh)) != action
+            # a reading that gives the answer's kind less than the threshold: ask it
+            faint = {answers[0]: ANSWERED_THRESHOLD * 0.9}
+            assert skip_answered(task, fresh, action, None, faint, gate.allowed_actions(task, fresh)) == action
             checked += 1
     assert checked >= len(tasks)
 
