@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sopagent import prompts
+from sopagent.eval.star import gate
+from sopagent.eval.star.adapter import GivenAnswer, next_action, skip_given
 from sopagent.eval.star.data import Case, TaskSchema, load_cases, load_tasks, sample_cases
+from sopagent.eval.star.runner import transcript
 
 TUNING_OFFSETS = (0, 40)
 """The two 40-case samples (``--limit-per-domain 40``) where settings are chosen."""
@@ -48,3 +53,65 @@ def split_figures(run: RecordedRun, predictions: dict[str, str]) -> str:
     parts = {"samples": [c for c in run.cases if c.case_id in run.tuning],
              "held out": [c for c in run.cases if c.case_id not in run.tuning]}
     return "  ".join(f"{label} {mean_accuracy(cases, predictions):6.1%}" for label, cases in parts.items() if cases)
+
+
+def sample_arguments(description: str) -> argparse.ArgumentParser:
+    """The command line of a script that re-decides a sample of a recorded run."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("cases_file", help="a recorded run's cases JSONL (kind_probabilities per row)")
+    parser.add_argument("data_dir", nargs="?", default="../shared/data/star")
+    parser.add_argument("--limit-per-domain", type=int, default=40)
+    parser.add_argument("--sample-offset", type=int, default=0)
+    parser.add_argument("--model", help="model spec (default: the embedded model)")
+    return parser
+
+
+@dataclass
+class Variant:
+    """One setting to re-decide with: keyword arguments for ``next_action`` and for ``skip_given``."""
+
+    next_action: dict[str, Any] = field(default_factory=dict)
+    skip_given: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SideBySide:
+    """Each variant's predictions by case id and the stats of the follow-up readings it asked."""
+
+    predictions: dict[str, dict[str, str]]
+    stats: dict[str, list[Any]]
+
+
+def redecide_side_by_side(run: RecordedRun, cases: list[Case], model: Any,
+                          variants: dict[str, Variant]) -> SideBySide:
+    """Decide ``cases`` again with the policy code under each variant, on the recorded message readings.
+
+    The follow-up readings are asked live, each variant on its own reading lane of the same weights
+    (so each pays its own catch-up of the dialogue, as in a run), alternating which goes first.
+    """
+    lanes: dict[str, Any] = {}
+    lane = model.reading_lane()
+    for name in variants:
+        lanes[name] = lane
+        lane = lane.reading_lane()
+    given: dict[str, dict[int, dict[str, str]]] = {name: {} for name in variants}
+    result = SideBySide({name: {} for name in variants}, {name: [] for name in variants})
+    for number, case in enumerate(cases):
+        task, row = run.tasks[case.task], run.rows[case.case_id]
+        allowed = gate.allowed_actions(task, case.history)
+        probabilities = row.get("kind_probabilities") or ({row["label"]: 1.0} if row["label"] else {})
+        context = prompts.transcript_text(transcript(case.history))
+        order = list(variants) if number % 2 == 0 else list(reversed(variants))
+        for name in order:
+            variant = variants[name]
+            chosen = next_action(task, case.history, row["label"], probabilities, allowed, **variant.next_action)
+            if gate.last_kind(case.history) == "customer":
+                def read(question: str, schema: type[GivenAnswer], name: str = name) -> GivenAnswer:
+                    extraction = lanes[name].extract(prompts.reading_prompt(context, question), schema)
+                    result.stats[name].append(extraction.stats)
+                    return extraction.facts  # type: ignore[return-value]
+
+                chosen = skip_given(task, chosen, allowed, read, given[name].setdefault(case.dialogue_id, {}),
+                                    **variant.skip_given)
+            result.predictions[name][case.case_id] = chosen
+    return result
