@@ -80,33 +80,51 @@ class SideBySide:
 
     predictions: dict[str, dict[str, str]]
     stats: dict[str, list[Any]]
+    """The stats of each live follow-up reading, per variant."""
+    reused: dict[str, int] = field(default_factory=dict)
+    """Follow-up readings answered from the recorded run instead (``reuse_recorded``), per variant."""
+
+
+def recorded_answers(row: dict[str, Any]) -> dict[str, Any]:
+    """The follow-up readings a recorded case asked: question -> the model's answer."""
+    return {r["question"]: r["answer"].get("answer") for r in row.get("follow_up_readings") or []}
 
 
 def redecide_side_by_side(run: RecordedRun, cases: list[Case], model: Any,
-                          variants: dict[str, Variant]) -> SideBySide:
+                          variants: dict[str, Variant], reuse_recorded: bool = False) -> SideBySide:
     """Decide ``cases`` again with the policy code under each variant, on the recorded message readings.
 
     The follow-up readings are asked live, each variant on its own reading lane of the same weights
     (so each pays its own catch-up of the dialogue, as in a run), alternating which goes first.
+    ``reuse_recorded``: a follow-up question the recorded run asked in the same case is answered
+    with the recorded answer (the prompt is the same, and decoding is greedy), so only the readings
+    a variant adds cost model time; ``model`` may then be None while no reading is new.
     """
     lanes: dict[str, Any] = {}
-    lane = model.reading_lane()
+    lane = model.reading_lane() if model is not None else None
     for name in variants:
         lanes[name] = lane
-        lane = lane.reading_lane()
+        lane = lane.reading_lane() if lane is not None else None
     given: dict[str, dict[int, dict[str, str]]] = {name: {} for name in variants}
-    result = SideBySide({name: {} for name in variants}, {name: [] for name in variants})
+    result = SideBySide({name: {} for name in variants}, {name: [] for name in variants},
+                        {name: 0 for name in variants})
     for number, case in enumerate(cases):
         task, row = run.tasks[case.task], run.rows[case.case_id]
         allowed = gate.allowed_actions(task, case.history)
         probabilities = row.get("kind_probabilities") or ({row["label"]: 1.0} if row["label"] else {})
         context = prompts.transcript_text(transcript(case.history))
+        recorded = recorded_answers(row) if reuse_recorded else {}
         order = list(variants) if number % 2 == 0 else list(reversed(variants))
         for name in order:
             variant = variants[name]
             chosen = next_action(task, case.history, row["label"], probabilities, allowed, **variant.next_action)
             if gate.last_kind(case.history) == "customer":
                 def read(question: str, schema: type[GivenAnswer], name: str = name) -> GivenAnswer:
+                    if question in recorded:
+                        result.reused[name] += 1
+                        return schema(answer=recorded[question])
+                    if lanes[name] is None:
+                        raise RuntimeError("a new follow-up reading is needed: pass a model")
                     extraction = lanes[name].extract(prompts.reading_prompt(context, question), schema)
                     result.stats[name].append(extraction.stats)
                     return extraction.facts  # type: ignore[return-value]

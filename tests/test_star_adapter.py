@@ -11,8 +11,8 @@ import pytest
 
 from sopagent.eval.star import gate
 from sopagent.eval.star.adapter import (ANSWERED_THRESHOLD, GIVEN_QUESTION, LONGER_GIVEN_QUESTION, GivenAnswer,
-                                        build_policy, catalog_yaml, is_question, message_kinds, next_action,
-                                        skip_answered, skip_given, step_name)
+                                        after_answer, asks_customer, build_policy, catalog_yaml, is_question,
+                                        message_kinds, next_action, skip_answered, skip_given, step_name)
 from sopagent.eval.star.baseline import match_reply
 from sopagent.eval.star.data import (KB_BOOKKEEPING_FIELDS, QUERY_LABELS, Event, format_item, load_cases, load_tasks,
                                      sample_cases)
@@ -149,6 +149,41 @@ def test_a_follow_up_reading_asks_in_the_wording_it_is_given_and_goes_on_only_pa
         assert skip_given(task, "ask_name", allowed, read, given, question=wording) == following
         assert asked == [wording.format(question=task.text(a)) for a in ("ask_name", following)]
         assert given == {"ask_name": "Ann Lee"}
+
+
+def test_answers_given_at_once_lead_on_in_sams_order_to_the_query(tasks):
+    # ride_book: STAR's graph asks destination, then departure, then sends "I can also filter for ...";
+    # SAM's flowchart asks departure, then destination, then queries
+    task = tasks["ride_book"]
+    history = (Event("customer", "I'm Ann, I need a ride from the airport to the university"),)
+    allowed = gate.allowed_actions(task, history)
+    for sam_order in (True, False):
+        asked: list[str] = []
+
+        def read(question: str, schema: type[GivenAnswer]) -> GivenAnswer:
+            asked.append(question)
+            return GivenAnswer(answer="given")
+
+        end = skip_given(task, "ask_name", allowed, read, {}, sam_order=sam_order)
+        walk = ["ask_name"]
+        while asks_customer(task, walk[-1]) and after_answer(task, walk[-1], sam_order) not in walk:
+            walk.append(after_answer(task, walk[-1], sam_order))
+        assert asked == [GIVEN_QUESTION.format(question=task.text(a)) for a in walk[:-1] if asks_customer(task, a)]
+        assert end == walk[-1]
+        if sam_order:
+            assert end in QUERY_LABELS and walk.index("ride_ask_departure") < walk.index("ride_ask_destination")
+        else:
+            assert end not in QUERY_LABELS and not asks_customer(task, end)
+
+
+def test_without_sams_order_an_answer_leads_where_stars_graph_goes(tasks):
+    differ = 0
+    for task in tasks.values():
+        for action in task.actions:
+            if asks_customer(task, action):
+                assert after_answer(task, action, sam_order=False) == task.graph.get(action)
+                differ += after_answer(task, action) != task.graph.get(action)
+    assert differ >= 2  # the flowcharts disagree somewhere in these domains, so the two rules differ
 
 
 def test_prediction_is_always_in_the_gate_and_the_gate_is_neither_tiny_nor_everything(tasks, cases):

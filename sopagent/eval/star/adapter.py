@@ -139,7 +139,7 @@ def score_actions(task: TaskSchema, history: Sequence[Event], probabilities: dic
 def next_action(task: TaskSchema, history: Sequence[Event], label: str | None,
                 probabilities: dict[str, float], allowed: list[str],
                 expected_weight: float = EXPECTED_WEIGHT, greet_first: bool = False,
-                answered_threshold: float = ANSWERED_THRESHOLD) -> str:
+                answered_threshold: float = ANSWERED_THRESHOLD, sam_order: bool = True) -> str:
     """The procedure: the next agent action from the graph, the dialogue so far and the message kind."""
     previous = gate.last_action(history)
     kind = gate.last_kind(history)
@@ -161,27 +161,45 @@ def next_action(task: TaskSchema, history: Sequence[Event], label: str | None,
     if choice not in allowed:
         choice = "anything_else" if "anything_else" in allowed else allowed[0]
     if kind == "customer":
-        choice = skip_answered(task, history, choice, label, probabilities, allowed, answered_threshold)
+        choice = skip_answered(task, history, choice, label, probabilities, allowed, answered_threshold, sam_order)
     return choice
 
 
 def skip_answered(task: TaskSchema, history: Sequence[Event], action: str, label: str | None,
                   probabilities: dict[str, float], allowed: list[str],
-                  threshold: float = ANSWERED_THRESHOLD) -> str:
+                  threshold: float = ANSWERED_THRESHOLD, sam_order: bool = True) -> str:
     """Do not ask what is already known: while ``action`` is a question that the customer's message
-    answers too (by the model's reading) or that was asked before in this dialogue, go on along the
-    flowchart."""
+    answers too (by the model's reading) or that was asked before in this dialogue, go on to the
+    action after its answer (:func:`after_answer`)."""
     done = set(gate.actions_so_far(history))
     seen: set[str] = set()
     while is_question(task, action) and action not in seen:
         seen.add(action)
         answers = [u for u in task.user_nodes if task.sam_r_graph.get(u) == action and "inform" in u]
         given = label not in answers and sum(probabilities.get(u, 0.0) for u in answers) >= threshold
-        following = task.graph.get(action)
+        following = after_answer(task, action, sam_order)
         if not (given or action in done) or following not in allowed:
             break
         action = following
     return action
+
+
+def after_answer(task: TaskSchema, action: str, sam_order: bool = True) -> str | None:
+    """The agent's next action once the customer has answered ``action``.
+
+    SAM's flowchart says it directly: the action after the kind of message that answers ``action``
+    (where exactly one action follows). STAR's own graph lists the questions in another order in
+    some tasks and puts informational replies between them (ride_book: destination, departure, then
+    "I can also filter for ...", which the wizards rarely sent; SAM: departure, destination, then
+    the query). STAR's graph decides where SAM's gives no single answer, or with ``sam_order`` off
+    (kept to measure the two side by side in ``benchmarks/star_answer_order.py``).
+    """
+    if sam_order:
+        answers = [u for u in task.user_nodes if task.sam_r_graph.get(u) == action and "inform" in u]
+        following = {task.sam_graph[u] for u in answers if u in task.sam_graph}
+        if len(following) == 1:
+            return following.pop()
+    return task.graph.get(action)
 
 
 def asks_customer(task: TaskSchema, action: str) -> bool:
@@ -196,9 +214,10 @@ def is_given(answer: str | None) -> TypeGuard[str]:
 
 def skip_given(task: TaskSchema, action: str, allowed: list[str],
                read: Callable[[str, type[GivenAnswer]], GivenAnswer], given: dict[str, str],
-               question: str = GIVEN_QUESTION) -> str:
+               question: str = GIVEN_QUESTION, sam_order: bool = True) -> str:
     """Do not ask what the customer already said: while ``action`` asks for a fact and the model
-    finds the customer's answer in the conversation (``read``), go on along the flowchart.
+    finds the customer's answer in the conversation (``read``), go on to the action after its answer
+    (:func:`after_answer`).
 
     ``given`` (action -> answer) remembers the answers found earlier in this conversation: a fact
     the customer gave stays given, so it is not read again (added to as answers are found).
@@ -207,7 +226,7 @@ def skip_given(task: TaskSchema, action: str, allowed: list[str],
     seen: set[str] = set()
     while asks_customer(task, action) and action not in seen:
         seen.add(action)
-        following = task.graph.get(action)
+        following = after_answer(task, action, sam_order)
         if following is None or following not in allowed:
             break
         if action not in given:
