@@ -18,31 +18,14 @@ case of the run:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from sopagent.eval.star.data import Case, sample_cases
-from sopagent.eval.star.metrics import weighted_f1
-from star_recorded import Variant, load_recorded_run, mean_accuracy, redecide_side_by_side, sample_arguments, split_figures
+from sopagent.eval.star.data import sample_cases
+from star_recorded import Variant, load_recorded_run, redecide_side_by_side, report_side_by_side, sample_arguments
 
 VARIANTS = {"STAR's graph (before)": Variant(next_action={"sam_order": False}, skip_given={"sam_order": False}),
-            "SAM's order (as the harness runs)": Variant()}
-
-
-def domain_figures(cases: list[Case], predictions: dict[str, str], allowed: dict[str, list[str]]) -> dict[str, Any]:
-    """Per domain: cases, accuracy, weighted F1 and violations (a prediction outside the allowed set)."""
-    by_domain: dict[str, list[Case]] = {}
-    for case in cases:
-        by_domain.setdefault(case.domain, []).append(case)
-    figures: dict[str, Any] = {}
-    for domain, group in sorted(by_domain.items()):
-        gold = [c.gold for c in group]
-        pred = [predictions[c.case_id] for c in group]
-        figures[domain] = {"cases": len(group), "accuracy": sum(g == p for g, p in zip(gold, pred)) / len(group),
-                           "weighted_f1": weighted_f1(gold, pred),
-                           "violations": sum(predictions[c.case_id] not in allowed[c.case_id] for c in group)}
-    return figures
+            "SAM's order (adopted)": Variant()}
 
 
 def main() -> None:
@@ -58,27 +41,7 @@ def main() -> None:
     cases = sample_cases(run.cases, args.limit_per_domain, args.sample_offset)
     model: Any = load_model(args.model)
     side_by_side = redecide_side_by_side(run, cases, model, VARIANTS, reuse_recorded=args.reuse_recorded)
-    recorded = {c.case_id: run.rows[c.case_id]["pred"] for c in cases}
-    allowed = {c.case_id: run.rows[c.case_id]["allowed"] for c in cases}
-    print(f"{len(cases)} cases (limit {args.limit_per_domain or 'none'} per domain, offset {args.sample_offset}); "
-          f"recorded run {mean_accuracy(cases, recorded):.1%}")
-    document: dict[str, Any] = {"cases": len(cases), "cases_file": args.cases_file.name, "variants": {}}
-    for name in VARIANTS:
-        calls, predictions = side_by_side.stats[name], side_by_side.predictions[name]
-        differ = sum(predictions[k] != recorded[k] for k in recorded)
-        figures = domain_figures(cases, predictions, allowed)
-        print(f"{name:<34} accuracy {mean_accuracy(cases, predictions):6.1%}  ({split_figures(run, predictions)})  "
-              f"live readings {len(calls):4d} ({sum(s.ms for s in calls) / 1000:6.1f} s)  "
-              f"reused {side_by_side.reused[name]:4d}  differ from the recorded run {differ}")
-        print("    " + "  ".join(f"{d} {f['accuracy']:.1%}" for d, f in figures.items()))
-        document["variants"][name] = {
-            "mean_accuracy": mean_accuracy(cases, predictions),
-            "mean_weighted_f1": sum(f["weighted_f1"] for f in figures.values()) / len(figures),
-            "violations": sum(f["violations"] for f in figures.values()),
-            "live_readings": len(calls), "reused_readings": side_by_side.reused[name],
-            "differ_from_recorded": differ, "domains": figures}
-    if args.out:
-        args.out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    report_side_by_side(run, cases, side_by_side, args.out)
 
 
 if __name__ == "__main__":

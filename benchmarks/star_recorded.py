@@ -7,13 +7,21 @@ import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.progress import track
 
 from sopagent import prompts
 from sopagent.eval.star import gate
+from sopagent.engine import read_follow_up
 from sopagent.eval.star.adapter import GivenAnswer, next_action, skip_given
 from sopagent.eval.star.data import Case, TaskSchema, load_cases, load_tasks, sample_cases
+from sopagent.eval.star.metrics import weighted_f1
 from sopagent.eval.star.runner import transcript
+
+M = TypeVar("M", bound=BaseModel)
 
 TUNING_OFFSETS = (0, 40)
 """The two 40-case samples (``--limit-per-domain 40``) where settings are chosen."""
@@ -28,6 +36,8 @@ class RecordedRun:
     cases: list[Case]
     tuning: set[str]
     """Ids of the cases in the two samples where settings are chosen."""
+    cases_file: str = ""
+    """The recorded run's file name (no folder)."""
 
 
 def load_recorded_run(cases_file: str | Path, data_dir: str | Path) -> RecordedRun:
@@ -37,7 +47,7 @@ def load_recorded_run(cases_file: str | Path, data_dir: str | Path) -> RecordedR
     rows = {r["case_id"]: r for r in map(json.loads, Path(cases_file).read_text().splitlines()) if r}
     every_case = load_cases(data, tasks)
     tuning = {c.case_id for offset in TUNING_OFFSETS for c in sample_cases(every_case, 40, offset)}
-    return RecordedRun(tasks, rows, [c for c in every_case if c.case_id in rows], tuning)
+    return RecordedRun(tasks, rows, [c for c in every_case if c.case_id in rows], tuning, Path(cases_file).name)
 
 
 def mean_accuracy(cases: list[Case], predictions: dict[str, str]) -> float:
@@ -50,8 +60,9 @@ def mean_accuracy(cases: list[Case], predictions: dict[str, str]) -> float:
 
 def split_figures(run: RecordedRun, predictions: dict[str, str]) -> str:
     """Mean accuracy on the tuning samples and on the other cases, as one line."""
-    parts = {"samples": [c for c in run.cases if c.case_id in run.tuning],
-             "held out": [c for c in run.cases if c.case_id not in run.tuning]}
+    decided = [c for c in run.cases if c.case_id in predictions]
+    parts = {"samples": [c for c in decided if c.case_id in run.tuning],
+             "held out": [c for c in decided if c.case_id not in run.tuning]}
     return "  ".join(f"{label} {mean_accuracy(cases, predictions):6.1%}" for label, cases in parts.items() if cases)
 
 
@@ -72,6 +83,10 @@ class Variant:
 
     next_action: dict[str, Any] = field(default_factory=dict)
     skip_given: dict[str, Any] = field(default_factory=dict)
+    settle_close_calls: bool = False
+    """Give ``next_action`` the follow-up reader, so it settles close calls with a second reading
+    (as the harness does since the eleventh session); off, the scripts measured before that
+    reproduce their figures."""
 
 
 @dataclass
@@ -85,9 +100,10 @@ class SideBySide:
     """Follow-up readings answered from the recorded run instead (``reuse_recorded``), per variant."""
 
 
-def recorded_answers(row: dict[str, Any]) -> dict[str, Any]:
-    """The follow-up readings a recorded case asked: question -> the model's answer."""
-    return {r["question"]: r["answer"].get("answer") for r in row.get("follow_up_readings") or []}
+def recorded_answers(row: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The follow-up readings a recorded case asked: (question, schema name) -> the model's answer."""
+    return {(r["question"], r.get("schema", GivenAnswer.__name__)): r["answer"]
+            for r in row.get("follow_up_readings") or []}
 
 
 def redecide_side_by_side(run: RecordedRun, cases: list[Case], model: Any,
@@ -108,7 +124,8 @@ def redecide_side_by_side(run: RecordedRun, cases: list[Case], model: Any,
     given: dict[str, dict[int, dict[str, str]]] = {name: {} for name in variants}
     result = SideBySide({name: {} for name in variants}, {name: [] for name in variants},
                         {name: 0 for name in variants})
-    for number, case in enumerate(cases):
+    progress = track(cases, description="re-deciding", console=Console(stderr=True))
+    for number, case in enumerate(progress):
         task, row = run.tasks[case.task], run.rows[case.case_id]
         allowed = gate.allowed_actions(task, case.history)
         probabilities = row.get("kind_probabilities") or ({row["label"]: 1.0} if row["label"] else {})
@@ -117,19 +134,62 @@ def redecide_side_by_side(run: RecordedRun, cases: list[Case], model: Any,
         order = list(variants) if number % 2 == 0 else list(reversed(variants))
         for name in order:
             variant = variants[name]
-            chosen = next_action(task, case.history, row["label"], probabilities, allowed, **variant.next_action)
-            if gate.last_kind(case.history) == "customer":
-                def read(question: str, schema: type[GivenAnswer], name: str = name) -> GivenAnswer:
-                    if question in recorded:
-                        result.reused[name] += 1
-                        return schema(answer=recorded[question])
-                    if lanes[name] is None:
-                        raise RuntimeError("a new follow-up reading is needed: pass a model")
-                    extraction = lanes[name].extract(prompts.reading_prompt(context, question), schema)
-                    result.stats[name].append(extraction.stats)
-                    return extraction.facts  # type: ignore[return-value]
 
+            def read(question: str, schema: type[M], name: str = name) -> M:
+                answer = recorded.get((question, schema.__name__))
+                if answer is not None:
+                    result.reused[name] += 1
+                    return schema.model_validate(answer)
+                if lanes[name] is None:
+                    raise RuntimeError("a new follow-up reading is needed: pass a model")
+                facts, stats = read_follow_up(lanes[name], context, question, schema)
+                result.stats[name].append(stats)
+                return facts  # type: ignore[return-value]
+
+            chosen = next_action(task, case.history, row["label"], probabilities, allowed,
+                                 read=read if variant.settle_close_calls else None, **variant.next_action)
+            if gate.last_kind(case.history) == "customer":
                 chosen = skip_given(task, chosen, allowed, read, given[name].setdefault(case.dialogue_id, {}),
                                     **variant.skip_given)
             result.predictions[name][case.case_id] = chosen
     return result
+
+
+def domain_figures(cases: list[Case], predictions: dict[str, str], allowed: dict[str, list[str]]) -> dict[str, Any]:
+    """Per domain: cases, accuracy, weighted F1 and violations (a prediction outside the allowed set)."""
+    by_domain: dict[str, list[Case]] = {}
+    for case in cases:
+        by_domain.setdefault(case.domain, []).append(case)
+    figures: dict[str, Any] = {}
+    for domain, group in sorted(by_domain.items()):
+        gold = [c.gold for c in group]
+        pred = [predictions[c.case_id] for c in group]
+        figures[domain] = {"cases": len(group), "accuracy": sum(g == p for g, p in zip(gold, pred)) / len(group),
+                           "weighted_f1": weighted_f1(gold, pred),
+                           "violations": sum(predictions[c.case_id] not in allowed[c.case_id] for c in group)}
+    return figures
+
+
+def report_side_by_side(run: RecordedRun, cases: list[Case], side_by_side: SideBySide, out: Path | None = None) -> None:
+    """Print each variant's accuracy (tuning samples / held out, per domain) and follow-up reading
+    cost against the recorded run; with ``out``, write the same figures as JSON."""
+    recorded = {c.case_id: run.rows[c.case_id]["pred"] for c in cases}
+    allowed = {c.case_id: run.rows[c.case_id]["allowed"] for c in cases}
+    print(f"{len(cases)} cases; recorded run {mean_accuracy(cases, recorded):.1%}")
+    document: dict[str, Any] = {"cases": len(cases), "cases_file": run.cases_file, "variants": {}}
+    for name in side_by_side.predictions:
+        calls, predictions = side_by_side.stats[name], side_by_side.predictions[name]
+        differ = sum(predictions[k] != recorded[k] for k in recorded)
+        figures = domain_figures(cases, predictions, allowed)
+        print(f"{name:<46} accuracy {mean_accuracy(cases, predictions):6.1%}  ({split_figures(run, predictions)})  "
+              f"live readings {len(calls):4d} ({sum(s.ms for s in calls) / 1000:6.1f} s)  "
+              f"reused {side_by_side.reused[name]:4d}  differ from the recorded run {differ}")
+        print("    " + "  ".join(f"{d} {f['accuracy']:.1%}" for d, f in figures.items()))
+        document["variants"][name] = {
+            "mean_accuracy": mean_accuracy(cases, predictions),
+            "mean_weighted_f1": sum(f["weighted_f1"] for f in figures.values()) / len(figures),
+            "violations": sum(f["violations"] for f in figures.values()),
+            "live_readings": len(calls), "reused_readings": side_by_side.reused[name],
+            "differ_from_recorded": differ, "domains": figures}
+    if out is not None:
+        out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

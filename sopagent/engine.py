@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from sopagent import prompts
 from sopagent.errors import ConstraintViolationError, ConversationError, ModelError, PolicyError
-from sopagent.models.base import ChatPrompt, DecisionModel
+from sopagent.models.base import CallStats, ChatPrompt, DecisionModel
 from sopagent.policy import END, FOLLOW_UP_READINGS, NoFacts, OneOf, Option, Policy, Turn
 from sopagent.store import Conversation, Decision, Store, utcnow
 
@@ -110,6 +110,23 @@ def read_facts(model: DecisionModel, prompt: ChatPrompt, schema: type[BaseModel]
         raise ConstraintViolationError(f"model chose label {choice.index} of {len(labels)}")
     probabilities = dict(zip(labels, choice.probabilities)) if choice.probabilities else {}
     return schema(label=labels[choice.index], probabilities=probabilities), choice.stats.queued_ms
+
+
+def read_follow_up(model: DecisionModel, context: str, question: str,
+                   schema: type[BaseModel]) -> tuple[BaseModel, CallStats]:
+    """A step's follow-up reading (:meth:`sopagent.policy.Turn.read`) and the model call's stats:
+    ``question`` about the conversation ``context``, answered as JSON constrained to ``schema``, or
+    for a :class:`OneOf` as one lettered label with every label's probability."""
+    if not issubclass(schema, OneOf):
+        extraction = model.extract(prompts.reading_prompt(context, question), schema)
+        return extraction.facts, extraction.stats
+    labels = list(schema.options)
+    choice = model.choose(prompts.reading_choice_prompt(context, question, list(schema.options.values())),
+                          len(labels))
+    if not 0 <= choice.index < len(labels):  # checked again after decoding
+        raise ConstraintViolationError(f"model chose label {choice.index} of {len(labels)}")
+    probabilities = dict(zip(labels, choice.probabilities)) if choice.probabilities else {}
+    return schema(label=labels[choice.index], probabilities=probabilities), choice.stats
 
 
 class Agent:
@@ -237,7 +254,7 @@ class Agent:
     def _decide(self, conversation: Conversation, step_name: str, facts: BaseModel, known: dict[str, Any],
                 context: str, clock: "_Clock") -> _Outcome:
         def reader(question: str, schema: type[BaseModel]) -> BaseModel:
-            return self._reading_model().extract(prompts.reading_prompt(context, question), schema).facts
+            return read_follow_up(self._reading_model(), context, question, schema)[0]
 
         turn: Turn[Any, Any] = Turn(facts=facts, known=known, tools=self.tools, step=step_name,
                                     conversation_id=conversation.id, reader=reader)

@@ -152,7 +152,10 @@ class Turn(Generic[F, T]):
 
         The procedure decides what to ask and what the answer changes; the model only reads. The
         question goes after the conversation, under its own short system text
-        (:data:`sopagent.prompts.READING_SYSTEM`), not the policy's. Every reading is recorded with the decision (``follow_up_readings`` in its facts).
+        (:data:`sopagent.prompts.READING_SYSTEM`), not the policy's. A :class:`OneOf` schema is
+        answered with one lettered label (its ``options`` listed after the question) and every
+        label's probability. Every reading is recorded with the decision (``follow_up_readings`` in
+        its facts).
         """
         if self.reader is None:
             raise PolicyError(f"step {self.step!r} asked the model to read, but this turn has no model",

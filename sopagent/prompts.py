@@ -80,6 +80,13 @@ def reading_prompt(context: str, question: str) -> ChatPrompt:
     return ChatPrompt(READING_SYSTEM, context, question)
 
 
+def reading_choice_prompt(context: str, question: str, option_texts: Sequence[str]) -> ChatPrompt:
+    """A step's follow-up question answered with one letter (:meth:`sopagent.policy.Turn.read` with a
+    :class:`~sopagent.policy.OneOf`): the question, the lettered options, then "letter only"."""
+    listed = "\n".join(f"{OPTION_LABELS[i]}) {text}" for i, text in enumerate(option_texts))
+    return ChatPrompt(READING_SYSTEM, context, f"{question}\n{listed}\n{LETTER_ONLY}")
+
+
 def choice_prompt(system: str, context: str, option_texts: Sequence[str]) -> ChatPrompt:
     """Ask which approved reply fits best, options labelled A, B, C..."""
     listed = "\n".join(f"{OPTION_LABELS[i]}) {text}" for i, text in enumerate(option_texts))

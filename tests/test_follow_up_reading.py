@@ -14,7 +14,7 @@ import yaml
 
 from sopagent import Agent, ScriptedModel, Store
 from sopagent.errors import ModelError, PolicyError
-from sopagent.policy import Facts, NoFacts, Option, Policy, Turn, say
+from sopagent.policy import Facts, NoFacts, OneOf, Option, Policy, Turn, say
 
 
 class AccountNumber(Facts):
@@ -28,13 +28,7 @@ QUESTION = "Which account number did the customer give? JSON, null if none."
 
 def account_policy(tmp_path: Path, question: str = QUESTION) -> Policy:
     """Ask for the account number unless the model finds it in the conversation (by ``question``)."""
-    catalog = tmp_path / "account.yaml"
-    catalog.write_text(yaml.safe_dump({"catalog": "account", "version": "1", "responses": [
-        {"id": "ask_account", "text": "What is your account number?", "description": "ask for the account"},
-        {"id": "look_up", "text": "One moment, I am looking it up.", "description": "look the account up"},
-        {"id": "handoff", "text": "Let me pass you to a colleague.", "description": "hand over"},
-    ]}), encoding="utf-8")
-    policy = Policy(name="account", version="1", catalog=catalog, start="start", fallback="handoff")
+    policy = bare_policy(tmp_path)
 
     @policy.step(facts=NoFacts, name="start")
     def start(turn: Turn[Any, Any]) -> list[Option]:
@@ -42,6 +36,17 @@ def account_policy(tmp_path: Path, question: str = QUESTION) -> Policy:
         return [say("look_up" if given.number else "ask_account", next="start")]
 
     return policy
+
+
+def bare_policy(tmp_path: Path) -> Policy:
+    """The account catalog and a policy with no steps yet."""
+    catalog = tmp_path / "account.yaml"
+    catalog.write_text(yaml.safe_dump({"catalog": "account", "version": "1", "responses": [
+        {"id": "ask_account", "text": "What is your account number?", "description": "ask for the account"},
+        {"id": "look_up", "text": "One moment, I am looking it up.", "description": "look the account up"},
+        {"id": "handoff", "text": "Let me pass you to a colleague.", "description": "hand over"},
+    ]}), encoding="utf-8")
+    return Policy(name="account", version="1", catalog=catalog, start="start", fallback="handoff")
 
 
 @pytest.fixture
@@ -103,3 +108,29 @@ def test_replay_reuses_the_recorded_reading_and_asks_again_when_the_question_cha
     report = replay(store, changed, model_factory=lambda: ScriptedModel(facts=[{"number": None}]))
     assert report.model_calls == 1
     assert [(c.recorded.split()[0], c.replayed.split()[0]) for c in report.changes] == [("look_up", "ask_account")]
+
+
+class Urgency(OneOf):
+    """How urgent the customer's request is."""
+
+    options = {"urgent": "urgent: \"my card was stolen\"", "routine": "routine: \"what is my balance\""}
+
+
+def test_a_one_of_reading_is_one_letter_with_every_label_probability(tmp_path, store) -> None:
+    policy = bare_policy(tmp_path)
+
+    @policy.step(facts=NoFacts, name="start")
+    def start(turn: Turn[Any, Any]) -> list[Option]:
+        urgency = turn.read("How urgent is the customer's request?", Urgency)
+        return [say("handoff" if urgency.label == "urgent" else "ask_account", next="start")]
+
+    model = ScriptedModel(choices=[[0.3, 0.7]])
+    agent = Agent(policy, model, store)
+    conversation = agent.start()
+    assert agent.respond(conversation, "what is my balance").response_id == "ask_account"
+    assert model.prompts[0].task == ("How urgent is the customer's request?\n"
+                                     "A) urgent: \"my card was stolen\"\nB) routine: \"what is my balance\"\n"
+                                     "Answer with the letter only.")
+    reading = json.loads(store.decisions(conversation)[-1].facts_json)["follow_up_readings"][0]
+    assert reading["schema"] == "Urgency" and reading["answer"]["label"] == "routine"
+    assert reading["answer"]["probabilities"] == pytest.approx({"urgent": 0.3, "routine": 0.7})

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from sopagent.eval.star import gate
-from sopagent.eval.star.adapter import (ANSWERED_THRESHOLD, GIVEN_QUESTION, LONGER_GIVEN_QUESTION, GivenAnswer,
-                                        after_answer, asks_customer, build_policy, catalog_yaml, is_question,
-                                        message_kinds, next_action, skip_answered, skip_given, step_name)
+from sopagent.eval.star.adapter import (ANSWERED_THRESHOLD, CLOSE_CALL_RATIO, CLOSER_QUESTION, GIVEN_QUESTION,
+                                        LONGER_GIVEN_QUESTION, GivenAnswer, after_answer, asks_customer,
+                                        build_policy, catalog_yaml, is_question, message_kinds, next_action,
+                                        score_actions, settle_close_call, skip_answered, skip_given, step_name)
+from sopagent.policy import OneOf
 from sopagent.eval.star.baseline import match_reply
 from sopagent.eval.star.data import (KB_BOOKKEEPING_FIELDS, QUERY_LABELS, Event, format_item, load_cases, load_tasks,
                                      sample_cases)
@@ -103,6 +105,67 @@ def test_procedure_follows_the_kind_of_message_the_model_read(tasks):
                 if target in allowed and not (target == action and is_question(task, target)):
                     chosen = next_action(task, history, node, {node: 1.0}, allowed)
                     assert chosen == target, (task.name, action, node)
+
+
+def two_unexpected_kinds(task, history, allowed):
+    """Two kinds of message the graph does not expect here, leading to two different allowed actions."""
+    expected = set(gate.expected_user_nodes(task, gate.last_action(history)))
+    seen: dict[str, str] = {}
+    for node in task.user_nodes:
+        target = task.sam_graph.get(node)
+        if node in expected or target not in allowed or target in seen.values():
+            continue
+        seen[node] = target
+        if len(seen) == 2:
+            return list(seen)
+    return None
+
+
+class ScriptedCloser:
+    """Plays the close-call reading: gives the second kind ``p_second``, and records what was asked."""
+
+    def __init__(self, p_second: float) -> None:
+        self.p_second = p_second
+        self.asked: list[tuple[str, list[str]]] = []
+
+    def __call__(self, question: str, schema: type[OneOf]) -> OneOf:
+        first, second = schema.options
+        self.asked.append((question, [first, second]))
+        probabilities = {first: 1 - self.p_second, second: self.p_second}
+        return schema(label=max(probabilities, key=probabilities.__getitem__), probabilities=probabilities)
+
+
+def test_a_close_call_is_read_again_between_only_the_two_kinds_behind_it(tasks):
+    checked = 0
+    for task in tasks.values():
+        history = (Event("customer", "hello"), Event("agent", task.text("hello"), action="hello"),
+                   Event("customer", "..."))
+        allowed = gate.allowed_actions(task, history)
+        pair = two_unexpected_kinds(task, history, allowed)
+        if pair is None:
+            continue
+        first, second = pair
+        close = {first: 0.5, second: 0.5 * (CLOSE_CALL_RATIO + 0.1)}
+        scores = score_actions(task, history, close)
+        ranked = sorted((a for a in scores if a in allowed), key=lambda a: -scores[a])
+        assert ranked[:2] == [task.sam_graph[first], task.sam_graph[second]]
+        for p_second, expected in ((0.7, ranked[1]), (0.3, ranked[0])):
+            read = ScriptedCloser(p_second)
+            assert settle_close_call(task, history, close, ranked, scores, read) == expected
+            assert read.asked == [(CLOSER_QUESTION, [first, second])]
+        # not a close call: no second reading, the best action stands
+        clear = {first: 0.5, second: 0.5 * (CLOSE_CALL_RATIO - 0.1)}
+        read = ScriptedCloser(1.0)
+        scores = score_actions(task, history, clear)
+        assert settle_close_call(task, history, clear, ranked, scores, read) == ranked[0] and read.asked == []
+        # next_action asks through the reader it is given, and only with a ratio set
+        read = ScriptedCloser(0.7)
+        next_action(task, history, first, close, allowed, read=read)
+        assert len(read.asked) == 1
+        next_action(task, history, first, close, allowed, read=read, close_call_ratio=None)
+        assert len(read.asked) == 1
+        checked += 1
+    assert checked >= len(tasks) // 2
 
 
 def test_questions_already_answered_are_not_asked_again(tasks):

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from sopagent import prompts
 from sopagent.audit.query import AuditFilter, select_rows
 from sopagent.catalog import parse_catalog
-from sopagent.engine import HOLDING_STEP, facts_prompt, read_facts
+from sopagent.engine import HOLDING_STEP, facts_prompt, read_facts, read_follow_up
 from sopagent.errors import ModelError, PolicyError, StoreError
 from sopagent.models.base import DecisionModel
 from sopagent.policy import END, FOLLOW_UP_READINGS, NoFacts, Option, Policy, Turn, load_policy
@@ -225,7 +225,7 @@ class _Replayer:
                         except ValidationError:
                             break
                 model_used = True
-                return self.model().extract(prompts.reading_prompt(context, question), schema).facts
+                return read_follow_up(self.model(), context, question, schema)[0]
 
             turn: Turn[Any, Any] = Turn(facts=facts, known=known, tools=tools, step=step,
                                         conversation_id=row.conversation_id, reader=reader)

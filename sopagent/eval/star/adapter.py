@@ -8,6 +8,9 @@
 * The model only reads language; the procedure is code: the kind of message the graph expects
   after our last action is a prior, the graph gives the action that follows the kind of message,
   a knowledge-base result is matched to SAM's result nodes without any model call.
+* Where the two best actions after a customer message are a close call, a second reading
+  (``turn.read``, one letter) chooses between only the two kinds of message behind them
+  (:func:`settle_close_call`).
 * Before the agent asks the customer for a fact, a follow-up reading (``turn.read``) looks for the
   customer's answer in the conversation (:func:`skip_given`); an answer found is kept in the
   conversation's known facts (``star_given``) and not read again.
@@ -47,6 +50,14 @@ whose answer the customer had not given (bank: a name, then the query, without a
 PIN). Re-decided from recorded runs with benchmarks/star_answered_threshold.py (40 cases per domain):
 sample offset 0 68.2 -> 70.7% (tuning), held-out offset 80 68.6 -> 71.4%, at about 45% more
 follow-up readings (see BENCHMARKS.md)."""
+
+CLOSE_CALL_RATIO = 0.6
+"""After a customer message, a close call is two best actions whose weights (:func:`score_actions`)
+are within this ratio; the model then reads the message once more, choosing between only the two
+kinds of message behind them (:data:`CLOSER_QUESTION`). Chosen on two 280-case samples (see
+BENCHMARKS.md); None in :func:`next_action` turns the second reading off."""
+CLOSER_QUESTION = "Which of these two is closer to what the customer's latest message means?"
+"""The close-call reading's question; the two kinds follow it, lettered, in the order of their weight."""
 
 
 GIVEN_QUESTION = ("Fill in the customer's answer to \"{question}\" using only what the customer wrote above. "
@@ -136,11 +147,47 @@ def score_actions(task: TaskSchema, history: Sequence[Event], probabilities: dic
     return scores
 
 
+def strongest_kind(task: TaskSchema, history: Sequence[Event], probabilities: dict[str, float], action: str,
+                   expected_weight: float = EXPECTED_WEIGHT) -> str:
+    """The kind of message that gives ``action`` most of its weight in :func:`score_actions`."""
+    expected = set(gate.expected_user_nodes(task, gate.last_action(history)))
+    leading = [node for node in probabilities if task.sam_graph.get(node) == action]
+    return max(leading, key=lambda node: probabilities[node] * (expected_weight if node in expected else 1.0))
+
+
+def two_kinds(task: TaskSchema, first: str, second: str) -> type[OneOf]:
+    """A :class:`OneOf` between two kinds of customer message, for :data:`CLOSER_QUESTION`."""
+    return type("CloserKind", (OneOf,), {"__doc__": "The closer of two kinds of the customer's latest message.",
+                                         "__module__": __name__,
+                                         "options": {first: _kind_text(task, first), second: _kind_text(task, second)}})
+
+
+def settle_close_call(task: TaskSchema, history: Sequence[Event], probabilities: dict[str, float],
+                      ranked: list[str], scores: dict[str, float], read: Callable[[str, type[OneOf]], OneOf],
+                      ratio: float = CLOSE_CALL_RATIO, expected_weight: float = EXPECTED_WEIGHT) -> str:
+    """The better of the two best actions ``ranked`` by ``scores``: the first, unless they are a close
+    call (within ``ratio``) and the model, asked which of the two kinds behind them the message is
+    closer to (``read``), gives the second kind more than half the probability."""
+    first, second = ranked[0], ranked[1]
+    if scores[second] < ratio * scores[first]:
+        return first
+    kind_first = strongest_kind(task, history, probabilities, first, expected_weight)
+    kind_second = strongest_kind(task, history, probabilities, second, expected_weight)
+    reading = read(CLOSER_QUESTION, two_kinds(task, kind_first, kind_second))
+    return second if reading.probabilities.get(kind_second, 0.0) > 0.5 else first
+
+
 def next_action(task: TaskSchema, history: Sequence[Event], label: str | None,
                 probabilities: dict[str, float], allowed: list[str],
                 expected_weight: float = EXPECTED_WEIGHT, greet_first: bool = False,
-                answered_threshold: float = ANSWERED_THRESHOLD, sam_order: bool = True) -> str:
-    """The procedure: the next agent action from the graph, the dialogue so far and the message kind."""
+                answered_threshold: float = ANSWERED_THRESHOLD, sam_order: bool = True,
+                read: Callable[[str, type[OneOf]], OneOf] | None = None,
+                close_call_ratio: float | None = CLOSE_CALL_RATIO) -> str:
+    """The procedure: the next agent action from the graph, the dialogue so far and the message kind.
+
+    ``read`` (``turn.read``), with ``close_call_ratio`` set, settles a close call between the two
+    best actions after a customer message with a second, two-way reading (:func:`settle_close_call`).
+    """
     previous = gate.last_action(history)
     kind = gate.last_kind(history)
     choice: str | None = None
@@ -156,6 +203,9 @@ def next_action(task: TaskSchema, history: Sequence[Event], label: str | None,
         scores = score_actions(task, history, probabilities, expected_weight)
         ranked = sorted((a for a in scores if a in allowed), key=lambda a: -scores[a])
         choice = ranked[0] if ranked else None
+        if read is not None and close_call_ratio is not None and kind == "customer" and len(ranked) >= 2:
+            choice = settle_close_call(task, history, probabilities, ranked, scores, read, close_call_ratio,
+                                       expected_weight)
     if choice is None and previous is not None:
         choice = task.graph.get(previous)
     if choice not in allowed:
@@ -258,12 +308,15 @@ def candidates(task: TaskSchema, history: Sequence[Event], action: str, allowed:
 
 
 def build_policy(task: TaskSchema, folder: Path, ask_known: bool = False, read_given: bool = True,
-                 question_in_system: bool = True) -> Policy:
+                 question_in_system: bool = True, settle_close_calls: bool = True) -> Policy:
     """The sopagent policy of a STAR task; its catalog file is written into ``folder``.
 
     ``question_in_system``: the message reading's question is told in the system text, after the
     kinds of message, and nothing follows the dialogue (off: asked after the dialogue, as before the
     seventh session; kept to measure the two side by side in ``benchmarks/star_question_place.py``).
+
+    ``settle_close_calls``: where the two best actions after a customer message are a close call,
+    read the message once more between the two kinds of message behind them (:func:`settle_close_call`).
 
     ``read_given``: before asking the customer for a fact, ask the model whether the conversation
     already holds the answer (:func:`skip_given`, one short JSON reading per question).
@@ -296,7 +349,8 @@ def build_policy(task: TaskSchema, folder: Path, ask_known: bool = False, read_g
         probabilities = dict(getattr(facts, "probabilities", {}) or {})
         if label and not probabilities:
             probabilities = {label: 1.0}
-        action = next_action(task, history, label, probabilities, allowed)
+        action = next_action(task, history, label, probabilities, allowed,
+                             read=turn.read if settle_close_calls else None)
         if read_given and gate.last_kind(history) == "customer":
             given = turn.known.setdefault(KNOWN_GIVEN, {})
             action = skip_given(task, action, allowed, turn.read, given)
