@@ -16,30 +16,15 @@ from its row, and only the new ones are asked live, each variant on its own read
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from sopagent.eval.star.data import sample_cases
-from star_recorded import Variant, load_recorded_run, redecide_side_by_side, report_side_by_side, sample_arguments
+from star_recorded import Variant, compare_variants
 
 VARIANTS = {"one reading (before)": Variant(),
             "close calls read again (as the harness runs)": Variant(settle_close_calls=True)}
 
 
 def main() -> None:
-    """Print accuracy and follow-up reading cost with and without the close-call reading."""
-    parser = sample_arguments(__doc__.splitlines()[0])
-    parser.add_argument("--reuse-recorded", action="store_true",
-                        help="answer follow-up readings the recorded run made from its rows; ask only new ones")
-    parser.add_argument("--out", type=Path, help="write the figures of both variants here (JSON)")
-    args = parser.parse_args()
-    from sopagent.models import load_model
-
-    run = load_recorded_run(args.cases_file, args.data_dir)
-    cases = sample_cases(run.cases, args.limit_per_domain, args.sample_offset)
-    model: Any = load_model(args.model)
-    side_by_side = redecide_side_by_side(run, cases, model, VARIANTS, reuse_recorded=args.reuse_recorded)
-    report_side_by_side(run, cases, side_by_side, args.out)
+    """Print accuracy and reading cost with and without the close-call reading; ``--out``: as JSON."""
+    compare_variants(__doc__.splitlines()[0], VARIANTS)
 
 
 if __name__ == "__main__":

@@ -193,3 +193,20 @@ def report_side_by_side(run: RecordedRun, cases: list[Case], side_by_side: SideB
             "differ_from_recorded": differ, "domains": figures}
     if out is not None:
         out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+
+def compare_variants(description: str, variants: dict[str, Variant]) -> None:
+    """The command line of a script that re-decides a recorded run under ``variants`` and reports
+    them side by side (:func:`redecide_side_by_side`, :func:`report_side_by_side`)."""
+    parser = sample_arguments(description)
+    parser.add_argument("--reuse-recorded", action="store_true",
+                        help="answer follow-up readings the recorded run made from its rows; ask only new ones")
+    parser.add_argument("--out", type=Path, help="write the figures of every variant here (JSON)")
+    args = parser.parse_args()
+    from sopagent.models import load_model
+
+    run = load_recorded_run(args.cases_file, args.data_dir)
+    cases = sample_cases(run.cases, args.limit_per_domain, args.sample_offset)
+    model: Any = load_model(args.model)
+    side_by_side = redecide_side_by_side(run, cases, model, variants, reuse_recorded=args.reuse_recorded)
+    report_side_by_side(run, cases, side_by_side, args.out)

@@ -98,35 +98,37 @@ def facts_prompt(system: str, context: str, schema: type[BaseModel], text: str) 
     return prompts.extraction_prompt(system, context, schema)
 
 
-def read_facts(model: DecisionModel, prompt: ChatPrompt, schema: type[BaseModel]) -> tuple[BaseModel, float]:
-    """A step's facts read by ``model`` from :func:`facts_prompt`'s prompt, and the ms it waited for a
-    shared model. A :class:`OneOf` is one constrained token, with every label's probability."""
+def read_constrained(model: DecisionModel, prompt: ChatPrompt, schema: type[BaseModel]) -> tuple[BaseModel, CallStats]:
+    """``schema`` read by ``model`` from ``prompt``, and the call's stats: JSON constrained to the
+    schema, or for a :class:`OneOf` one constrained token, with every label's probability."""
     if not issubclass(schema, OneOf):
         extraction = model.extract(prompt, schema)
-        return extraction.facts, extraction.stats.queued_ms
+        return extraction.facts, extraction.stats
     labels = list(schema.options)
     choice = model.choose(prompt, len(labels))
     if not 0 <= choice.index < len(labels):  # checked again after decoding
         raise ConstraintViolationError(f"model chose label {choice.index} of {len(labels)}")
     probabilities = dict(zip(labels, choice.probabilities)) if choice.probabilities else {}
-    return schema(label=labels[choice.index], probabilities=probabilities), choice.stats.queued_ms
+    return schema(label=labels[choice.index], probabilities=probabilities), choice.stats
+
+
+def read_facts(model: DecisionModel, prompt: ChatPrompt, schema: type[BaseModel]) -> tuple[BaseModel, float]:
+    """A step's facts read by ``model`` from :func:`facts_prompt`'s prompt, and the ms it waited for a
+    shared model (:func:`read_constrained`)."""
+    facts, stats = read_constrained(model, prompt, schema)
+    return facts, stats.queued_ms
 
 
 def read_follow_up(model: DecisionModel, context: str, question: str,
                    schema: type[BaseModel]) -> tuple[BaseModel, CallStats]:
     """A step's follow-up reading (:meth:`sopagent.policy.Turn.read`) and the model call's stats:
     ``question`` about the conversation ``context``, answered as JSON constrained to ``schema``, or
-    for a :class:`OneOf` as one lettered label with every label's probability."""
-    if not issubclass(schema, OneOf):
-        extraction = model.extract(prompts.reading_prompt(context, question), schema)
-        return extraction.facts, extraction.stats
-    labels = list(schema.options)
-    choice = model.choose(prompts.reading_choice_prompt(context, question, list(schema.options.values())),
-                          len(labels))
-    if not 0 <= choice.index < len(labels):  # checked again after decoding
-        raise ConstraintViolationError(f"model chose label {choice.index} of {len(labels)}")
-    probabilities = dict(zip(labels, choice.probabilities)) if choice.probabilities else {}
-    return schema(label=labels[choice.index], probabilities=probabilities), choice.stats
+    for a :class:`OneOf` as one lettered label with every label's probability (:func:`read_constrained`)."""
+    if issubclass(schema, OneOf):
+        prompt = prompts.reading_choice_prompt(context, question, list(schema.options.values()))
+    else:
+        prompt = prompts.reading_prompt(context, question)
+    return read_constrained(model, prompt, schema)
 
 
 class Agent:

@@ -95,9 +95,9 @@ class OneOf(Facts):
     @classmethod
     def lettered_options(cls) -> str:
         """The options as lettered lines (``A) description``), for a policy description."""
-        from sopagent.models.base import OPTION_LABELS
+        from sopagent.prompts import lettered
 
-        return "\n".join(f"{OPTION_LABELS[i]}) {text}" for i, text in enumerate(cls.options.values()))
+        return lettered(list(cls.options.values()))
 
     @classmethod
     def system_instructions(cls) -> str:

@@ -75,6 +75,11 @@ customers write) leaked into the answers. With it, the STAR follow-up readings c
 "I have a sore throat, headache, dizziness" as every patient's symptoms."""
 
 
+def lettered(option_texts: Sequence[str]) -> str:
+    """Options as lettered lines: ``A) first``, ``B) second``..."""
+    return "\n".join(f"{OPTION_LABELS[i]}) {text}" for i, text in enumerate(option_texts))
+
+
 def reading_prompt(context: str, question: str) -> ChatPrompt:
     """A step's follow-up question about the conversation (:meth:`sopagent.policy.Turn.read`), answered as JSON."""
     return ChatPrompt(READING_SYSTEM, context, question)
@@ -83,13 +88,12 @@ def reading_prompt(context: str, question: str) -> ChatPrompt:
 def reading_choice_prompt(context: str, question: str, option_texts: Sequence[str]) -> ChatPrompt:
     """A step's follow-up question answered with one letter (:meth:`sopagent.policy.Turn.read` with a
     :class:`~sopagent.policy.OneOf`): the question, the lettered options, then "letter only"."""
-    listed = "\n".join(f"{OPTION_LABELS[i]}) {text}" for i, text in enumerate(option_texts))
-    return ChatPrompt(READING_SYSTEM, context, f"{question}\n{listed}\n{LETTER_ONLY}")
+    return ChatPrompt(READING_SYSTEM, context, f"{question}\n{lettered(option_texts)}\n{LETTER_ONLY}")
 
 
 def choice_prompt(system: str, context: str, option_texts: Sequence[str]) -> ChatPrompt:
     """Ask which approved reply fits best, options labelled A, B, C..."""
-    listed = "\n".join(f"{OPTION_LABELS[i]}) {text}" for i, text in enumerate(option_texts))
+    listed = lettered(option_texts)
     task = (
         "Task: the procedure allows these replies now. Which one best answers the customer's "
         f"latest message?\n{listed}\nAnswer with the letter only."
@@ -113,5 +117,5 @@ def classification_prompt(system: str, context: str, question: str, option_texts
         return ChatPrompt(system, context, "")
     listed = ""
     if option_texts:
-        listed = "\n" + "\n".join(f"{OPTION_LABELS[i]}) {text}" for i, text in enumerate(option_texts))
+        listed = "\n" + lettered(option_texts)
     return ChatPrompt(system, context, f"Task: {question}{listed}\n{LETTER_ONLY}")

@@ -225,13 +225,19 @@ def skip_answered(task: TaskSchema, history: Sequence[Event], action: str, label
     seen: set[str] = set()
     while is_question(task, action) and action not in seen:
         seen.add(action)
-        answers = [u for u in task.user_nodes if task.sam_r_graph.get(u) == action and "inform" in u]
+        answers = answering_kinds(task, action)
         given = label not in answers and sum(probabilities.get(u, 0.0) for u in answers) >= threshold
         following = after_answer(task, action, sam_order)
         if not (given or action in done) or following not in allowed:
             break
         action = following
     return action
+
+
+def answering_kinds(task: TaskSchema, action: str) -> list[str]:
+    """The kinds of customer message that answer ``action`` (SAM's ``user_*inform*`` nodes whose
+    r_graph points at it)."""
+    return [u for u in task.user_nodes if task.sam_r_graph.get(u) == action and "inform" in u]
 
 
 def after_answer(task: TaskSchema, action: str, sam_order: bool = True) -> str | None:
@@ -245,7 +251,7 @@ def after_answer(task: TaskSchema, action: str, sam_order: bool = True) -> str |
     (kept to measure the two side by side in ``benchmarks/star_answer_order.py``).
     """
     if sam_order:
-        answers = [u for u in task.user_nodes if task.sam_r_graph.get(u) == action and "inform" in u]
+        answers = answering_kinds(task, action)
         following = {task.sam_graph[u] for u in answers if u in task.sam_graph}
         if len(following) == 1:
             return following.pop()
@@ -293,7 +299,7 @@ def is_question(task: TaskSchema, action: str) -> bool:
     (SAM's r_graph) and the flowchart goes on after it. Greetings and generic actions excluded."""
     if action in gate.GENERIC_ACTIONS or action in QUERY_LABELS or action not in task.graph:
         return False
-    return any(task.sam_r_graph.get(u) == action and "inform" in u for u in task.user_nodes)
+    return bool(answering_kinds(task, action))
 
 
 def candidates(task: TaskSchema, history: Sequence[Event], action: str, allowed: list[str]) -> list[str]:
