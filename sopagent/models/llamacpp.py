@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from sopagent.errors import ModelError, ModelUnavailableError
 from sopagent.models.base import OPTION_LABELS, CallStats, ChatPrompt, facts_json_schema
 from sopagent.models.local import MAX_FACTS_TOKENS, LocalConstrainedModel
+from sopagent.models.llamacpp_build import ensure_runnable_build
 
 try:  # imported lazily by users who only need the scripted model
     import outlines
@@ -126,6 +127,7 @@ class LlamaCppModel(LocalConstrainedModel):
         if not path.is_file():
             raise ModelUnavailableError(f"model file not found: {path}\n  fix: pass --model PATH.gguf or "
                                         "unset SOPAGENT_MODEL to use the embedded model")
+        ensure_runnable_build(path)  # a build that would crash here is refused with its fix
         threads = n_threads or max(1, (os.cpu_count() or 2))
         try:
             llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
