@@ -12,8 +12,9 @@ import pytest
 from sopagent.eval.star import gate
 from sopagent.eval.star.adapter import (ANSWERED_THRESHOLD, CLOSE_CALL_RATIO, CLOSER_QUESTION, GIVEN_QUESTION,
                                         LONGER_GIVEN_QUESTION, GivenAnswer, after_answer, asks_customer,
-                                        build_policy, catalog_yaml, is_question, message_kinds, next_action,
-                                        score_actions, settle_close_call, skip_answered, skip_given, step_name)
+                                        build_policy, catalog_yaml, closing_kinds, is_question, message_kinds,
+                                        next_action, score_actions, settle_close_call, settle_closing,
+                                        skip_answered, skip_given, step_name)
 from sopagent.policy import OneOf
 from sopagent.eval.star.baseline import match_reply
 from sopagent.eval.star.data import (KB_BOOKKEEPING_FIELDS, QUERY_LABELS, Event, format_item, load_cases, load_tasks,
@@ -343,3 +344,28 @@ def test_knowledge_base_results_show_what_the_item_says_without_its_bookkeeping(
         assert all(f"{k} = " in event_line(event, hidden_fields=()) for k in event.item)
     assert format_item({"APIName": "weather", "id": 7}) == "APIName = weather ; id = 7"  # nothing else to show
     assert format_item({"APIName": "weather", "City": "Oslo"}, hidden=()) == "APIName = weather ; City = Oslo"
+
+
+def test_a_customer_who_closes_is_not_asked_anything_else(tasks):
+    checked = 0
+    for task in tasks.values():
+        history = (Event("customer", "hello"), Event("agent", task.text("hello"), action="hello"),
+                   Event("customer", "..."))
+        allowed = gate.allowed_actions(task, history)
+        closing = closing_kinds(task, "anything_else", allowed)
+        leading = [u for u in task.user_nodes if task.sam_graph.get(u) == "anything_else"]
+        if not closing or not leading:
+            continue
+        farewell = task.sam_graph[closing[0]]
+        assert farewell != "anything_else" and farewell in allowed
+        reading = {leading[0]: 1.0}
+        for p_closing, expected in ((0.7, farewell), (0.3, "anything_else")):
+            read = ScriptedCloser(p_closing)
+            assert next_action(task, history, leading[0], reading, allowed, read=read, read_closing=True) == expected
+            assert read.asked == [(CLOSER_QUESTION, [leading[0], closing[0]])]
+        # off, or when the procedure would not ask "anything else?", nothing more is read
+        read = ScriptedCloser(1.0)
+        assert next_action(task, history, leading[0], reading, allowed, read=read) == "anything_else"
+        assert settle_closing(task, reading, farewell, allowed, read) == farewell and read.asked == []
+        checked += 1
+    assert checked >= len(tasks) // 2
