@@ -12,7 +12,7 @@ import pytest
 from sopagent.eval.star import gate
 from sopagent.eval.star.adapter import (ANSWERED_THRESHOLD, CLOSE_CALL_RATIO, CLOSER_QUESTION, GIVEN_QUESTION,
                                         LONGER_GIVEN_QUESTION, GivenAnswer, after_answer, asks_customer,
-                                        build_policy, catalog_yaml, closing_kinds, is_question, message_kinds,
+                                        build_policy, catalog_yaml, closing_kinds, is_question, leading_kinds, message_kinds,
                                         next_action, score_actions, settle_close_call, settle_closing,
                                         skip_answered, skip_given, step_name)
 from sopagent.policy import OneOf
@@ -136,12 +136,17 @@ class ScriptedCloser:
         return schema(label=max(probabilities, key=probabilities.__getitem__), probabilities=probabilities)
 
 
+def message_after_hello(task):
+    """A dialogue where the agent greeted and the customer wrote, and the allowed set after it."""
+    history = (Event("customer", "hello"), Event("agent", task.text("hello"), action="hello"),
+               Event("customer", "..."))
+    return history, gate.allowed_actions(task, history)
+
+
 def test_a_close_call_is_read_again_between_only_the_two_kinds_behind_it(tasks):
     checked = 0
     for task in tasks.values():
-        history = (Event("customer", "hello"), Event("agent", task.text("hello"), action="hello"),
-                   Event("customer", "..."))
-        allowed = gate.allowed_actions(task, history)
+        history, allowed = message_after_hello(task)
         pair = two_unexpected_kinds(task, history, allowed)
         if pair is None:
             continue
@@ -349,11 +354,9 @@ def test_knowledge_base_results_show_what_the_item_says_without_its_bookkeeping(
 def test_a_customer_who_closes_is_not_asked_anything_else(tasks):
     checked = 0
     for task in tasks.values():
-        history = (Event("customer", "hello"), Event("agent", task.text("hello"), action="hello"),
-                   Event("customer", "..."))
-        allowed = gate.allowed_actions(task, history)
+        history, allowed = message_after_hello(task)
         closing = closing_kinds(task, "anything_else", allowed)
-        leading = [u for u in task.user_nodes if task.sam_graph.get(u) == "anything_else"]
+        leading = leading_kinds(task, "anything_else")
         if not closing or not leading:
             continue
         farewell = task.sam_graph[closing[0]]

@@ -163,6 +163,16 @@ def two_kinds(task: TaskSchema, first: str, second: str, name: str = "CloserKind
                                  "options": {first: _kind_text(task, first), second: _kind_text(task, second)}})
 
 
+def leading_kinds(task: TaskSchema, action: str) -> list[str]:
+    """The kinds of customer message after which SAM's flowchart takes ``action``."""
+    return [u for u in task.user_nodes if task.sam_graph.get(u) == action]
+
+
+def is_close_call(ranked: Sequence[str], scores: dict[str, float], ratio: float) -> bool:
+    """Whether the two best actions ``ranked`` by ``scores`` are within ``ratio`` of each other."""
+    return len(ranked) >= 2 and scores[ranked[1]] >= ratio * scores[ranked[0]]
+
+
 def closing_kinds(task: TaskSchema, action: str, allowed: Sequence[str]) -> list[str]:
     """The kinds of customer message that answer ``action`` and lead on to another allowed action:
     for the generic "anything else?", SAM's ``user_*goodbye``/``user_*nothing_else`` (then goodbye)."""
@@ -184,7 +194,7 @@ def settle_closing(task: TaskSchema, probabilities: dict[str, float], action: st
     if action != "anything_else":
         return action
     closing = closing_kinds(task, action, allowed)
-    leading = [u for u in task.user_nodes if task.sam_graph.get(u) == action]
+    leading = leading_kinds(task, action)
     if not closing or not leading:
         return action
     kind_here = max(leading, key=lambda u: probabilities.get(u, 0.0))
@@ -200,7 +210,7 @@ def settle_close_call(task: TaskSchema, history: Sequence[Event], probabilities:
     call (within ``ratio``) and the model, asked which of the two kinds behind them the message is
     closer to (``read``), gives the second kind more than half the probability."""
     first, second = ranked[0], ranked[1]
-    if scores[second] < ratio * scores[first]:
+    if not is_close_call(ranked, scores, ratio):
         return first
     kind_first = strongest_kind(task, history, probabilities, first, expected_weight)
     kind_second = strongest_kind(task, history, probabilities, second, expected_weight)
@@ -238,9 +248,8 @@ def next_action(task: TaskSchema, history: Sequence[Event], label: str | None,
         scores = score_actions(task, history, probabilities, expected_weight)
         ranked = sorted((a for a in scores if a in allowed), key=lambda a: -scores[a])
         choice = ranked[0] if ranked else None
-        close_call = (read is not None and close_call_ratio is not None and kind == "customer" and len(ranked) >= 2
-                      and scores[ranked[1]] >= close_call_ratio * scores[ranked[0]])
-        if close_call:
+        if read is not None and close_call_ratio is not None and kind == "customer" \
+                and is_close_call(ranked, scores, close_call_ratio):
             choice = settle_close_call(task, history, probabilities, ranked, scores, read, close_call_ratio,
                                        expected_weight)
         elif read is not None and read_closing and kind == "customer" and choice is not None:
