@@ -16,7 +16,7 @@ from rich.progress import track
 from sopagent import prompts
 from sopagent.eval.star import gate
 from sopagent.engine import read_follow_up
-from sopagent.eval.star.adapter import GivenAnswer, next_action, skip_given
+from sopagent.eval.star.adapter import GivenAnswer, next_action, policy_description, skip_given
 from sopagent.eval.star.data import Case, TaskSchema, load_cases, load_tasks, sample_cases
 from sopagent.eval.star.metrics import weighted_f1
 from sopagent.eval.star.runner import transcript
@@ -87,6 +87,9 @@ class Variant:
     """Give ``next_action`` the follow-up reader, so it settles close calls with a second reading
     (as the harness does since the eleventh session); off, the scripts measured before that
     reproduce their figures."""
+    close_calls_under_policy_text: bool = False
+    """Ask the close-call reading under the policy's system text (as the harness does since the
+    thirteenth session, right after the step's own reading); off, under the readings' own system text."""
 
 
 @dataclass
@@ -100,9 +103,10 @@ class SideBySide:
     """Follow-up readings answered from the recorded run instead (``reuse_recorded``), per variant."""
 
 
-def recorded_answers(row: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    """The follow-up readings a recorded case asked: (question, schema name) -> the model's answer."""
-    return {(r["question"], r.get("schema", GivenAnswer.__name__)): r["answer"]
+def recorded_answers(row: dict[str, Any]) -> dict[tuple[str, str, bool], dict[str, Any]]:
+    """The follow-up readings a recorded case asked: (question, schema name, under the policy's
+    system text) -> the model's answer."""
+    return {(r["question"], r.get("schema", GivenAnswer.__name__), bool(r.get("under_policy_text"))): r["answer"]
             for r in row.get("follow_up_readings") or []}
 
 
@@ -130,24 +134,29 @@ def redecide_side_by_side(run: RecordedRun, cases: list[Case], model: Any,
         allowed = gate.allowed_actions(task, case.history)
         probabilities = row.get("kind_probabilities") or ({row["label"]: 1.0} if row["label"] else {})
         context = prompts.transcript_text(transcript(case.history))
+        policy_system = prompts.system_text(policy_description(task))
         recorded = recorded_answers(row) if reuse_recorded else {}
         order = list(variants) if number % 2 == 0 else list(reversed(variants))
         for name in order:
             variant = variants[name]
 
-            def read(question: str, schema: type[M], name: str = name) -> M:
-                answer = recorded.get((question, schema.__name__))
+            def read(question: str, schema: type[M], name: str = name, system: str = prompts.READING_SYSTEM) -> M:
+                answer = recorded.get((question, schema.__name__, system != prompts.READING_SYSTEM))
                 if answer is not None:
                     result.reused[name] += 1
                     return schema.model_validate(answer)
                 if lanes[name] is None:
                     raise RuntimeError("a new follow-up reading is needed: pass a model")
-                facts, stats = read_follow_up(lanes[name], context, question, schema)
+                facts, stats = read_follow_up(lanes[name], context, question, schema, system)
                 result.stats[name].append(stats)
                 return facts  # type: ignore[return-value]
 
+            def read_close_call(question: str, schema: type[M], name: str = name) -> M:
+                system = policy_system if variant.close_calls_under_policy_text else prompts.READING_SYSTEM
+                return read(question, schema, name, system)
+
             chosen = next_action(task, case.history, row["label"], probabilities, allowed,
-                                 read=read if variant.settle_close_calls else None, **variant.next_action)
+                                 read=read_close_call if variant.settle_close_calls else None, **variant.next_action)
             if gate.last_kind(case.history) == "customer":
                 chosen = skip_given(task, chosen, allowed, read, given[name].setdefault(case.dialogue_id, {}),
                                     **variant.skip_given)

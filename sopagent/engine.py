@@ -119,15 +119,16 @@ def read_facts(model: DecisionModel, prompt: ChatPrompt, schema: type[BaseModel]
     return facts, stats.queued_ms
 
 
-def read_follow_up(model: DecisionModel, context: str, question: str,
-                   schema: type[BaseModel]) -> tuple[BaseModel, CallStats]:
+def read_follow_up(model: DecisionModel, context: str, question: str, schema: type[BaseModel],
+                   system: str = prompts.READING_SYSTEM) -> tuple[BaseModel, CallStats]:
     """A step's follow-up reading (:meth:`sopagent.policy.Turn.read`) and the model call's stats:
-    ``question`` about the conversation ``context``, answered as JSON constrained to ``schema``, or
-    for a :class:`OneOf` as one lettered label with every label's probability (:func:`read_constrained`)."""
+    ``question`` about the conversation ``context`` under ``system``, answered as JSON constrained to
+    ``schema``, or for a :class:`OneOf` as one lettered label with every label's probability
+    (:func:`read_constrained`)."""
     if issubclass(schema, OneOf):
-        prompt = prompts.reading_choice_prompt(context, question, list(schema.options.values()))
+        prompt = prompts.reading_choice_prompt(context, question, list(schema.options.values()), system)
     else:
-        prompt = prompts.reading_prompt(context, question)
+        prompt = prompts.reading_prompt(context, question, system)
     return read_constrained(model, prompt, schema)
 
 
@@ -255,7 +256,9 @@ class Agent:
 
     def _decide(self, conversation: Conversation, step_name: str, facts: BaseModel, known: dict[str, Any],
                 context: str, clock: "_Clock") -> _Outcome:
-        def reader(question: str, schema: type[BaseModel]) -> BaseModel:
+        def reader(question: str, schema: type[BaseModel], under_policy_text: bool = False) -> BaseModel:
+            if under_policy_text:  # after the step reading's own prompt: only the question is new to it
+                return read_follow_up(self.model, context, question, schema, self._system)[0]
             return read_follow_up(self._reading_model(), context, question, schema)[0]
 
         turn: Turn[Any, Any] = Turn(facts=facts, known=known, tools=self.tools, step=step_name,

@@ -142,17 +142,21 @@ class Turn(Generic[F, T]):
     step: str
     """Name of the step being run."""
     conversation_id: str
-    reader: Callable[[str, type[BaseModel]], BaseModel] | None = field(default=None, repr=False)
+    reader: Callable[[str, type[BaseModel], bool], BaseModel] | None = field(default=None, repr=False)
     """How :meth:`read` asks the model (set by the engine)."""
     readings: list[dict[str, Any]] = field(default_factory=list)
     """The follow-up readings this step made (question and answer), stored with the decision."""
 
-    def read(self, question: str, schema: type[R]) -> R:
+    def read(self, question: str, schema: type[R], under_policy_text: bool = False) -> R:
         """Ask the model one more question about the conversation, its answer constrained to ``schema``.
 
         The procedure decides what to ask and what the answer changes; the model only reads. The
         question goes after the conversation, under its own short system text
-        (:data:`sopagent.prompts.READING_SYSTEM`), not the policy's. A :class:`OneOf` schema is
+        (:data:`sopagent.prompts.READING_SYSTEM`), not the policy's; with ``under_policy_text``,
+        under the policy's system text, right after the prompt of the step's own reading, so a
+        backend that caches the prompt prefix evaluates only the question (the policy's text is
+        long and holds examples of customer messages, which suits a question about the kind of
+        message better than one that copies a value out of the conversation). A :class:`OneOf` schema is
         answered with one lettered label (its ``options`` listed after the question) and every
         label's probability. Every reading is recorded with the decision (``follow_up_readings`` in
         its facts).
@@ -160,9 +164,11 @@ class Turn(Generic[F, T]):
         if self.reader is None:
             raise PolicyError(f"step {self.step!r} asked the model to read, but this turn has no model",
                               fix="call turn.read only in steps run by an Agent")
-        facts = self.reader(question, schema)
-        self.readings.append({"question": question, "schema": schema.__name__,
-                              "answer": facts.model_dump(mode="json")})
+        facts = self.reader(question, schema, under_policy_text)
+        reading = {"question": question, "schema": schema.__name__, "answer": facts.model_dump(mode="json")}
+        if under_policy_text:
+            reading["under_policy_text"] = True
+        self.readings.append(reading)
         return facts  # type: ignore[return-value]
 
 

@@ -80,15 +80,17 @@ def lettered(option_texts: Sequence[str]) -> str:
     return "\n".join(f"{OPTION_LABELS[i]}) {text}" for i, text in enumerate(option_texts))
 
 
-def reading_prompt(context: str, question: str) -> ChatPrompt:
-    """A step's follow-up question about the conversation (:meth:`sopagent.policy.Turn.read`), answered as JSON."""
-    return ChatPrompt(READING_SYSTEM, context, question)
+def reading_prompt(context: str, question: str, system: str = READING_SYSTEM) -> ChatPrompt:
+    """A step's follow-up question about the conversation (:meth:`sopagent.policy.Turn.read`), answered as
+    JSON, under ``system`` (the readings' own system text unless the step asks for the policy's)."""
+    return ChatPrompt(system, context, question)
 
 
-def reading_choice_prompt(context: str, question: str, option_texts: Sequence[str]) -> ChatPrompt:
+def reading_choice_prompt(context: str, question: str, option_texts: Sequence[str],
+                          system: str = READING_SYSTEM) -> ChatPrompt:
     """A step's follow-up question answered with one letter (:meth:`sopagent.policy.Turn.read` with a
     :class:`~sopagent.policy.OneOf`): the question, the lettered options, then "letter only"."""
-    return ChatPrompt(READING_SYSTEM, context, f"{question}\n{lettered(option_texts)}\n{LETTER_ONLY}")
+    return ChatPrompt(system, context, f"{question}\n{lettered(option_texts)}\n{LETTER_ONLY}")
 
 
 def choice_prompt(system: str, context: str, option_texts: Sequence[str]) -> ChatPrompt:

@@ -134,3 +134,34 @@ def test_a_one_of_reading_is_one_letter_with_every_label_probability(tmp_path, s
     reading = json.loads(store.decisions(conversation)[-1].facts_json)["follow_up_readings"][0]
     assert reading["schema"] == "Urgency" and reading["answer"]["label"] == "routine"
     assert reading["answer"]["probabilities"] == pytest.approx({"urgent": 0.3, "routine": 0.7})
+
+
+def test_a_reading_under_the_policy_text_follows_the_step_prompt_and_is_recorded_so(tmp_path, store) -> None:
+    from sopagent.prompts import READING_SYSTEM
+
+    policy = bare_policy(tmp_path)
+    policy.description = "card services for a bank"
+    flags: list[str | None] = []
+
+    @policy.step(facts=NoFacts, name="start")
+    def start(turn: Turn[Any, Any]) -> list[Option]:
+        plain = turn.read("How urgent is the customer's request?", Urgency)
+        under = turn.read("How urgent is the customer's request?", Urgency, under_policy_text=True)
+        flags.extend([plain.label, under.label])
+        return [say("handoff" if under.label == "urgent" else "ask_account", next="start")]
+
+    model = ScriptedModel(choices=[[0.3, 0.7], [0.9, 0.1]])
+    agent = Agent(policy, model, store)
+    conversation = agent.start()
+    assert agent.respond(conversation, "my card was stolen").response_id == "handoff"
+    assert flags == ["routine", "urgent"]
+    plain_prompt, under_prompt = model.prompts
+    assert plain_prompt.system == READING_SYSTEM
+    assert "card services for a bank" in under_prompt.system and under_prompt.context == plain_prompt.context
+    assert under_prompt.task == plain_prompt.task
+    readings = json.loads(store.decisions(conversation)[-1].facts_json)["follow_up_readings"]
+    assert ["under_policy_text" in r for r in readings] == [False, True]
+    from sopagent.audit.replay import replay
+
+    again = replay(store, policy, model_factory=lambda: pytest.fail("both readings are recorded"))
+    assert again.turns == 1 and again.changes == [] and again.model_calls == 0

@@ -58,3 +58,32 @@ def test_the_installed_build_decodes_a_short_prompt_in_a_child_process(tmp_path:
 
     model_path = embedded_model_path()
     probe(probe_command(model_path))
+
+
+AVX512_CPU = {"fpu", "avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw",
+              "avx512_vnni", "amx_tile", "amx_int8", "amx_bf16"}
+
+
+def test_build_arguments_follow_the_cpu_and_never_turn_amx_on() -> None:
+    from sopagent.models.llamacpp_flags import cmake_args
+
+    with_avx512 = cmake_args(AVX512_CPU)
+    assert "-DGGML_NATIVE=OFF" in with_avx512 and "-DGGML_AVX512=ON" in with_avx512
+    assert "-DGGML_AVX512_VNNI=ON" in with_avx512 and "-DGGML_AVX512_BF16=ON" not in with_avx512  # not reported
+    assert "AMX_INT8=OFF" in with_avx512 and "AMX_INT8=ON" not in with_avx512
+    avx2_only = cmake_args(AVX512_CPU - {"avx512bw"})  # AVX-512 needs all five of its base flags
+    assert "-DGGML_AVX2=ON" in avx2_only and "AVX512" not in avx2_only
+
+
+def test_build_arguments_are_printed_from_proc_cpuinfo_by_the_script_itself(tmp_path: Path) -> None:
+    """The README runs the module as a plain script before sopagent is installed."""
+    import subprocess
+
+    from sopagent.models import llamacpp_flags
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: " + " ".join(sorted(AVX512_CPU)) + "\n\nprocessor\t: 1\n")
+    assert llamacpp_flags.cpu_flags(cpuinfo) == AVX512_CPU
+    assert llamacpp_flags.cpu_flags(tmp_path / "missing") == set()
+    printed = subprocess.run([sys.executable, "-S", llamacpp_flags.__file__], capture_output=True, text=True, check=True)
+    assert printed.stdout.strip() == llamacpp_flags.cmake_args(llamacpp_flags.cpu_flags())

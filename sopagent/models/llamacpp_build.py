@@ -22,9 +22,11 @@ from typing import Sequence
 
 from sopagent.errors import ModelUnavailableError
 from sopagent.models.embedded import cache_dir
+from sopagent.models.llamacpp_flags import cmake_args, cpu_flags
 
-PORTABLE_CMAKE_ARGS = "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
-"""llama.cpp built for AVX2 rather than for the build machine's CPU (the README's install commands use it)."""
+PORTABLE_CMAKE_ARGS = cmake_args(cpu_flags())
+"""llama.cpp built for this CPU's vector extensions but without AMX (:mod:`sopagent.models.llamacpp_flags`,
+which the README's install commands run)."""
 REBUILD_COMMAND = (f'CMAKE_ARGS="{PORTABLE_CMAKE_ARGS}" pip install --no-cache-dir --force-reinstall --no-deps '
                    "llama-cpp-python==0.3.36")
 """The command that replaces a build that cannot run here."""
@@ -84,7 +86,7 @@ def probe(command: Sequence[str], timeout_s: float = PROBE_TIMEOUT_S) -> None:
     raise ModelUnavailableError(
         f"this llama-cpp-python build crashes on this machine ({name} while decoding a short prompt in a test "
         "process). It was compiled with Intel AMX kernels, which a virtual machine may advertise without "
-        f"enabling.\n  fix: rebuild it for AVX2: {REBUILD_COMMAND}")
+        f"enabling.\n  fix: rebuild it without AMX kernels: {REBUILD_COMMAND}")
 
 
 def ensure_runnable_build(model_path: Path, features: str | None = None,

@@ -361,8 +361,24 @@ def candidates(task: TaskSchema, history: Sequence[Event], action: str, allowed:
     return [action, following]
 
 
+def message_type(task: TaskSchema, question_in_system: bool = True) -> type[OneOf]:
+    """The step reading's facts: one of SAM's kinds of customer message (:func:`message_kinds`)."""
+    return type(f"{task.name.title().replace('_', '')}Message", (OneOf,), {
+        "__doc__": f"The kind of the customer's latest message in STAR task {task.name}.",
+        "__module__": __name__,
+        "options": message_kinds(task), "listed_in_system": True, "question_in_system": question_in_system,
+        "question": KIND_QUESTION})
+
+
+def policy_description(task: TaskSchema, question_in_system: bool = True) -> str:
+    """The policy description of a task: what it is, then its kinds of customer message (lettered)."""
+    return (f"the STAR task '{task.name.replace('_', ' ')}'. Customers write messages of these kinds:\n"
+            + message_type(task, question_in_system).system_instructions())
+
+
 def build_policy(task: TaskSchema, folder: Path, ask_known: bool = False, read_given: bool = True,
-                 question_in_system: bool = True, settle_close_calls: bool = True) -> Policy:
+                 question_in_system: bool = True, settle_close_calls: bool = True,
+                 close_calls_under_policy_text: bool = False) -> Policy:
     """The sopagent policy of a STAR task; its catalog file is written into ``folder``.
 
     ``question_in_system``: the message reading's question is told in the system text, after the
@@ -370,7 +386,12 @@ def build_policy(task: TaskSchema, folder: Path, ask_known: bool = False, read_g
     seventh session; kept to measure the two side by side in ``benchmarks/star_question_place.py``).
 
     ``settle_close_calls``: where the two best actions after a customer message are a close call,
-    read the message once more between the two kinds of message behind them (:func:`settle_close_call`).
+    read the message once more between the two kinds of message behind them (:func:`settle_close_call`);
+    ``close_calls_under_policy_text``: ask that reading right after the step's own reading, under the
+    policy's system text (``turn.read(..., under_policy_text=True)``), so only its question is new to
+    llama.cpp's cache. Off: measured in the thirteenth session on 560 cases, it cost 3.6 points
+    (71.6 -> 68.0; trivia 81.2 -> 65.0), so the reading stays under the readings' own system text on
+    the reading lane (``benchmarks/star_close_call_place.py``, see BENCHMARKS.md).
 
     ``read_given``: before asking the customer for a fact, ask the model whether the conversation
     already holds the answer (:func:`skip_given`, one short JSON reading per question).
@@ -382,18 +403,19 @@ def build_policy(task: TaskSchema, folder: Path, ask_known: bool = False, read_g
     folder.mkdir(parents=True, exist_ok=True)
     catalog_path = (folder / f"star_{task.name}.yaml").resolve()
     catalog_path.write_text(catalog_yaml(task), encoding="utf-8")
-    kinds = message_kinds(task)
-    Message = type(f"{task.name.title().replace('_', '')}Message", (OneOf,), {
-        "__doc__": f"The kind of the customer's latest message in STAR task {task.name}.",
-        "__module__": __name__,
-        "options": kinds, "listed_in_system": True, "question_in_system": question_in_system,
-        "question": KIND_QUESTION})
-    description = (f"the STAR task '{task.name.replace('_', ' ')}'. Customers write messages of these kinds:\n"
-                   + Message.system_instructions())
+    Message = message_type(task, question_in_system)
+    description = policy_description(task, question_in_system)
     fallback = "out_of_scope" if "out_of_scope" in task.actions else task.actions[0]
     policy = Policy(name=f"star_{task.name}", version="star-1", catalog=catalog_path, start="start",
                     fallback=fallback, description=description, tools=RecordedDialogue)
-    facts_type = Message if kinds else None
+    facts_type = Message if Message.options else None
+
+    def close_call_reader(turn: Turn[Any, RecordedDialogue]) -> Callable[[str, type[OneOf]], OneOf] | None:
+        if not settle_close_calls:
+            return None
+        if close_calls_under_policy_text:
+            return lambda question, schema: turn.read(question, schema, under_policy_text=True)
+        return turn.read
 
     def decide(turn: Turn[Any, RecordedDialogue]) -> list[Option]:
         history = turn.tools.history
@@ -404,7 +426,7 @@ def build_policy(task: TaskSchema, folder: Path, ask_known: bool = False, read_g
         if label and not probabilities:
             probabilities = {label: 1.0}
         action = next_action(task, history, label, probabilities, allowed,
-                             read=turn.read if settle_close_calls else None)
+                             read=close_call_reader(turn))
         if read_given and gate.last_kind(history) == "customer":
             given = turn.known.setdefault(KNOWN_GIVEN, {})
             action = skip_given(task, action, allowed, turn.read, given)
