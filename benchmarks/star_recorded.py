@@ -19,6 +19,7 @@ from sopagent.engine import read_follow_up
 from sopagent.eval.star.adapter import GivenAnswer, next_action, policy_description, skip_given
 from sopagent.eval.star.data import Case, TaskSchema, load_cases, load_tasks, sample_cases
 from sopagent.eval.star.metrics import weighted_f1
+from sopagent.policy import OneOf
 from sopagent.eval.star.runner import transcript
 
 M = TypeVar("M", bound=BaseModel)
@@ -142,6 +143,9 @@ def redecide_side_by_side(run: RecordedRun, cases: list[Case], model: Any,
 
             def read(question: str, schema: type[M], name: str = name, system: str = prompts.READING_SYSTEM) -> M:
                 answer = recorded.get((question, schema.__name__, system != prompts.READING_SYSTEM))
+                if answer is not None and issubclass(schema, OneOf) \
+                        and set(answer.get("probabilities") or {}) != set(schema.options):
+                    answer = None  # the same question between two other kinds of message
                 if answer is not None:
                     result.reused[name] += 1
                     return schema.model_validate(answer)
