@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -74,7 +74,9 @@ def sample_arguments(description: str) -> argparse.ArgumentParser:
     parser.add_argument("data_dir", nargs="?", default="../shared/data/star")
     parser.add_argument("--limit-per-domain", type=int, default=40)
     parser.add_argument("--sample-offset", type=int, default=0)
-    parser.add_argument("--model", help="model spec (default: the embedded model)")
+    parser.add_argument("--model", help="model spec (default: the embedded model); 'none': no model, a reading "
+                                        "the recorded run did not make counts as not read (nothing given, the "
+                                        "first option): an estimate")
     return parser
 
 
@@ -89,8 +91,9 @@ class Variant:
     (as the harness does since the eleventh session); off, the scripts measured before that
     reproduce their figures."""
     close_calls_under_policy_text: bool = False
-    """Ask the close-call reading under the policy's system text (as the harness does since the
-    thirteenth session, right after the step's own reading); off, under the readings' own system text."""
+    """Ask the close-call reading under the policy's system text, right after the step's own reading
+    (measured in the thirteenth session and not adopted); off, under the readings' own system text, as
+    the harness does."""
 
 
 @dataclass
@@ -102,6 +105,17 @@ class SideBySide:
     """The stats of each live follow-up reading, per variant."""
     reused: dict[str, int] = field(default_factory=dict)
     """Follow-up readings answered from the recorded run instead (``reuse_recorded``), per variant."""
+    missing: dict[str, int] = field(default_factory=dict)
+    """Follow-up readings neither recorded nor asked (no model): answered by :func:`unread_answer`."""
+
+
+def unread_answer(schema: type[M]) -> M:
+    """The answer assumed for a reading asked without a model: nothing given, or the first option
+    (the action the procedure already had), so the figure is an estimate that leans to no change."""
+    if issubclass(schema, OneOf):
+        first = next(iter(schema.options))
+        return schema.model_validate({"label": first, "probabilities": {o: float(o == first) for o in schema.options}})
+    return schema.model_validate({"answer": None})
 
 
 def recorded_answers(row: dict[str, Any]) -> dict[tuple[str, str, bool], dict[str, Any]]:
@@ -119,7 +133,8 @@ def redecide_side_by_side(run: RecordedRun, cases: list[Case], model: Any,
     (so each pays its own catch-up of the dialogue, as in a run), alternating which goes first.
     ``reuse_recorded``: a follow-up question the recorded run asked in the same case is answered
     with the recorded answer (the prompt is the same, and decoding is greedy), so only the readings
-    a variant adds cost model time; ``model`` may then be None while no reading is new.
+    a variant adds cost model time; with ``model`` None a new reading is not asked but answered by
+:func:`unread_answer` and counted (``SideBySide.missing``).
     """
     lanes: dict[str, Any] = {}
     lane = model.reading_lane() if model is not None else None
@@ -128,7 +143,7 @@ def redecide_side_by_side(run: RecordedRun, cases: list[Case], model: Any,
         lane = lane.reading_lane() if lane is not None else None
     given: dict[str, dict[int, dict[str, str]]] = {name: {} for name in variants}
     result = SideBySide({name: {} for name in variants}, {name: [] for name in variants},
-                        {name: 0 for name in variants})
+                        {name: 0 for name in variants}, {name: 0 for name in variants})
     progress = track(cases, description="re-deciding", console=Console(stderr=True))
     for number, case in enumerate(progress):
         task, row = run.tasks[case.task], run.rows[case.case_id]
@@ -150,7 +165,8 @@ def redecide_side_by_side(run: RecordedRun, cases: list[Case], model: Any,
                     result.reused[name] += 1
                     return schema.model_validate(answer)
                 if lanes[name] is None:
-                    raise RuntimeError("a new follow-up reading is needed: pass a model")
+                    result.missing[name] += 1
+                    return unread_answer(schema)
                 facts, stats = read_follow_up(lanes[name], context, question, schema, system)
                 result.stats[name].append(stats)
                 return facts  # type: ignore[return-value]
@@ -196,13 +212,15 @@ def report_side_by_side(run: RecordedRun, cases: list[Case], side_by_side: SideB
         figures = domain_figures(cases, predictions, allowed)
         print(f"{name:<46} accuracy {mean_accuracy(cases, predictions):6.1%}  ({split_figures(run, predictions)})  "
               f"live readings {len(calls):4d} ({sum(s.ms for s in calls) / 1000:6.1f} s)  "
-              f"reused {side_by_side.reused[name]:4d}  differ from the recorded run {differ}")
+              f"reused {side_by_side.reused[name]:4d}  not read (no model) {side_by_side.missing[name]:4d}  "
+              f"differ from the recorded run {differ}")
         print("    " + "  ".join(f"{d} {f['accuracy']:.1%}" for d, f in figures.items()))
         document["variants"][name] = {
             "mean_accuracy": mean_accuracy(cases, predictions),
             "mean_weighted_f1": sum(f["weighted_f1"] for f in figures.values()) / len(figures),
             "violations": sum(f["violations"] for f in figures.values()),
             "live_readings": len(calls), "reused_readings": side_by_side.reused[name],
+            "unread_readings": side_by_side.missing[name],
             "differ_from_recorded": differ, "domains": figures}
     if out is not None:
         out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -215,11 +233,16 @@ def compare_variants(description: str, variants: dict[str, Variant]) -> None:
     parser.add_argument("--reuse-recorded", action="store_true",
                         help="answer follow-up readings the recorded run made from its rows; ask only new ones")
     parser.add_argument("--out", type=Path, help="write the figures of every variant here (JSON)")
+    parser.add_argument("--no-close-calls", action="store_true",
+                        help="re-decide every variant without close-call readings (then --model none needs no "
+                             "reading at all with --reuse-recorded)")
     args = parser.parse_args()
     from sopagent.models import load_model
 
+    if args.no_close_calls:
+        variants = {name: replace(variant, settle_close_calls=False) for name, variant in variants.items()}
     run = load_recorded_run(args.cases_file, args.data_dir)
     cases = sample_cases(run.cases, args.limit_per_domain, args.sample_offset)
-    model: Any = load_model(args.model)
+    model: Any = None if args.model == "none" else load_model(args.model)
     side_by_side = redecide_side_by_side(run, cases, model, variants, reuse_recorded=args.reuse_recorded)
     report_side_by_side(run, cases, side_by_side, args.out)

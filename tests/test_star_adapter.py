@@ -12,7 +12,8 @@ import pytest
 from sopagent.eval.star import gate
 from sopagent.eval.star.adapter import (ANSWERED_THRESHOLD, CLOSE_CALL_RATIO, CLOSER_QUESTION, GIVEN_QUESTION,
                                         LONGER_GIVEN_QUESTION, GivenAnswer, after_answer, asks_customer,
-                                        build_policy, catalog_yaml, closing_kinds, is_question, leading_kinds, message_kinds,
+                                        build_policy, catalog_yaml, closing_actions, closing_kinds, is_question, kind_weights,
+                                        leading_kinds, message_kinds,
                                         next_action, score_actions, settle_close_call, settle_closing,
                                         skip_answered, skip_given, step_name)
 from sopagent.policy import OneOf
@@ -372,3 +373,28 @@ def test_a_customer_who_closes_is_not_asked_anything_else(tasks):
         assert settle_closing(task, reading, farewell, allowed, read) == farewell and read.asked == []
         checked += 1
     assert checked >= len(tasks) // 2
+
+
+def test_the_closing_prior_raises_only_closing_kinds_that_do_not_answer_the_last_action(tasks):
+    checked = 0
+    for task in tasks.values():
+        closing = set(closing_actions(task))
+        for action in task.actions:
+            history = (Event("agent", task.text(action), action=action), Event("customer", "thanks, bye"))
+            plain = kind_weights(task, history)
+            raised = kind_weights(task, history, closing_weight=4.0)
+            expected = set(gate.expected_user_nodes(task, action))
+            for node in task.user_nodes:
+                if node in expected:
+                    assert plain[node] == raised[node] == 16.0
+                elif task.sam_graph.get(node) in closing:
+                    assert (plain[node], raised[node]) == (1.0, 4.0), (task.name, action, node)
+                    checked += 1
+                else:
+                    assert plain[node] == raised[node] == 1.0
+            # the scores follow the weights: a closing kind alone scores 4x its probability
+            for node in task.user_nodes:
+                if node not in expected and task.sam_graph.get(node) in closing:
+                    scores = score_actions(task, history, {node: 0.5}, closing_weight=4.0)
+                    assert scores == {task.sam_graph[node]: 2.0}
+    assert checked > len(tasks)

@@ -36,6 +36,11 @@ MAX_KINDS = 26
 """A choice is one letter, so at most 26 kinds of customer message are offered."""
 EXPECTED_WEIGHT = 16.0
 """How much more likely a kind of message is when it answers our last action (the graph's prior)."""
+CLOSING_WEIGHT = 1.0
+"""How much more likely a closing kind of message (thanks, goodbye, nothing else: one that leads to
+:func:`closing_actions`) is where it does not answer our last action: a customer may end the
+conversation at any point. 1 (no change) keeps SAM's graph alone as the prior; other values are
+measured with ``benchmarks/star_closing_prior.py`` (see BENCHMARKS.md)."""
 KIND_QUESTION = "Which kind listed above is the customer's latest message?"
 """Told in the system text, after the kinds (``question_in_system``), so a reading evaluates only the
 dialogue's new lines. The message itself is the dialogue's last line and is not repeated: that cut
@@ -133,26 +138,43 @@ def catalog_yaml(task: TaskSchema) -> str:
                           sort_keys=False, allow_unicode=True)
 
 
-def score_actions(task: TaskSchema, history: Sequence[Event], probabilities: dict[str, float],
-                  expected_weight: float = EXPECTED_WEIGHT) -> dict[str, float]:
-    """Weight of each action after a customer message: P(kind) x prior, summed over kinds that lead to it."""
+def closing_actions(task: TaskSchema) -> list[str]:
+    """The task's actions that close a conversation: "anything else?", the farewells (``goodbye_1``,
+    ``*_bye``)."""
+    return [a for a in task.actions if a in ("anything_else", "goodbye_1") or a.endswith("_bye")]
+
+
+def kind_weights(task: TaskSchema, history: Sequence[Event], expected_weight: float = EXPECTED_WEIGHT,
+                 closing_weight: float = CLOSING_WEIGHT) -> dict[str, float]:
+    """The graph's prior on each kind of customer message after our last action: ``expected_weight``
+    for the kinds that answer it, ``closing_weight`` for the other closing kinds, 1 for the rest."""
     expected = set(gate.expected_user_nodes(task, gate.last_action(history)))
+    closing = set(closing_actions(task))
+    return {node: expected_weight if node in expected
+            else closing_weight if task.sam_graph.get(node) in closing else 1.0
+            for node in task.user_nodes}
+
+
+def score_actions(task: TaskSchema, history: Sequence[Event], probabilities: dict[str, float],
+                  expected_weight: float = EXPECTED_WEIGHT, closing_weight: float = CLOSING_WEIGHT) -> dict[str, float]:
+    """Weight of each action after a customer message: P(kind) x prior (:func:`kind_weights`), summed
+    over kinds that lead to it."""
+    weights = kind_weights(task, history, expected_weight, closing_weight)
     scores: dict[str, float] = {}
     for node, p in probabilities.items():
         action = task.sam_graph.get(node)
         if action is None:
             continue
-        weight = p * (expected_weight if node in expected else 1.0)
-        scores[action] = scores.get(action, 0.0) + weight
+        scores[action] = scores.get(action, 0.0) + p * weights.get(node, 1.0)
     return scores
 
 
 def strongest_kind(task: TaskSchema, history: Sequence[Event], probabilities: dict[str, float], action: str,
-                   expected_weight: float = EXPECTED_WEIGHT) -> str:
+                   expected_weight: float = EXPECTED_WEIGHT, closing_weight: float = CLOSING_WEIGHT) -> str:
     """The kind of message that gives ``action`` most of its weight in :func:`score_actions`."""
-    expected = set(gate.expected_user_nodes(task, gate.last_action(history)))
+    weights = kind_weights(task, history, expected_weight, closing_weight)
     leading = [node for node in probabilities if task.sam_graph.get(node) == action]
-    return max(leading, key=lambda node: probabilities[node] * (expected_weight if node in expected else 1.0))
+    return max(leading, key=lambda node: probabilities[node] * weights.get(node, 1.0))
 
 
 def two_kinds(task: TaskSchema, first: str, second: str, name: str = "CloserKind") -> type[OneOf]:
@@ -205,15 +227,16 @@ def settle_closing(task: TaskSchema, probabilities: dict[str, float], action: st
 
 def settle_close_call(task: TaskSchema, history: Sequence[Event], probabilities: dict[str, float],
                       ranked: list[str], scores: dict[str, float], read: Callable[[str, type[OneOf]], OneOf],
-                      ratio: float = CLOSE_CALL_RATIO, expected_weight: float = EXPECTED_WEIGHT) -> str:
+                      ratio: float = CLOSE_CALL_RATIO, expected_weight: float = EXPECTED_WEIGHT,
+                      closing_weight: float = CLOSING_WEIGHT) -> str:
     """The better of the two best actions ``ranked`` by ``scores``: the first, unless they are a close
     call (within ``ratio``) and the model, asked which of the two kinds behind them the message is
     closer to (``read``), gives the second kind more than half the probability."""
     first, second = ranked[0], ranked[1]
     if not is_close_call(ranked, scores, ratio):
         return first
-    kind_first = strongest_kind(task, history, probabilities, first, expected_weight)
-    kind_second = strongest_kind(task, history, probabilities, second, expected_weight)
+    kind_first = strongest_kind(task, history, probabilities, first, expected_weight, closing_weight)
+    kind_second = strongest_kind(task, history, probabilities, second, expected_weight, closing_weight)
     reading = read(CLOSER_QUESTION, two_kinds(task, kind_first, kind_second))
     return second if reading.probabilities.get(kind_second, 0.0) > 0.5 else first
 
@@ -223,7 +246,8 @@ def next_action(task: TaskSchema, history: Sequence[Event], label: str | None,
                 expected_weight: float = EXPECTED_WEIGHT, greet_first: bool = False,
                 answered_threshold: float = ANSWERED_THRESHOLD, sam_order: bool = True,
                 read: Callable[[str, type[OneOf]], OneOf] | None = None,
-                close_call_ratio: float | None = CLOSE_CALL_RATIO, read_closing: bool = False) -> str:
+                close_call_ratio: float | None = CLOSE_CALL_RATIO, read_closing: bool = False,
+                closing_weight: float = CLOSING_WEIGHT) -> str:
     """The procedure: the next agent action from the graph, the dialogue so far and the message kind.
 
     ``read`` (``turn.read``), with ``close_call_ratio`` set, settles a close call between the two
@@ -232,6 +256,7 @@ def next_action(task: TaskSchema, history: Sequence[Event], label: str | None,
     asked "anything else?" has not just said there is nothing else (:func:`settle_closing`). That is
     off: measured in the twelfth session, the two-way reading gave the closing kind 0.37-0.39 in every
     case, whatever the customer wrote, and changed no prediction (see BENCHMARKS.md).
+    ``expected_weight`` and ``closing_weight`` set the graph's prior on the kinds (:func:`kind_weights`).
     """
     previous = gate.last_action(history)
     kind = gate.last_kind(history)
@@ -245,13 +270,13 @@ def next_action(task: TaskSchema, history: Sequence[Event], label: str | None,
     elif previous is None and "hello" in allowed and (greet_first or not probabilities):
         choice = "hello"
     elif probabilities:
-        scores = score_actions(task, history, probabilities, expected_weight)
+        scores = score_actions(task, history, probabilities, expected_weight, closing_weight)
         ranked = sorted((a for a in scores if a in allowed), key=lambda a: -scores[a])
         choice = ranked[0] if ranked else None
         if read is not None and close_call_ratio is not None and kind == "customer" \
                 and is_close_call(ranked, scores, close_call_ratio):
             choice = settle_close_call(task, history, probabilities, ranked, scores, read, close_call_ratio,
-                                       expected_weight)
+                                       expected_weight, closing_weight)
         elif read is not None and read_closing and kind == "customer" and choice is not None:
             choice = settle_closing(task, probabilities, choice, allowed, read)
     if choice is None and previous is not None:
