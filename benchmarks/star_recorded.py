@@ -134,7 +134,7 @@ def redecide_side_by_side(run: RecordedRun, cases: list[Case], model: Any,
     ``reuse_recorded``: a follow-up question the recorded run asked in the same case is answered
     with the recorded answer (the prompt is the same, and decoding is greedy), so only the readings
     a variant adds cost model time; with ``model`` None a new reading is not asked but answered by
-:func:`unread_answer` and counted (``SideBySide.missing``).
+    :func:`unread_answer` and counted (``SideBySide.missing``).
     """
     lanes: dict[str, Any] = {}
     lane = model.reading_lane() if model is not None else None

@@ -39,8 +39,9 @@ EXPECTED_WEIGHT = 16.0
 CLOSING_WEIGHT = 1.0
 """How much more likely a closing kind of message (thanks, goodbye, nothing else: one that leads to
 :func:`closing_actions`) is where it does not answer our last action: a customer may end the
-conversation at any point. 1 (no change) keeps SAM's graph alone as the prior; other values are
-measured with ``benchmarks/star_closing_prior.py`` (see BENCHMARKS.md)."""
+conversation at any point. 1 (no change) keeps SAM's graph alone as the prior: 2, 4 and 8 cost
+restaurant and doctor more than they gave bank and hotel (fourteenth session,
+``benchmarks/star_prior_weights.py``, see BENCHMARKS.md)."""
 KIND_QUESTION = "Which kind listed above is the customer's latest message?"
 """Told in the system text, after the kinds (``question_in_system``), so a reading evaluates only the
 dialogue's new lines. The message itself is the dialogue's last line and is not repeated: that cut
@@ -141,7 +142,7 @@ def catalog_yaml(task: TaskSchema) -> str:
 def closing_actions(task: TaskSchema) -> list[str]:
     """The task's actions that close a conversation: "anything else?", the farewells (``goodbye_1``,
     ``*_bye``)."""
-    return [a for a in task.actions if a in ("anything_else", "goodbye_1") or a.endswith("_bye")]
+    return [a for a in gate.generic_actions(task) if a in ("anything_else", "goodbye_1") or a.endswith("_bye")]
 
 
 def kind_weights(task: TaskSchema, history: Sequence[Event], expected_weight: float = EXPECTED_WEIGHT,
