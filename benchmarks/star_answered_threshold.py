@@ -17,41 +17,20 @@ of the same weights, in alternating order:
 
 from __future__ import annotations
 
-from typing import Any
-
 from sopagent.eval.star.adapter import ANSWERED_THRESHOLD
-from sopagent.eval.star.data import sample_cases
-from star_recorded import Variant, load_recorded_run, mean_accuracy, redecide_side_by_side, sample_arguments
+from star_recorded import Variant, compare_live
 
 NEVER = 2.0
 """A threshold no sum of probabilities reaches: the message reading alone never skips a question."""
 THRESHOLDS = {"p >= 0.1 (before the tenth session)": 0.1,
               f"p >= {ANSWERED_THRESHOLD:g} (as the harness runs)": ANSWERED_THRESHOLD,
               "never (follow-up reading only)": NEVER}
+VARIANTS = {name: Variant(next_action={"answered_threshold": p}) for name, p in THRESHOLDS.items()}
 
 
 def main() -> None:
     """Print accuracy and follow-up reading cost of each threshold on the sample."""
-    args = sample_arguments(__doc__.splitlines()[0]).parse_args()
-    from sopagent.models import load_model
-
-    run = load_recorded_run(args.cases_file, args.data_dir)
-    cases = sample_cases(run.cases, args.limit_per_domain, args.sample_offset)
-    model: Any = load_model(args.model)
-    variants = {name: Variant(next_action={"answered_threshold": p}) for name, p in THRESHOLDS.items()}
-    side_by_side = redecide_side_by_side(run, cases, model, variants)
-    recorded = {c.case_id: run.rows[c.case_id]["pred"] for c in cases}
-    print(f"{len(cases)} cases (limit {args.limit_per_domain} per domain, offset {args.sample_offset}); "
-          f"recorded run {mean_accuracy(cases, recorded):.1%}")
-    for name in variants:
-        calls, predictions = side_by_side.stats[name], side_by_side.predictions[name]
-        differ = sum(predictions[k] != recorded[k] for k in recorded)
-        print(f"{name:<34} accuracy {mean_accuracy(cases, predictions):6.1%}  readings {len(calls):4d}  "
-              f"model time {sum(s.ms for s in calls) / 1000:6.1f} s  differ from the recorded run {differ}")
-        per_domain: dict[str, list[bool]] = {}
-        for case in cases:
-            per_domain.setdefault(case.domain, []).append(predictions[case.case_id] == case.gold)
-        print("    " + "  ".join(f"{d} {sum(v) / len(v):.1%}" for d, v in sorted(per_domain.items())))
+    compare_live(__doc__.splitlines()[0], VARIANTS)
 
 
 if __name__ == "__main__":

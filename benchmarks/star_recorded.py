@@ -94,6 +94,12 @@ class Variant:
     """Ask the close-call reading under the policy's system text, right after the step's own reading
     (measured in the thirteenth session and not adopted); off, under the readings' own system text, as
     the harness does."""
+    read_given: bool = True
+    """Look for the customer's answer before asking for a fact (``adapter.skip_given``), as the
+    harness does; off, the question is asked without that reading."""
+    reading_system: str = prompts.READING_SYSTEM
+    """The system text of the follow-up readings on the reading lane (a recorded answer is reused only
+    under the text the harness ran with)."""
 
 
 @dataclass
@@ -156,8 +162,9 @@ def redecide_side_by_side(run: RecordedRun, cases: list[Case], model: Any,
         for name in order:
             variant = variants[name]
 
-            def read(question: str, schema: type[M], name: str = name, system: str = prompts.READING_SYSTEM) -> M:
-                answer = recorded.get((question, schema.__name__, system != prompts.READING_SYSTEM))
+            def read(question: str, schema: type[M], name: str = name, system: str = variant.reading_system) -> M:
+                answer = recorded.get((question, schema.__name__, system == policy_system)) \
+                    if system in (prompts.READING_SYSTEM, policy_system) else None
                 if answer is not None and issubclass(schema, OneOf) \
                         and set(answer.get("probabilities") or {}) != set(schema.options):
                     answer = None  # the same question between two other kinds of message
@@ -172,14 +179,14 @@ def redecide_side_by_side(run: RecordedRun, cases: list[Case], model: Any,
                 return facts  # type: ignore[return-value]
 
             def read_close_call(question: str, schema: type[M], name: str = name) -> M:
-                system = policy_system if variant.close_calls_under_policy_text else prompts.READING_SYSTEM
+                system = policy_system if variant.close_calls_under_policy_text else variant.reading_system
                 return read(question, schema, name, system)
 
             chosen = next_action(task, case.history, row["label"], probabilities, allowed,
                                  read=read_close_call if variant.settle_close_calls else None, **variant.next_action)
-            if gate.last_kind(case.history) == "customer":
+            if variant.read_given and gate.last_kind(case.history) == "customer":
                 chosen = skip_given(task, chosen, allowed, read, given[name].setdefault(case.dialogue_id, {}),
-                                    **variant.skip_given)
+                                    history=case.history, **variant.skip_given)
             result.predictions[name][case.case_id] = chosen
     return result
 
@@ -246,3 +253,27 @@ def compare_variants(description: str, variants: dict[str, Variant]) -> None:
     model: Any = None if args.model == "none" else load_model(args.model)
     side_by_side = redecide_side_by_side(run, cases, model, variants, reuse_recorded=args.reuse_recorded)
     report_side_by_side(run, cases, side_by_side, args.out)
+
+
+def compare_live(description: str, variants: dict[str, Variant]) -> None:
+    """The command line of a script that re-decides a sample of a recorded run under ``variants``,
+    every follow-up reading asked live (so each variant's reading cost is measured), and prints per
+    variant: accuracy, readings, their model time, new prompt tokens and decoded tokens."""
+    args = sample_arguments(description).parse_args()
+    from sopagent.models import load_model
+
+    run = load_recorded_run(args.cases_file, args.data_dir)
+    cases = sample_cases(run.cases, args.limit_per_domain, args.sample_offset)
+    model: Any = load_model(args.model)
+    side_by_side = redecide_side_by_side(run, cases, model, variants)
+    recorded = {c.case_id: run.rows[c.case_id]["pred"] for c in cases}
+    print(f"{len(cases)} cases (limit {args.limit_per_domain} per domain, offset {args.sample_offset}); "
+          f"recorded run {mean_accuracy(cases, recorded):.1%}")
+    for name in variants:
+        calls, predictions = side_by_side.stats[name], side_by_side.predictions[name]
+        new = [s.prompt_tokens - s.reused_tokens for s in calls]
+        differ = sum(predictions[k] != recorded[k] for k in recorded)
+        print(f"{name:<36} accuracy {mean_accuracy(cases, predictions):6.1%}  readings {len(calls):4d}  "
+              f"model time {sum(s.ms for s in calls) / 1000:6.1f} s  new prompt tokens {sum(new):6d} "
+              f"(p50 {statistics.median(new) if new else 0:.0f} a reading)  "
+              f"decoded {sum(s.generated_tokens for s in calls)}  differ from the recorded run {differ}")

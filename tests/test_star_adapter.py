@@ -12,7 +12,7 @@ import pytest
 from sopagent.eval.star import gate
 from sopagent.eval.star.adapter import (ANSWERED_THRESHOLD, CLOSE_CALL_RATIO, CLOSER_QUESTION, GIVEN_QUESTION,
                                         LONGER_GIVEN_QUESTION, GivenAnswer, after_answer, asks_customer,
-                                        build_policy, catalog_yaml, closing_actions, closing_kinds, is_question, kind_weights,
+                                        answer_stands, build_policy, catalog_yaml, closing_actions, closing_kinds, is_question, kind_weights,
                                         leading_kinds, message_kinds,
                                         next_action, score_actions, settle_close_call, settle_closing,
                                         skip_answered, skip_given, step_name)
@@ -160,6 +160,11 @@ def test_a_close_call_is_read_again_between_only_the_two_kinds_behind_it(tasks):
             read = ScriptedCloser(p_second)
             assert settle_close_call(task, history, close, ranked, scores, read) == expected
             assert read.asked == [(CLOSER_QUESTION, [first, second])]
+        # the bar for the second kind and the question's wording are the caller's
+        read = ScriptedCloser(0.45)
+        assert settle_close_call(task, history, close, ranked, scores, read, second_above=0.4) == ranked[1]
+        assert settle_close_call(task, history, close, ranked, scores, read, question="Closer?") == ranked[0]
+        assert read.asked[-1] == ("Closer?", [first, second])
         # not a close call: no second reading, the best action stands
         clear = {first: 0.5, second: 0.5 * (CLOSE_CALL_RATIO - 0.1)}
         read = ScriptedCloser(1.0)
@@ -219,6 +224,37 @@ def test_a_follow_up_reading_asks_in_the_wording_it_is_given_and_goes_on_only_pa
         assert skip_given(task, "ask_name", allowed, read, given, question=wording) == following
         assert asked == [wording.format(question=task.text(a)) for a in ("ask_name", following)]
         assert given == {"ask_name": "Ann Lee"}
+
+
+def test_an_answer_is_checked_against_the_customers_words_only_where_asked_to():
+    history = (Event("customer", "Hi, I want to play some trivia"),
+               Event("agent", "At what question would you like to start?", action="trivia_ask_question_number"),
+               Event("customer", "Question 3 please, I am Ann Lee"))
+    question = "At what question would you like to start?"
+    # as the harness runs: any value counts, null in its several spellings does not
+    assert answer_stands("At what question would you like to start?", question, history)
+    assert not answer_stands("None", question, history) and not answer_stands(None, question, history)
+    # grounding: the answer's words must be (mostly) the customer's
+    assert answer_stands("Ann Lee", question, history, grounding=0.5)
+    assert answer_stands("question 3", question, history, grounding=1.0)
+    assert not answer_stands("Jane Doe", question, history, grounding=0.5)
+    # an echo of the agent's question is refused, a customer's answer that shares its words is not
+    assert not answer_stands("At what question would you like to start?", question, history, reject_echo=True)
+    assert answer_stands("question 3", question, history, reject_echo=True)
+
+
+def test_a_follow_up_answer_that_repeats_the_question_leaves_it_to_be_asked_when_echoes_are_refused(tasks):
+    task = tasks["trivia"]
+    history = (Event("customer", "Hi, I want to play some trivia"),)
+    allowed = gate.allowed_actions(task, history)
+    action = "trivia_ask_question_number"
+    assert is_question(task, action) and after_answer(task, action) in allowed
+
+    def echo(question: str, schema: type[GivenAnswer]) -> GivenAnswer:
+        return GivenAnswer(answer=task.text(action))
+
+    assert skip_given(task, action, allowed, echo, {}, history=history) != action  # as the harness runs
+    assert skip_given(task, action, allowed, echo, {}, history=history, reject_echo=True) == action
 
 
 def test_answers_given_at_once_lead_on_in_sams_order_to_the_query(tasks):
