@@ -9,7 +9,8 @@ variant's own reading lane (so each pays its own catch-up of the dialogue):
 
     .venv/bin/python benchmarks/star_reading_system.py star_full.cases.jsonl --limit-per-domain 40
 
-Fifteenth session, first tuning sample (280 cases): 73.2 -> 62.9 (62.5 with the close-call question
+The seventh session tried this on 89 cases of bank (75.0 -> 55.0) and stopped. Fifteenth session,
+first tuning sample (280 cases): 73.2 -> 62.9 (62.5 with the close-call question
 kept) at 28% fewer new prompt tokens; the model found "answers" far more often. Not adopted.
 """
 

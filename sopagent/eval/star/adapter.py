@@ -90,8 +90,9 @@ ANSWER_GROUNDING: float | None = None
 """With a share set, an answer found by the follow-up reading counts as given only when at least that
 share of its words are words the customer wrote (:func:`grounded_share`): the reading is asked to
 use "only what the customer wrote", and code would check it. None (kept): any answer counts.
-Measured in the fifteenth session (``benchmarks/star_grounded_answers.py``): 0.5 lifted trivia but
-cost hotel and restaurant more (all 5,580 cases 68.7 -> 67.4, held out 68.4 -> 67.1)."""
+Measured in the sixth session on its rows and again in the fifteenth
+(``benchmarks/star_grounded_answers.py``): 0.5 lifted trivia but cost hotel and restaurant more (all
+5,580 cases 68.7 -> 67.4, held out 68.4 -> 67.1)."""
 REJECT_ECHO = False
 """On, an answer that repeats the agent's own question (:data:`ECHO_SHARE` of its words are the
 question's) and is mostly not the customer's words does not count ("At what question would you like
