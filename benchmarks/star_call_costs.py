@@ -106,5 +106,6 @@ def main() -> None:
         print(f"  {lane} lane: {seconds:.1f} s on the sample; about {scaled / 60:.0f} min for all "
               f"{sum(full_cases_of.values())} cases at this sample's rate per domain")
 
+
 if __name__ == "__main__":
     main()

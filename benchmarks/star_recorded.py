@@ -244,15 +244,22 @@ def compare_variants(description: str, variants: dict[str, Variant]) -> None:
                         help="re-decide every variant without close-call readings (then --model none needs no "
                              "reading at all with --reuse-recorded)")
     args = parser.parse_args()
-    from sopagent.models import load_model
-
     if args.no_close_calls:
         variants = {name: replace(variant, settle_close_calls=False) for name, variant in variants.items()}
+    run, cases, side_by_side = redecide_from_arguments(args, variants, reuse_recorded=args.reuse_recorded)
+    report_side_by_side(run, cases, side_by_side, args.out)
+
+
+def redecide_from_arguments(args: argparse.Namespace, variants: dict[str, Variant],
+                            reuse_recorded: bool) -> tuple[RecordedRun, list[Case], SideBySide]:
+    """The recorded run, the sample and the side-by-side re-decision that :func:`sample_arguments`'
+    parsed ``args`` name (``--model none``: no model)."""
+    from sopagent.models import load_model
+
     run = load_recorded_run(args.cases_file, args.data_dir)
     cases = sample_cases(run.cases, args.limit_per_domain, args.sample_offset)
     model: Any = None if args.model == "none" else load_model(args.model)
-    side_by_side = redecide_side_by_side(run, cases, model, variants, reuse_recorded=args.reuse_recorded)
-    report_side_by_side(run, cases, side_by_side, args.out)
+    return run, cases, redecide_side_by_side(run, cases, model, variants, reuse_recorded=reuse_recorded)
 
 
 def compare_live(description: str, variants: dict[str, Variant]) -> None:
@@ -260,12 +267,7 @@ def compare_live(description: str, variants: dict[str, Variant]) -> None:
     every follow-up reading asked live (so each variant's reading cost is measured), and prints per
     variant: accuracy, readings, their model time, new prompt tokens and decoded tokens."""
     args = sample_arguments(description).parse_args()
-    from sopagent.models import load_model
-
-    run = load_recorded_run(args.cases_file, args.data_dir)
-    cases = sample_cases(run.cases, args.limit_per_domain, args.sample_offset)
-    model: Any = load_model(args.model)
-    side_by_side = redecide_side_by_side(run, cases, model, variants)
+    run, cases, side_by_side = redecide_from_arguments(args, variants, reuse_recorded=False)
     recorded = {c.case_id: run.rows[c.case_id]["pred"] for c in cases}
     print(f"{len(cases)} cases (limit {args.limit_per_domain} per domain, offset {args.sample_offset}); "
           f"recorded run {mean_accuracy(cases, recorded):.1%}")

@@ -389,8 +389,9 @@ def answer_stands(answer: str | None, agent_question: str, history: Sequence[Eve
     own = grounded_share(answer, customer_words(history))
     if grounding is not None and own < grounding:
         return False
-    echo = grounded_share(answer, set(WORD.findall(agent_question.lower())))
-    return not (reject_echo and echo >= ECHO_SHARE and own < 0.5)
+    if reject_echo and own < 0.5:  # mostly not the customer's words: an echo of the question does not count
+        return grounded_share(answer, set(WORD.findall(agent_question.lower()))) < ECHO_SHARE
+    return True
 
 
 def skip_given(task: TaskSchema, action: str, allowed: list[str],
@@ -415,8 +416,9 @@ def skip_given(task: TaskSchema, action: str, allowed: list[str],
         if following is None or following not in allowed:
             break
         if action not in given:
-            answer = read(question.format(question=task.text(action)), GivenAnswer).answer
-            if not answer_stands(answer, task.text(action), history, grounding, reject_echo):
+            asked = task.text(action)
+            answer = read(question.format(question=asked), GivenAnswer).answer
+            if not answer_stands(answer, asked, history, grounding, reject_echo):
                 break
             given[action] = answer
         action = following
