@@ -2,7 +2,9 @@
 
 Rules (from the bank's procedures):
 - Verify identity (card's last four digits + date of birth) before any account detail or action.
-- Lost or stolen card: confirm, then block it and send a replacement.
+- Lost or stolen card: confirm, then block it and send a replacement. Blocking cannot be undone, so
+  it needs a clear yes (read with a probability of at least the policy's action_confidence); a
+  hesitant or questioning answer is asked again.
 - Dispute a card payment: collect date, amount, merchant. Provisional credit: up to EUR 100 always;
   up to EUR 500 when the account is at least 180 days old; above EUR 500 only for accounts at least
   a year old, and then a supervisor approves before the customer is told. Otherwise no credit.
@@ -21,7 +23,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from northbank_backend import NorthbankDemo
-from sopagent import END, Facts, Option, Policy, Turn, say
+from sopagent import END, Facts, OneOf, Option, Policy, Turn, say
 
 policy = Policy(
     name="card_services",
@@ -31,6 +33,7 @@ policy = Policy(
     fallback="handoff_to_human",
     holding="holding_for_review",
     confidence_threshold=0.0,
+    action_confidence=0.8,
     description="Northbank card services: lost or stolen cards, disputed card payments, fee refunds, complaints.",
     tools=NorthbankDemo.load,
 )
@@ -69,9 +72,22 @@ class Identity(BankFacts):
     handoff: Literal["not_requested", "requested"] = handoff_field()
 
 
-class Confirmation(BankFacts):
-    answer: Literal["yes", "no", "unclear"] = Field(description="does the customer agree")
-    handoff: Literal["not_requested", "requested"] = handoff_field()
+class Confirmation(OneOf):
+    """The customer's answer to "shall I do it?", read as one label with every label's probability."""
+
+    options = {
+        "yes": "yes: clearly agrees and asks to go ahead now",
+        "no": "no: refuses, says not to do it, or says the problem went away",
+        "unclear": "not a clear answer: hesitates, asks a question, or says it depends",
+        "human": "asks to speak to a human person",
+    }
+    question = ("The agent asked the customer to confirm. The customer's latest message is: \"{message}\"\n"
+                "Which of these is it?")
+
+    @property
+    def handoff(self) -> str:
+        """As the other facts name it: ``requested`` when the customer asks for a person."""
+        return "requested" if self.label == "human" else "not_requested"
 
 
 class PaymentDetails(BankFacts):
@@ -104,8 +120,8 @@ def route(turn: Turn[Request, NorthbankDemo]) -> list[Option]:
     if intent in NEEDS_VERIFICATION:
         return continue_with(turn, intent)
     if intent == "complaint":
-        reference = turn.tools.log_complaint(turn.known.get("customer_id"), "general")
-        return [say("complaint_acknowledged", next="anything_else", reference=reference)]
+        complaint = turn.tools.log_complaint.plan(turn.known.get("customer_id"), "general")
+        return [say("complaint_acknowledged", next="anything_else", do=[complaint], reference=complaint.result)]
     if intent == "nothing_else":
         return [say("goodbye", next=END)]
     return [
@@ -158,14 +174,15 @@ def verify_identity(turn: Turn[Identity, NorthbankDemo]) -> list[Option]:
 
 @policy.step(facts=Confirmation)
 def confirm_block(turn: Turn[Confirmation, NorthbankDemo]) -> list[Option]:
-    """Block only after an explicit yes."""
+    """Block only after a clear yes; a hesitant answer is asked again."""
     customer = turn.tools.customers[turn.known["customer_id"]]
-    if turn.facts.answer == "yes":
-        delivery = turn.tools.block_card(customer.id)
-        return [say("card_blocked", next="anything_else", last4=customer.card_last4, delivery_date=delivery)]
-    if turn.facts.answer == "no":
+    if turn.reads("yes"):
+        block = turn.tools.block_card.plan(customer.id)
+        return [say("card_blocked", next="anything_else", do=[block], last4=customer.card_last4,
+                    delivery_date=block.result)]
+    if turn.reads("no", at_least=0.5):
         return [say("block_not_done", next="anything_else")]
-    return [say("confirm_block", next="confirm_block", last4=customer.card_last4)]
+    return [say("confirm_block_again", next="confirm_block", last4=customer.card_last4)]
 
 
 @policy.step(facts=PaymentDetails)
@@ -179,8 +196,8 @@ def dispute_details(turn: Turn[PaymentDetails, NorthbankDemo]) -> list[Option]:
         Decimal(str(amount)).quantize(Decimal("0.01")) if amount is not None else None, turn.known.get("merchant"))
     if payment is None:
         return [say("dispute_not_found", next="dispute_details")]
-    reference = turn.tools.open_dispute(customer_id, payment)
-    details = dict(reference=reference, amount=payment.amount, merchant=payment.merchant)
+    dispute = turn.tools.open_dispute.plan(customer_id, payment.id)
+    details = dict(do=[dispute], reference=dispute.result, amount=payment.amount, merchant=payment.merchant)
     age = turn.tools.account_age_days(customer_id)
     if payment.amount <= 100 or (payment.amount <= 500 and age >= 180):
         return [say("dispute_opened_with_credit", next="anything_else", **details)]
@@ -202,10 +219,12 @@ def fee_refund(turn: Turn[FeeChoice, NorthbankDemo]) -> list[Option]:
     last_refund = turn.tools.last_refund_date(customer_id)
     if last_refund is not None and (turn.tools.today - last_refund).days < 365:
         return [say("fee_refund_declined_recent", next="anything_else", last_refund=last_refund, fee_type=fee_type)]
-    if fee["amount"] > FEE_REFUND_LIMIT:
+    amount = fee["amount"]
+    if amount > FEE_REFUND_LIMIT:
+        review = turn.tools.request_supervisor_review.plan(customer_id, fee_type, amount)
         return [
-            say("fee_refund_declined_amount", next="anything_else", fee_type=fee_type, amount=fee["amount"]),
-            say("fee_refund_supervisor_review", next="anything_else", fee_type=fee_type, amount=fee["amount"]),
+            say("fee_refund_declined_amount", next="anything_else", fee_type=fee_type, amount=amount),
+            say("fee_refund_supervisor_review", next="anything_else", do=[review], fee_type=fee_type, amount=amount),
         ]
-    turn.tools.refund_fee(customer_id, fee)
-    return [say("fee_refunded", next="anything_else", fee_type=fee_type, amount=fee["amount"])]
+    refund = turn.tools.refund_fee.plan(customer_id, fee_type, amount)
+    return [say("fee_refunded", next="anything_else", do=[refund], fee_type=fee_type, amount=amount)]

@@ -1,7 +1,9 @@
 """Demo backend for the card_services policy: reads the seeded JSON in demo_data/.
 
 A real deployment passes its own object with the same methods (``Agent(..., tools=MyBank())``).
-Changes (blocks, refunds, disputes) live in memory only.
+Methods marked ``@action`` change the customer's account: a step plans them on an option and the
+engine runs them once, after the decision is recorded. Changes (blocks, refunds, disputes) live in
+memory only; each action remembers its idempotency key, so a repeated call returns the first result.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from sopagent.effects import IdempotentBackend, action
 
 DEMO_FILE = Path(__file__).parent / "demo_data" / "northbank.json"
 
@@ -43,12 +47,13 @@ class Customer:
 
 
 @dataclass
-class NorthbankDemo:
+class NorthbankDemo(IdempotentBackend):
     """Look-ups and actions of the demo bank."""
 
     today: dt.date
     customers: dict[str, Customer]
     _refs: itertools.count = field(default_factory=lambda: itertools.count(100001))
+    supervisor_reviews: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path = DEMO_FILE) -> "NorthbankDemo":
@@ -73,10 +78,14 @@ class NorthbankDemo:
                 return customer
         return None
 
-    def block_card(self, customer_id: str) -> dt.date:
+    @action(irreversible=True)
+    def block_card(self, customer_id: str, idempotency_key: str = "") -> dt.date:
         """Block the card and order a replacement; return its delivery date."""
-        self.customers[customer_id].card_status = "blocked"
-        return self.today + dt.timedelta(days=5)
+        def block() -> dt.date:
+            self.customers[customer_id].card_status = "blocked"
+            return self.today + dt.timedelta(days=5)
+
+        return self.once(idempotency_key, block)
 
     def find_payment(self, customer_id: str, date: dt.date | None, amount: Decimal | None,
                      merchant: str | None) -> Payment | None:
@@ -98,9 +107,12 @@ class NorthbankDemo:
         """Days since the account was opened."""
         return (self.today - self.customers[customer_id].account_opened).days
 
-    def open_dispute(self, customer_id: str, payment: Payment) -> str:
-        """Open a dispute case; return its reference."""
-        return f"DSP-{next(self._refs):06d}"
+    @action
+    def open_dispute(self, customer_id: str, payment_id: str, idempotency_key: str = "") -> str:
+        """Open a dispute case on one of the customer's payments; return its reference."""
+        if not any(p.id == payment_id for p in self.customers[customer_id].transactions):
+            raise ValueError(f"payment {payment_id} is not one of customer {customer_id}'s")
+        return self.once(idempotency_key, lambda: f"DSP-{next(self._refs):06d}")
 
     def latest_fee(self, customer_id: str, fee_type: str) -> dict[str, Any] | None:
         """The most recent fee of this type in the last 90 days."""
@@ -113,10 +125,28 @@ class NorthbankDemo:
         refunds = self.customers[customer_id].refunds
         return max(r["date"] for r in refunds) if refunds else None
 
-    def refund_fee(self, customer_id: str, fee: dict[str, Any]) -> None:
-        """Refund a fee."""
-        self.customers[customer_id].refunds.append({"date": self.today, "type": fee["type"], "amount": fee["amount"]})
+    @action
+    def refund_fee(self, customer_id: str, fee_type: str, amount: Decimal, idempotency_key: str = "") -> Decimal:
+        """Refund a fee; return the amount refunded."""
+        def refund() -> Decimal:
+            self.customers[customer_id].refunds.append({"date": self.today, "type": fee_type, "amount": amount})
+            return amount
 
-    def log_complaint(self, customer_id: str | None, topic: str) -> str:
+        return self.once(idempotency_key, refund)
+
+    @action
+    def request_supervisor_review(self, customer_id: str, fee_type: str, amount: Decimal,
+                                  idempotency_key: str = "") -> str:
+        """Put a fee refund above the limit in a supervisor's queue; return the review's reference."""
+        def request() -> str:
+            reference = f"REV-{next(self._refs):06d}"
+            self.supervisor_reviews.append({"reference": reference, "customer_id": customer_id,
+                                            "fee_type": fee_type, "amount": amount})
+            return reference
+
+        return self.once(idempotency_key, request)
+
+    @action
+    def log_complaint(self, customer_id: str | None, topic: str, idempotency_key: str = "") -> str:
         """Record a complaint; return its reference."""
-        return f"CMP-{next(self._refs):06d}"
+        return self.once(idempotency_key, lambda: f"CMP-{next(self._refs):06d}")

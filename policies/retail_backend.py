@@ -1,7 +1,9 @@
 """Demo backend for the retail_orders policy: reads the seeded JSON in demo_data/.
 
 A real deployment passes its own object with the same methods (``Agent(..., tools=MyShop())``).
-Changes (cancellations, return requests) live in memory only.
+Methods marked ``@action`` change the customer's account: a step plans them on an option and the
+engine runs them once, after the decision is recorded. Changes (cancellations, return requests) live
+in memory only; each action remembers its idempotency key, so a repeated call returns the first result.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import json
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+
+from sopagent.effects import IdempotentBackend, action
 
 DEMO_FILE = Path(__file__).parent / "demo_data" / "retail.json"
 
@@ -87,7 +91,7 @@ class User:
 
 
 @dataclass
-class RetailDemo:
+class RetailDemo(IdempotentBackend):
     """Look-ups and actions of the demo shop."""
 
     today: dt.date
@@ -153,8 +157,12 @@ class RetailDemo:
 
     # --- actions (in memory) -------------------------------------------------------------------
 
-    def cancel_order(self, user_id: str, order_id: str, reason: str) -> PaymentMethod:
+    @action(irreversible=True)
+    def cancel_order(self, user_id: str, order_id: str, reason: str, idempotency_key: str = "") -> PaymentMethod:
         """Cancel a pending order; refund the total to the original payment method, which is returned."""
+        return self.once(idempotency_key, lambda: self._cancel(user_id, order_id, reason))
+
+    def _cancel(self, user_id: str, order_id: str, reason: str) -> PaymentMethod:
         order = self.order_of_user(user_id, order_id)
         if order is None or order.status != "pending":
             raise ValueError(f"order {order_id} cannot be cancelled")
@@ -168,8 +176,13 @@ class RetailDemo:
             method.balance += order.total
         return method
 
-    def request_return(self, user_id: str, order_id: str, refund_method_id: str) -> PaymentMethod:
+    @action
+    def request_return(self, user_id: str, order_id: str, refund_method_id: str,
+                       idempotency_key: str = "") -> PaymentMethod:
         """Request the return of every item of a delivered order; the refund goes to ``refund_method_id``."""
+        return self.once(idempotency_key, lambda: self._return(user_id, order_id, refund_method_id))
+
+    def _return(self, user_id: str, order_id: str, refund_method_id: str) -> PaymentMethod:
         order = self.order_of_user(user_id, order_id)
         if order is None or order.status != "delivered":
             raise ValueError(f"order {order_id} cannot be returned")

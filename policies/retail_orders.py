@@ -11,7 +11,9 @@ Rules (from the shop's procedures):
 - Return: only a delivered order. The refund goes to the original payment method or to an
   existing gift card; the customer then gets an email on how to send the items back.
 - Before any change (cancel, return) the reply lists the order id, the items, the amount and the
-  refund method, and the change is made only after an explicit yes.
+  refund method, and the change is made only after an explicit yes (a cancellation, which cannot be
+  undone, only on a yes read with at least the policy's action_confidence); an answer that is not
+  a clear yes or no is asked again.
 - A request outside these actions goes to a human agent; the customer can ask for a human at any
   step; three failed authentication attempts hand over too.
 
@@ -28,7 +30,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from retail_backend import Order, RetailDemo
-from sopagent import END, Facts, Option, Policy, Turn, say
+from sopagent import END, Facts, OneOf, Option, Policy, Turn, say
 
 policy = Policy(
     name="retail_orders",
@@ -38,6 +40,7 @@ policy = Policy(
     fallback="handoff_to_human",
     holding="holding_for_review",
     confidence_threshold=0.0,
+    action_confidence=0.8,
     description=("an online shop's order service: order status, cancelling pending orders, returning "
                  "delivered orders, for the customer's own account."),
     tools=RetailDemo.load,
@@ -120,10 +123,22 @@ class StatusRequest(ShopFacts):
     asks_for_human: Literal["no", "yes"] = asks_for_human_field()
 
 
-class Confirmation(ShopFacts):
-    answer: Literal["no", "yes"] = Field(
-        description="yes only if the customer clearly agrees to go ahead; no if they refuse or are unsure")
-    asks_for_human: Literal["no", "yes"] = asks_for_human_field()
+class Confirmation(OneOf):
+    """The customer's answer to "shall I go ahead?", read as one label with every label's probability."""
+
+    options = {
+        "yes": "yes: clearly agrees and asks to go ahead now",
+        "no": "no: refuses, changes their mind, or wants something different from what was listed",
+        "unclear": "not a clear answer: hesitates, asks a question, or says it depends",
+        "human": "asks to speak to a human person",
+    }
+    question = ("The agent listed a change and asked the customer to confirm it. The customer's latest message "
+                "is: \"{message}\"\nWhich of these is it?")
+
+    @property
+    def asks_for_human(self) -> str:
+        """As the other facts name it: ``yes`` when the customer asks for a person."""
+        return "yes" if self.label == "human" else "no"
 
 
 @policy.guard
@@ -237,14 +252,19 @@ def cancel_order(turn: Turn[CancelRequest, RetailDemo]) -> list[Option]:
 
 @policy.step(facts=Confirmation)
 def confirm_cancel(turn: Turn[Confirmation, RetailDemo]) -> list[Option]:
-    """Cancel only after an explicit yes."""
+    """Cancel only after a clear yes; an answer that is not clearly yes or no is asked again."""
     user_id, order_id = turn.known["user_id"], turn.known["order_id"]
-    if turn.facts.answer != "yes":
-        return [say("cancel_not_done", next="anything_else", order_id=order_id)]
     order = turn.tools.order_of_user(user_id, order_id)
-    method = turn.tools.cancel_order(user_id, order_id, turn.known["reason"])
-    return [say("order_cancelled", next="anything_else", order_id=order_id, total=order.total,
-                payment_method=method.description, refund_timing=method.refund_timing)]
+    method = turn.tools.payment_method(user_id, order.payment_method_id)
+    if turn.reads("yes"):
+        cancel = turn.tools.cancel_order.plan(user_id, order_id, turn.known["reason"])
+        return [say("order_cancelled", next="anything_else", do=[cancel], order_id=order_id, total=order.total,
+                    payment_method=method.description, refund_timing=method.refund_timing)]
+    if turn.reads("no", at_least=0.5):
+        return [say("cancel_not_done", next="anything_else", order_id=order_id)]
+    return [say("confirm_cancel", next="confirm_cancel", order_id=order_id, items=order.item_names,
+                total=order.total, reason=turn.known["reason"], payment_method=method.description,
+                refund_timing=method.refund_timing)]
 
 
 @policy.step(facts=ReturnRequest)
@@ -274,14 +294,18 @@ def return_order(turn: Turn[ReturnRequest, RetailDemo]) -> list[Option]:
 
 @policy.step(facts=Confirmation)
 def confirm_return(turn: Turn[Confirmation, RetailDemo]) -> list[Option]:
-    """Request the return only after an explicit yes."""
+    """Request the return only after a clear yes; an answer that is not clearly yes or no is asked again."""
     user_id, order_id = turn.known["user_id"], turn.known["order_id"]
-    if turn.facts.answer != "yes":
-        return [say("return_not_done", next="anything_else", order_id=order_id)]
     order = turn.tools.order_of_user(user_id, order_id)
-    method = turn.tools.request_return(user_id, order_id, turn.known["refund_method_id"])
-    return [say("return_requested", next="anything_else", order_id=order_id, total=order.total,
-                refund_method=method.description)]
+    refund = turn.tools.payment_method(user_id, turn.known["refund_method_id"])
+    if turn.reads("yes"):
+        request = turn.tools.request_return.plan(user_id, order_id, refund.id)
+        return [say("return_requested", next="anything_else", do=[request], order_id=order_id, total=order.total,
+                    refund_method=refund.description)]
+    if turn.reads("no", at_least=0.5):
+        return [say("return_not_done", next="anything_else", order_id=order_id)]
+    return [say("confirm_return", next="confirm_return", order_id=order_id, items=order.item_names,
+                total=order.total, refund_method=refund.description)]
 
 
 @policy.step(facts=StatusRequest)

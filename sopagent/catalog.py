@@ -62,6 +62,14 @@ class Response(BaseModel):
 
         Raises ValueError naming the slot when a value is missing, extra or of the wrong type.
         """
+        return self._render(values, pending=None)
+
+    def preview(self, values: Mapping[str, Any], pending: Mapping[str, str]) -> str:
+        """Render with the slots in ``pending`` (slot -> what fills it later, e.g. an effect's name)
+        shown as ``<result of NAME>``; every other value is validated as by :meth:`render`."""
+        return self._render(values, pending=pending)
+
+    def _render(self, values: Mapping[str, Any], pending: Mapping[str, str] | None) -> str:
         missing = sorted(set(self.slots) - set(values))
         extra = sorted(set(values) - set(self.slots))
         if missing or extra:
@@ -76,16 +84,22 @@ class Response(BaseModel):
             parts.append(literal)
             if field is not None:
                 slot = self.slots[field]
+                if pending is not None and field in pending:
+                    parts.append(f"<result of {pending[field]}>")
+                    continue
                 try:
                     parts.append(slot.format(slot.coerce(values[field])))
                 except ValueError as exc:
                     raise ValueError(f"response {self.id!r}, slot {field!r}: {exc}") from exc
         return "".join(parts)
 
-    def coerce_values(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate bound values against the slots; return them JSON-ready (for the audit log)."""
-        self.render(values)
-        return {name: _jsonable(self.slots[name].coerce(value)) for name, value in values.items()}
+    def coerce_values(self, values: Mapping[str, Any], pending: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Validate bound values against the slots; return them JSON-ready (for the audit log).
+
+        Slots in ``pending`` (filled later by an effect's result) are kept as they are."""
+        self._render(values, pending)
+        return {name: (value if pending and name in pending else _jsonable(self.slots[name].coerce(value)))
+                for name, value in values.items()}
 
 
 def _jsonable(value: Any) -> Any:

@@ -8,7 +8,9 @@ return, directly or through helper functions of the module, and checks:
 * every ``next=`` names a step (or END), and every step is reachable from the start step;
 * no step can return no option (a step with no option at all, ``return []``/``None``, or a path
   that falls off the end of the function);
-* the catalog has a hand-off response; the fallback and holding responses need no slot values.
+* the catalog has a hand-off response; the fallback and holding responses need no slot values;
+* no code in the policy module calls a backend action (``@action``) directly: actions are planned
+  on options (``turn.tools.NAME.plan(...)``) and run by the engine after the record.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sopagent.effects import actions_of
 from sopagent.errors import AuthoringError
 from sopagent.policy import END, Policy, load_policy
 
@@ -95,6 +98,8 @@ def check_policy(policy: Policy) -> list[str]:
             if site.next_step is not None:
                 edges[name].add(site.next_step)
 
+    problems.extend(direct_action_calls(policy, policy.source_path.read_text(encoding="utf-8"), source_path))
+
     reachable = {policy.start}
     queue = deque([policy.start])
     while queue:
@@ -135,6 +140,22 @@ def _check_site(policy: Policy, step: str, site: OptionSite, source_path: str) -
                 slot.coerce(value)
             except ValueError as exc:
                 problems.append(f"{where}: option {site.response!r}, slot {slot_name!r}: {exc}")
+    return problems
+
+
+def direct_action_calls(policy: Policy, source: str, source_path: str) -> list[str]:
+    """Calls like ``turn.tools.block_card(...)`` of a backend action, which a step must plan instead."""
+    try:
+        actions = actions_of(policy.make_tools())
+    except Exception as exc:  # the demo backend could not be built: say so rather than skip silently
+        return [f"{source_path}: could not build the policy's tools to find its actions: {type(exc).__name__}: {exc}"]
+    problems = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in actions:
+            name = node.func.attr
+            problems.append(f"{source_path}:{node.lineno}: calls the action {name} directly, so it would run "
+                            f"before the decision is recorded or approved; plan it on the option instead: "
+                            f"effect = turn.tools.{name}.plan(...); say(..., do=[effect])")
     return problems
 
 
@@ -212,6 +233,7 @@ def _option_site(call: ast.Call) -> OptionSite:
     next_node = args[1] if len(args) > 1 else keywords.pop("next", None)
     keywords.pop("next", None)
     keywords.pop("hint", None)
+    keywords.pop("do", None)
     slot_nodes = dict(keywords)
     if isinstance(call.func, ast.Name) and call.func.id == "Option":
         slots_node = keywords.get("slots")

@@ -11,6 +11,7 @@ import json
 import sys
 from typing import Any, Sequence, TextIO
 
+from sopagent.effects import describe
 from sopagent.errors import AuthoringError, RunError, SopAgentError
 
 
@@ -60,6 +61,10 @@ def format_explain(result: Any) -> str:
         prob = "  n/a " if option.probability is None else f"{option.probability:6.1%}"
         slots = f" {json.dumps(option.slots, ensure_ascii=False)}" if option.slots else ""
         lines.append(f"   {mark} {prob}  {option.response_id}{slots} -> {option.next_step}")
+    for effect in result.effects:
+        outcome = f" -> {json.dumps(effect['result'], ensure_ascii=False)}" if effect["result"] is not None else ""
+        failure = f" ({effect['error']})" if effect["error"] else ""
+        lines.append(f"  effect: {describe(effect['name'], effect['arguments'])} [{effect['status']}]{outcome}{failure}")
     if result.error:
         lines.append(f"  error: {result.error}")
     lat = result.latency_ms
@@ -74,7 +79,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     agent = _load_agent(args)
     conversation_id = agent.start(customer_ref=args.customer)
     interactive = sys.stdin.isatty() and not args.jsonl
-    watcher = ResolutionWatcher(agent.store, sys.stdout, jsonl=args.jsonl, interactive=interactive)
+    watcher = ResolutionWatcher(agent.store, sys.stdout, jsonl=args.jsonl, interactive=interactive,
+                                run_effects=agent.effects.run_decision)
     watcher.follow(conversation_id)  # replies an operator sends after taking the conversation over
     if interactive:
         print(f"conversation {conversation_id} with policy {agent.policy.name} "
@@ -149,6 +155,27 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     return run_supervise(args)
 
 
+def cmd_effects_run(args: argparse.Namespace) -> int:
+    """Run the effects recorded but never run (a process stopped between the commit and the run)."""
+    from sopagent.outbox import EffectRunner
+    from sopagent.policy import load_policy
+    from sopagent.store import Store
+
+    policy = load_policy(args.policy)
+    store = Store(args.db)
+    runner = EffectRunner(store, policy.make_tools(), policy.fallback)
+    due = store.runnable_decisions(policy.name, runner.lease_s)
+    print(f"{len(due)} decision(s) of policy {policy.name} with actions to run", file=sys.stderr)
+    runs = runner.run_pending(policy.name)
+    for run in runs:
+        detail = json.loads(run.action.detail_json)["effects"]
+        done = ", ".join(f"{e['name']} [{e['status']}]" for e in detail)
+        print(f"decision {run.decision_id}: {done}" + (" -> fallback sent, conversation escalated" if run.failed else ""))
+    failed = sum(run.failed for run in runs)
+    print(f"{len(runs)} decision(s) settled, {failed} with a failed action", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="sopagent", description=__doc__.splitlines()[0])
@@ -183,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     common(test)
     test.add_argument("--repeat", type=int, default=1, help="run each test K times (pass^k)")
     test.set_defaults(func=cmd_test)
+
+    effects = sub.add_parser("effects", help="the actions decisions planned: run the ones a stopped process left")
+    effects_sub = effects.add_subparsers(dest="effects_command", required=True)
+    run = effects_sub.add_parser("run", help="run every planned or released action that has not run (each once)")
+    run.add_argument("policy", help="the policy file whose backend runs them, e.g. policies/card_services.py")
+    common(run, model=False)
+    run.set_defaults(func=cmd_effects_run)
 
     from sopagent.audit.cli import add_parser as add_audit  # audit: list, show, export, verify, replay, erase
 

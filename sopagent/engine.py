@@ -4,10 +4,13 @@
     2 extract the facts the current step declares    model (typed + constrained)
     3 run the step: it returns the allowed options   policy code, no model
     4 one option: take it; several: model picks one  model (choice-constrained)
-    5 gate: requires_approval or low confidence      -> pending
-    6 render the catalog template                    catalog
-    7 append the decision and new state, one txn     store
-    8 return the reply
+    5 gate: requires_approval or low confidence      -> pending            sopagent/kernel.py
+    6 append the decision, its planned effects and   store (one txn, hash-chained)
+      the new state
+    7 run the effects once, after the commit (after  backend actions     sopagent/outbox.py
+      approval when held); chain their outcome
+    8 render the reply (effect results filled in)    catalog
+    9 return the reply (only what is recorded is said)
 
 The engine knows nothing about HTTP or terminals.
 """
@@ -25,22 +28,27 @@ from pydantic import BaseModel
 from sopagent import prompts
 from sopagent.errors import ConstraintViolationError, ConversationError, ModelError, PolicyError
 from sopagent.models.base import CallStats, ChatPrompt, DecisionModel
+from sopagent.kernel import (HOLDING_STEP, ChosenBy, GateSettings, Outcome, Status, check_actions, fallback_outcome,
+                             option_view, run_step, settle, views_json)
+from sopagent.outbox import EffectRunner
 from sopagent.policy import END, FOLLOW_UP_READINGS, NoFacts, OneOf, Option, Policy, Turn
-from sopagent.store import Conversation, Decision, Store, utcnow
+from sopagent.store import Conversation, Decision, Effect, Store, utcnow
 
-HOLDING_STEP = "awaiting_approval"
 OPERATOR_HOLDS = ("paused", "taken_over")
 """Conversation states in which the agent records the customer's message but does not answer."""
 
 
 @dataclass(frozen=True)
 class OptionView:
-    """An allowed option as recorded and shown: response id, bound slots, next step, probability."""
+    """An allowed option as recorded and shown: response id, bound slots, next step, probability,
+    and the actions it would take."""
 
     response_id: str
     next_step: str
     slots: dict[str, Any]
     probability: float | None
+    effects: list[dict[str, Any]] = field(default_factory=list)
+    """The option's planned actions: name, arguments, irreversible."""
 
 
 @dataclass
@@ -64,6 +72,8 @@ class TurnResult:
     latency_ms: dict[str, float]
     error: str | None = None
     ended: bool = False
+    effects: list[dict[str, Any]] = field(default_factory=list)
+    """The decision's effects as they stand: name, arguments, status (held, done, failed...), result."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the ``--jsonl`` line)."""
@@ -72,20 +82,10 @@ class TurnResult:
             "response_id": self.response_id, "status": self.status, "step": self.step,
             "next_step": self.next_step, "facts": self.facts,
             "options": [{"id": o.response_id, "probability": o.probability, "next": o.next_step,
-                         "slots": o.slots} for o in self.options],
+                         "slots": o.slots, "effects": o.effects} for o in self.options],
             "chosen_index": self.chosen_index, "chosen_by": self.chosen_by, "confidence": self.confidence,
-            "latency_ms": self.latency_ms, "error": self.error, "ended": self.ended,
+            "latency_ms": self.latency_ms, "error": self.error, "ended": self.ended, "effects": self.effects,
         }
-
-
-@dataclass
-class _Outcome:
-    options: list[Option] = field(default_factory=list)
-    probabilities: list[float | None] = field(default_factory=list)
-    chosen_index: int | None = None
-    chosen_by: str = "policy"
-    error: str | None = None
-    readings: list[dict[str, Any]] = field(default_factory=list)
 
 
 def facts_prompt(system: str, context: str, schema: type[BaseModel], text: str) -> ChatPrompt:
@@ -133,38 +133,43 @@ def read_follow_up(model: DecisionModel, context: str, question: str, schema: ty
 
 
 class Agent:
-    """Runs a policy on a model and records every turn in the audit store."""
+    """Runs a policy on a model, records every turn in the audit store, and runs the chosen option's
+    actions once each, after the record."""
 
     def __init__(self, policy: Policy, model: DecisionModel, store: Store, tools: Any = None,
                  confidence_threshold: float | None = None,
-                 approve_when_confidence_unknown: bool | None = None) -> None:
+                 approve_when_confidence_unknown: bool | None = None,
+                 recover_effects: bool = True) -> None:
         """
         Args:
             policy: the SOP (see :func:`sopagent.load_policy`).
             model: a constrained model backend (llama.cpp, or ScriptedModel in tests).
             store: the audit store.
-            tools: backend look-ups for the steps; defaults to the policy's own demo tools.
+            tools: backend look-ups and actions for the steps; defaults to the policy's own demo tools.
             confidence_threshold: model choices below this probability wait for an operator
                 (defaults to the policy's setting).
             approve_when_confidence_unknown: model choices whose probability the backend could
                 not report (no log-probabilities) wait for an operator (defaults to the policy's
                 setting).
+            recover_effects: on start, run the effects of this policy's decisions that a stopped
+                process recorded but never ran (each once: see :mod:`sopagent.outbox`).
         """
         self.policy = policy
         self.model = model
         self.store = store
         self.tools = tools if tools is not None else policy.make_tools()
-        self.confidence_threshold = (policy.confidence_threshold if confidence_threshold is None
-                                     else confidence_threshold)
-        self.approve_when_confidence_unknown = (policy.approve_when_confidence_unknown
-                                                if approve_when_confidence_unknown is None
-                                                else approve_when_confidence_unknown)
+        self.gate = GateSettings.of(policy, confidence_threshold, approve_when_confidence_unknown)
+        self.confidence_threshold = self.gate.confidence_threshold
+        self.approve_when_confidence_unknown = self.gate.approve_when_confidence_unknown
         catalog = policy.catalog
         self.policy_version = store.policy_version(
             policy.name, policy.version, policy.source_text, policy.source_sha256,
             catalog.source, catalog.sha256, policy.modules_json)
         self._policy_sha256 = store.policy_digest_of(self.policy_version)
         self._system = prompts.system_text(policy.description)
+        self.effects = EffectRunner(store, self.tools, policy.fallback)
+        if recover_effects:
+            self.effects.run_pending(policy.name)
 
     # --- conversations -------------------------------------------------------------------------
 
@@ -177,7 +182,8 @@ class Agent:
         return conversation.id
 
     def respond(self, conversation_id: str, text: str) -> TurnResult:
-        """Handle one customer message; return the reply only after its decision is committed."""
+        """Handle one customer message; return the reply only after its decision is committed and
+        its actions have run (their outcome chained too)."""
         clock = _Clock()
         conversation = self.store.get_conversation(conversation_id)
         if conversation.policy_name != self.policy.name:
@@ -195,12 +201,10 @@ class Agent:
             return self._record_only(conversation, text, clock)
         step_name = conversation.step
         facts: BaseModel = NoFacts()
-        outcome = _Outcome()
         if conversation.status == "awaiting_approval":
             step_name = HOLDING_STEP
-            outcome.options = [Option(self.policy.holding or self.policy.fallback, next=conversation.step)]
-            outcome.probabilities = [1.0]
-            outcome.chosen_index = 0
+            outcome = Outcome(options=[Option(self.policy.holding or self.policy.fallback, next=conversation.step)],
+                              probabilities=[1.0], chosen_index=0)
         else:
             context = prompts.conversation_text(history, text)
             try:
@@ -209,7 +213,7 @@ class Agent:
                 known.update({k: v for k, v in facts.model_dump(mode="json").items() if v is not None})
                 outcome = self._decide(conversation, step_name, facts, known, context, clock)
             except (ModelError, PolicyError) as exc:
-                outcome = self._fallback(step_name, exc)
+                outcome = fallback_outcome(self.policy, step_name, exc)
 
         return self._commit(conversation, step_name, text, facts, known, outcome, clock)
 
@@ -242,7 +246,7 @@ class Agent:
             known.update({k: v for k, v in facts.model_dump(mode="json").items() if v is not None})
             outcome = self._decide(conversation, step, facts, known, context, clock)
         except (ModelError, PolicyError) as exc:
-            outcome = self._fallback(step, exc)
+            outcome = fallback_outcome(self.policy, step, exc)
         return self._commit(conversation, step, customer_text or "", facts, known, outcome, clock)
 
     # --- stages --------------------------------------------------------------------------------
@@ -255,42 +259,32 @@ class Agent:
         return read_facts(self.model, facts_prompt(self._system, context, schema, text), schema)
 
     def _decide(self, conversation: Conversation, step_name: str, facts: BaseModel, known: dict[str, Any],
-                context: str, clock: "_Clock") -> _Outcome:
+                context: str, clock: "_Clock") -> Outcome:
         def reader(question: str, schema: type[BaseModel], under_policy_text: bool = False) -> BaseModel:
             if under_policy_text:  # after the step reading's own prompt: only the question is new to it
                 return read_follow_up(self.model, context, question, schema, self._system)[0]
             return read_follow_up(self._reading_model(), context, question, schema)[0]
 
         turn: Turn[Any, Any] = Turn(facts=facts, known=known, tools=self.tools, step=step_name,
-                                    conversation_id=conversation.id, reader=reader)
-        options: list[Option] | None = None
-        try:
-            for guard in self.policy.guards:
-                options = guard(turn)
-                if options:
-                    break
-            if not options:
-                options = self.policy.steps[step_name].function(turn)
-        except (PolicyError, ModelError):
-            raise
-        except Exception as exc:  # a bug or a failing backend call in policy code
-            raise PolicyError(f"step {step_name!r} raised {type(exc).__name__}: {exc}") from exc
-        self.policy.validate_options(step_name, options)
+                                    conversation_id=conversation.id, reader=reader,
+                                    action_confidence=self.gate.action_confidence)
+        options = run_step(self.policy, step_name, turn)
         clock.lap("policy")  # follow-up readings (turn.read) included
 
-        outcome = _Outcome(options=options, readings=turn.readings)
+        outcome = Outcome(options=options, readings=turn.readings)
         if len(options) == 1:
             outcome.chosen_index, outcome.probabilities = 0, [1.0]
-            return outcome
-        catalog = self.policy.catalog
-        texts = [catalog[o.response].description + (f" ({o.hint})" if o.hint else "") for o in options]
-        choice = self.model.choose(prompts.choice_prompt(self._system, context, texts), len(options))
-        clock.lap("choose", choice.stats.queued_ms)
-        if not 0 <= choice.index < len(options):  # checked again after decoding
-            raise ConstraintViolationError(f"model chose option {choice.index} of {len(options)}")
-        outcome.chosen_index = choice.index
-        outcome.chosen_by = "model"
-        outcome.probabilities = list(choice.probabilities) or [None] * len(options)
+        else:
+            catalog = self.policy.catalog
+            texts = [catalog[o.response].description + (f" ({o.hint})" if o.hint else "") for o in options]
+            choice = self.model.choose(prompts.choice_prompt(self._system, context, texts), len(options))
+            clock.lap("choose", choice.stats.queued_ms)
+            if not 0 <= choice.index < len(options):  # checked again after decoding
+                raise ConstraintViolationError(f"model chose option {choice.index} of {len(options)}")
+            outcome.chosen_index = choice.index
+            outcome.chosen_by = ChosenBy.MODEL
+            outcome.probabilities = list(choice.probabilities) or [None] * len(options)
+        check_actions(outcome.chosen, facts, self.gate, step_name)
         return outcome
 
     def _reading_model(self) -> DecisionModel:
@@ -299,66 +293,54 @@ class Agent:
         lane = getattr(self.model, "reading_lane", None)
         return lane() if callable(lane) else self.model
 
-    def _fallback(self, step_name: str, exc: Exception) -> _Outcome:
-        return _Outcome(options=[Option(self.policy.fallback, next=step_name)], probabilities=[None],
-                        chosen_index=0, chosen_by="fallback", error=f"{type(exc).__name__}: {exc}")
-
     def _commit(self, conversation: Conversation, step_name: str, text: str, facts: BaseModel,
-                known: dict[str, Any], outcome: _Outcome, clock: "_Clock") -> TurnResult:
+                known: dict[str, Any], outcome: Outcome, clock: "_Clock") -> TurnResult:
         catalog = self.policy.catalog
-        index = outcome.chosen_index if outcome.chosen_index is not None else 0
-        chosen = outcome.options[index]
-        response = catalog[chosen.response]
-        confidence = outcome.probabilities[index] if outcome.probabilities else None
-        reply = response.render(chosen.slots)
-        sent: str | None = reply
-        status = "escalated" if outcome.chosen_by == "fallback" else "sent"
-        new_status = "escalated" if status == "escalated" else "active"
-        next_step = chosen.next
-        low_confidence = outcome.chosen_by == "model" and (
-            confidence < self.confidence_threshold if confidence is not None
-            else self.approve_when_confidence_unknown)
-        if status == "sent" and step_name != HOLDING_STEP and (response.requires_approval or low_confidence):
-            status = "pending"
-            new_status = "awaiting_approval"
-            sent = catalog[self.policy.holding].render({}) if self.policy.holding else None
-            next_step = step_name  # the step advances when an operator approves
-        if step_name == HOLDING_STEP:
-            new_status = "awaiting_approval"
-        ended = status == "sent" and (response.ends_conversation or next_step == END)
-        if ended:
-            new_status = "closed"
+        verdict = settle(self.policy, step_name, outcome, self.gate)
         clock.lap("render")
 
-        views = [OptionView(o.response, o.next, catalog[o.response].coerce_values(o.slots),
-                            outcome.probabilities[i] if i < len(outcome.probabilities) else None)
+        views = [option_view(catalog, o, outcome.probabilities[i] if i < len(outcome.probabilities) else None)
                  for i, o in enumerate(outcome.options)]
         facts_json = facts.model_dump(mode="json")
         if outcome.readings:
             facts_json[FOLLOW_UP_READINGS] = outcome.readings
         revision = conversation.revision
-        conversation.step = next_step if next_step != END else conversation.step
-        conversation.status = new_status
+        conversation.step = verdict.next_step if verdict.next_step != END else conversation.step
+        conversation.status = verdict.conversation_status
         conversation.known_json = json.dumps(known, sort_keys=True, default=str)
         conversation.turns += 1
         latency = clock.laps()
+        chosen = outcome.chosen
         decision = Decision(
             conversation_id=conversation.id, turn=conversation.turns, created_at=utcnow(),
             policy_version_id=self.policy_version.id or 0, policy_sha256=self._policy_sha256,
             model_name=self.model.name, step=step_name,
             customer_text=text, facts_json=json.dumps(facts_json, sort_keys=True),
-            options_json=json.dumps([v.__dict__ for v in views], sort_keys=True, default=str),
-            chosen_index=outcome.chosen_index, response_id=chosen.response, chosen_by=outcome.chosen_by,
-            confidence=confidence, status=status, reply_text=reply, sent_text=sent, next_step=next_step,
+            options_json=views_json(views), chosen_index=outcome.chosen_index, response_id=chosen.response,
+            chosen_by=outcome.chosen_by.value, confidence=outcome.confidence, status=verdict.status.value,
+            reply_text=verdict.reply, sent_text=verdict.sent, next_step=verdict.next_step,
             error=outcome.error, latency_json=json.dumps(latency, sort_keys=True))
-        stored = self.store.append_turn(decision, conversation, revision)
+        planned = planned_effects(self.policy.name, outcome.chosen_index or 0, verdict.effects,
+                                  "held" if verdict.status == Status.PENDING else "planned")
+        stored = self.store.append_turn(decision, conversation, revision, planned)
         latency["commit"] = clock.lap("commit")
+        sent, status, error, ended = verdict.sent, verdict.status, outcome.error, verdict.ended
+        if planned and verdict.status == Status.SENT:
+            run = self.effects.run_decision(stored.id or 0)
+            if run is not None:
+                sent = run.reply
+                if run.failed:
+                    status, ended, error = Status.ESCALATED, False, run.action.reason
+            latency["effects"] = clock.lap("effects")
         latency["total"] = clock.total()
         return TurnResult(
             conversation_id=conversation.id, decision_id=stored.id or 0, reply=sent, response_id=chosen.response,
-            status=status, step=step_name, next_step=next_step, facts=facts_json, options=views,
-            chosen_index=outcome.chosen_index, chosen_by=outcome.chosen_by, confidence=confidence,
-            latency_ms=latency, error=outcome.error, ended=ended)
+            status=status.value, step=step_name, next_step=verdict.next_step, facts=facts_json,
+            options=[OptionView(v["response_id"], v["next_step"], v["slots"], v["probability"], v["effects"])
+                     for v in views],
+            chosen_index=outcome.chosen_index, chosen_by=outcome.chosen_by.value, confidence=outcome.confidence,
+            latency_ms=latency, error=error, ended=ended,
+            effects=[effect_view(e) for e in self.store.effects(stored.id)] if planned else [])
 
     def _record_only(self, conversation: Conversation, text: str, clock: "_Clock") -> TurnResult:
         """Paused or taken over: record the message (chained) and leave the answer to the operator."""
@@ -369,13 +351,13 @@ class Agent:
             conversation_id=conversation.id, turn=conversation.turns, created_at=utcnow(),
             policy_version_id=self.policy_version.id or 0, policy_sha256=self._policy_sha256,
             model_name=self.model.name, step=conversation.step, customer_text=text, facts_json="{}",
-            options_json="[]", chosen_by="none", status="received", next_step=conversation.step,
-            latency_json=json.dumps(latency, sort_keys=True))
+            options_json="[]", chosen_by=ChosenBy.NONE.value, status=Status.RECEIVED.value,
+            next_step=conversation.step, latency_json=json.dumps(latency, sort_keys=True))
         stored = self.store.append_turn(decision, conversation, revision)
         return TurnResult(
             conversation_id=conversation.id, decision_id=stored.id or 0, reply=None, response_id=None,
-            status="received", step=conversation.step, next_step=conversation.step, facts={}, options=[],
-            chosen_index=None, chosen_by="none", confidence=None, latency_ms=latency)
+            status=Status.RECEIVED.value, step=conversation.step, next_step=conversation.step, facts={}, options=[],
+            chosen_index=None, chosen_by=ChosenBy.NONE.value, confidence=None, latency_ms=latency)
 
     def _history(self, conversation_id: str) -> list[tuple[str, str]]:
         lines: list[tuple[str, str]] = []
@@ -385,6 +367,21 @@ class Agent:
             if row.sent_text:
                 lines.append(("Agent", row.sent_text))
         return lines
+
+
+def planned_effects(policy_name: str, option_index: int, effects: Sequence[Any], status: str) -> list[Effect]:
+    """Outbox rows for an option's planned actions (the store fills decision id and idempotency key)."""
+    return [Effect(policy_name=policy_name, option_index=option_index, position=i, name=e.name,
+                   irreversible=e.irreversible, status=status, decision_id=0, conversation_id="",
+                   idempotency_key="", arguments_json=json.dumps(dict(e.arguments), sort_keys=True))
+            for i, e in enumerate(effects)]
+
+
+def effect_view(effect: Effect) -> dict[str, Any]:
+    """An outbox row as shown to people and front ends (arguments and result are personal data)."""
+    return {"name": effect.name, "arguments": json.loads(effect.arguments_json or "{}"),
+            "status": effect.status, "result": json.loads(effect.result_json) if effect.result_json else None,
+            "error": effect.error, "idempotency_key": effect.idempotency_key, "updated_at": effect.updated_at}
 
 
 class _Clock:

@@ -3,6 +3,11 @@
 Each action is one chained audit record (operator, time, reason) committed together with the
 conversation's new state. Replies an operator sends are catalog responses rendered with validated
 slots, never free text. The same class serves the Textual console and the HTTP backend.
+
+Approval covers the deed: a held decision's planned effects are released by ``approve`` (in the
+same transaction as the approval), replaced by the other option's by ``override``, and cancelled by
+``escalate``. The agent's effect runner (:mod:`sopagent.outbox`) then runs what was released and
+sends the reply filled from the results; a reply with no effects is sent by the action itself.
 """
 
 from __future__ import annotations
@@ -10,10 +15,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sqlalchemy import update
+from sqlmodel import Session, col
+
 from sopagent.catalog import Catalog, parse_catalog
 from sopagent.errors import ConversationError
 from sopagent.policy import END
-from sopagent.store import Conversation, Decision, OperatorAction, PolicyVersion, Store, utcnow
+from sopagent.store import Conversation, Decision, Effect, OperatorAction, PolicyVersion, Store, utcnow
+from sopagent.store.store import add_effects
 
 CLOSED = "closed"
 
@@ -33,9 +42,7 @@ class Operations:
     def approve(self, decision_id: int, reason: str = "") -> OperatorAction:
         """Send the reply that waited for approval; the conversation moves on to its next step."""
         decision, conversation = self._pending(decision_id)
-        option = json.loads(decision.options_json or "[]")[decision.chosen_index or 0]
-        return self._settle("approve", decision, conversation, option["response_id"], option["slots"],
-                            option["next_step"], reason)
+        return self._settle("approve", decision, conversation, decision.chosen_index or 0, reason)
 
     def override(self, decision_id: int, option_index: int, reason: str = "") -> OperatorAction:
         """Send another option from the decision's allowed set instead of the one chosen."""
@@ -48,16 +55,15 @@ class Operations:
         if option_index == decision.chosen_index:
             raise ConversationError(f"option {option_index} ({option['response_id']}) is the one the agent chose; "
                                     f"approve decision {decision_id} to send it, or pick another option")
-        return self._settle("override", decision, conversation, option["response_id"], option["slots"],
-                            option["next_step"], reason)
+        return self._settle("override", decision, conversation, option_index, reason)
 
     def escalate(self, decision_id: int, reason: str = "") -> OperatorAction:
-        """Do not send the pending reply; mark the conversation escalated for a specialist."""
+        """Do not send the pending reply nor do its actions; mark the conversation escalated."""
         decision, conversation = self._pending(decision_id)
         conversation.status = "escalated"
         action = OperatorAction(operator=self.operator, action="escalate", conversation_id=conversation.id,
                                 decision_id=decision.id, reason=reason, created_at=utcnow())
-        return self.store.append_action(action, conversation)
+        return self.store.append_action(action, conversation, then=_release_effects(decision, None, []))
 
     # --- taking a conversation over ---------------------------------------------------------
 
@@ -155,11 +161,15 @@ class Operations:
                                     f"{done.operator} at {done.created_at}")
         return decision, self.store.get_conversation(decision.conversation_id)
 
-    def _settle(self, kind: str, decision: Decision, conversation: Conversation, response_id: str,
-                slots: dict[str, Any], next_step: str, reason: str) -> OperatorAction:
+    def _settle(self, kind: str, decision: Decision, conversation: Conversation, index: int,
+                reason: str) -> OperatorAction:
+        option = json.loads(decision.options_json or "[]")[index]
+        response_id, slots, next_step = option["response_id"], option["slots"], option["next_step"]
         catalog = self.catalog_for(conversation)
         response = catalog[response_id]
-        text = response.render(slots)
+        effects = option.get("effects") or []
+        # A reply with actions is sent by the effect runner, filled from their results, once they ran.
+        text = None if effects else response.render(slots)
         ends = response.ends_conversation or next_step == END
         conversation.status = CLOSED if ends else "active"
         if next_step != END:
@@ -168,7 +178,7 @@ class Operations:
                                 decision_id=decision.id, reason=reason, response_id=response_id,
                                 next_step=next_step, created_at=utcnow(),
                                 slots_json=json.dumps(slots, sort_keys=True), sent_text=text)
-        return self.store.append_action(action, conversation)
+        return self.store.append_action(action, conversation, then=_release_effects(decision, index, effects))
 
     def _set_status(self, conversation_id: str, kind: str, status: str, reason: str) -> OperatorAction:
         conversation = self.store.get_conversation(conversation_id)
@@ -180,6 +190,29 @@ class Operations:
         action = OperatorAction(operator=self.operator, action=kind, conversation_id=conversation_id,
                                 reason=reason, created_at=utcnow())
         return self.store.append_action(action, conversation)
+
+
+def _release_effects(decision: Decision, option_index: int | None, effects: list[dict[str, Any]]) -> Any:
+    """What a resolving action does to the decision's held effects, inside its own transaction:
+    approve releases the chosen option's (``planned``), override cancels them and plans the other
+    option's, escalate (``option_index`` None) cancels them."""
+
+    def release(session: Session, action: OperatorAction) -> None:
+        held = (col(Effect.decision_id) == decision.id) & (col(Effect.status) == "held")
+        if option_index is not None and option_index == decision.chosen_index:
+            session.execute(update(Effect).where(held).values(status="planned", updated_at=action.created_at))
+            return
+        session.execute(update(Effect).where(held).values(status="cancelled", updated_at=action.created_at))
+        if option_index is None or not effects:
+            return
+        policy_name = session.get(Conversation, decision.conversation_id).policy_name  # type: ignore[union-attr]
+        add_effects(session, decision, [
+            Effect(policy_name=policy_name, option_index=option_index, position=i, name=e["name"],
+                   irreversible=bool(e.get("irreversible")), status="planned", decision_id=0, conversation_id="",
+                   idempotency_key="", arguments_json=json.dumps(e.get("arguments") or {}, sort_keys=True))
+            for i, e in enumerate(effects)])
+
+    return release
 
 
 def _step_names(version: PolicyVersion) -> set[str]:

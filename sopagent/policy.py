@@ -29,11 +29,12 @@ import inspect
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Generic, Mapping, TypeVar
+from typing import Any, Callable, ClassVar, Generic, Mapping, Sequence, TypeVar
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from sopagent.catalog import Catalog, load_catalog
+from sopagent.effects import RESULT_MARK, Effect, EffectResult
 from sopagent.errors import PolicyError
 
 END = "__end__"
@@ -111,21 +112,56 @@ class OneOf(Facts):
 
 @dataclass(frozen=True)
 class Option:
-    """One reply the policy allows at this point, and where the conversation goes after it."""
+    """One reply the policy allows at this point, where the conversation goes after it, and the
+    actions it would take on the customer's account."""
 
     response: str
     """Catalog response id."""
     next: str
     """Name of the step that handles the customer's next message (or :data:`END`)."""
     slots: Mapping[str, Any] = field(default_factory=dict)
-    """Values for the response's slots, bound by policy code."""
+    """Values for the response's slots, bound by policy code; a slot filled by an effect's result
+    holds ``{"$result_of": index, "field": name}``."""
     hint: str | None = None
     """Extra words for the model on when to pick this option (shown after the catalog description)."""
+    effects: tuple[Effect, ...] = ()
+    """Backend actions taken if this option is chosen: run once, after the decision is recorded and
+    any approval given (see :mod:`sopagent.effects`)."""
+
+    def pending_slots(self) -> dict[str, str]:
+        """Slots filled by an effect's result: slot -> the effect's name."""
+        return {name: self.effects[value[RESULT_MARK]].name for name, value in self.slots.items()
+                if isinstance(value, Mapping) and RESULT_MARK in value}
 
 
-def say(response: str, next: str, hint: str | None = None, **slots: Any) -> Option:
-    """Shorthand for :class:`Option`: ``say("fee_refunded", next="anything_else", amount=fee)``."""
-    return Option(response=response, next=next, slots=slots, hint=hint)
+def say(response: str, next: str, hint: str | None = None, do: Sequence[Effect] | Effect = (),
+        **slots: Any) -> Option:
+    """Shorthand for :class:`Option`: ``say("fee_refunded", next="anything_else", amount=fee)``.
+
+    ``do`` lists the actions this option takes (``turn.tools.refund_fee.plan(...)``); a slot may be
+    bound to one of their results (``delivery_date=block.result``).
+    """
+    effects = (do,) if isinstance(do, Effect) else tuple(do)
+    for effect in effects:
+        if not isinstance(effect, Effect):
+            raise PolicyError(f"say({response!r}, do=...) got {effect!r}, not a planned action",
+                              path=_caller_line(),
+                              fix="plan backend actions with turn.tools.NAME.plan(...) and pass them in do=[...]")
+    bound: dict[str, Any] = {}
+    for name, value in slots.items():
+        if isinstance(value, EffectResult):
+            if value.effect not in effects:
+                raise PolicyError(f"say({response!r}): slot {name!r} is bound to the result of "
+                                  f"{value.effect.name}, which this option does not do", path=_caller_line(),
+                                  fix="add that planned action to do=[...] of this say()")
+            value = {RESULT_MARK: effects.index(value.effect), "field": value.field}
+        bound[name] = value
+    return Option(response=response, next=next, slots=bound, hint=hint, effects=effects)
+
+
+def _caller_line() -> str | None:
+    frame = sys._getframe(2)
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
 
 
 @dataclass
@@ -146,6 +182,30 @@ class Turn(Generic[F, T]):
     """How :meth:`read` asks the model (set by the engine)."""
     readings: list[dict[str, Any]] = field(default_factory=list)
     """The follow-up readings this step made (question and answer), stored with the decision."""
+    action_confidence: float = 0.0
+    """The policy's bar for a reading that plans an action (see :meth:`reads`)."""
+
+    def reads(self, label: str, at_least: float | None = None) -> bool:
+        """True when the step's :class:`OneOf` facts read ``label`` with probability at least
+        ``at_least`` (default: the policy's ``action_confidence``).
+
+        The natural test before planning an action: ``if turn.reads("yes"): ...`` and otherwise ask
+        again. A reading whose probability is unknown never passes a bar above 0.
+        """
+        facts = self.facts
+        if not isinstance(facts, OneOf):
+            raise PolicyError(f"step {self.step!r} called turn.reads({label!r}) but its facts are "
+                              f"{type(facts).__name__}, not a OneOf", path=_caller_line(),
+                              fix="declare the step's facts as a OneOf subclass (one label, with probabilities)")
+        if label not in facts.options:
+            raise PolicyError(f"turn.reads({label!r}): {type(facts).__name__} has no label {label!r} "
+                              f"(labels: {', '.join(facts.options)})", path=_caller_line(),
+                              fix="use one of the labels declared in options")
+        bar = self.action_confidence if at_least is None else at_least
+        if facts.label != label:
+            return False
+        probability = facts.probabilities.get(label)
+        return (probability if probability is not None else 0.0) >= bar if bar > 0 else True
 
     def read(self, question: str, schema: type[R], under_policy_text: bool = False) -> R:
         """Ask the model one more question about the conversation, its answer constrained to ``schema``.
@@ -200,6 +260,7 @@ class Policy:
         description: str = "",
         tools: Callable[[], Any] | None = None,
         approve_when_confidence_unknown: bool = False,
+        action_confidence: float = 0.8,
     ) -> None:
         """
         Args:
@@ -214,7 +275,13 @@ class Policy:
             tools: factory for the default backend tools (demo data); agents may pass their own.
             approve_when_confidence_unknown: a model choice whose probability the backend could
                 not report (a hosted model without log-probabilities) waits for an operator.
+            action_confidence: an irreversible action is planned only on a :class:`OneOf` reading
+                whose label has at least this probability (``turn.reads(label)`` tests it; the
+                engine refuses an option that plans one on a weaker reading).
         """
+        if not 0.0 <= action_confidence <= 1.0:
+            raise PolicyError(f"action_confidence={action_confidence!r} is not a probability",
+                              fix="pass a number between 0 and 1, e.g. action_confidence=0.8")
         self.name = name
         self.version = version
         self.catalog_path = catalog
@@ -223,6 +290,7 @@ class Policy:
         self.holding = holding
         self.confidence_threshold = confidence_threshold
         self.approve_when_confidence_unknown = approve_when_confidence_unknown
+        self.action_confidence = action_confidence
         self.description = description
         self.tools_factory = tools
         self.steps: dict[str, Step] = {}
@@ -342,8 +410,12 @@ class Policy:
             if option.next != END and option.next not in self.steps:
                 raise PolicyError(f"step {step!r} leads to unknown step {option.next!r}", path=where,
                                   fix=f"define @policy.step {option.next} or use next=END")
+            for effect in option.effects:
+                if not isinstance(effect, Effect):
+                    raise PolicyError(f"step {step!r}: option {option.response!r} plans {effect!r}, not an action",
+                                      path=where, fix="plan actions with turn.tools.NAME.plan(...)")
             try:
-                self.catalog[option.response].render(option.slots)
+                self.catalog[option.response].preview(option.slots, option.pending_slots())
             except ValueError as exc:
                 raise PolicyError(f"step {step!r}: {exc}", path=where,
                                   fix="bind every declared slot with a value of its type") from None

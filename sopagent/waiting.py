@@ -11,20 +11,25 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import TextIO
+from typing import Callable, TextIO
 
 from sopagent.errors import StoreError
 from sopagent.store import OperatorAction, Store
+
+EffectsRunner = Callable[[int], object]
+"""Runs a decision's released effects (``EffectRunner.run_decision``)."""
 
 
 class ResolutionWatcher:
     """Polls the store for the resolution of pending decisions and prints what the customer receives."""
 
     def __init__(self, store: Store, out: TextIO, *, interval_s: float = 0.5, jsonl: bool = False,
-                 interactive: bool = False) -> None:
+                 interactive: bool = False, run_effects: EffectsRunner | None = None) -> None:
         self.interactive = interactive
         """At a terminal the reply arrives while ``you>`` waits for input: start it on a new line."""
         self.store = store
+        self.run_effects = run_effects
+        """Runs the actions an approval released (the agent's effect runner), so their reply can be sent."""
         self.out = out
         self.interval_s = interval_s
         self.jsonl = jsonl
@@ -82,10 +87,19 @@ class ResolutionWatcher:
                 action = self.store.resolution(decision_id)
             except StoreError:
                 action = None  # a locked database clears by itself; poll again
+            if action is not None and action.action != "escalate" and action.sent_text is None:
+                action = self._after_effects(decision_id)
             if action is not None:
                 self._print(decision_id, action)
                 return
             self._stop.wait(self.interval_s)
+
+    def _after_effects(self, decision_id: int) -> OperatorAction | None:
+        """The approved reply waits for the actions it released: run them (when this process has the
+        agent's backend) and return the chained outcome that carries the reply, or None to poll on."""
+        if self.run_effects is not None:
+            self.run_effects(decision_id)
+        return self.store.effects_outcome(decision_id)
 
     def _print(self, decision_id: int, action: OperatorAction) -> None:
         if self.jsonl:

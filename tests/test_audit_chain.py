@@ -27,7 +27,8 @@ def any_store(request, tmp_path) -> Store:
 
 
 def _history(card_policy, store: Store) -> str:
-    """Six chained rows: three decisions, a pause and a resume by an operator, one more decision."""
+    """Six chained rows: two decisions, a pause and a resume by an operator, one more decision and the
+    outcome of its fee refund (an ``effects`` row)."""
     agent = Agent(card_policy, ScriptedModel(facts=[FEE, ID_MARIA, {"fee_type": "late payment", "handoff": OK}]),
                   store)
     cid = agent.start(customer_ref="cust-7")
@@ -36,7 +37,8 @@ def _history(card_policy, store: Store) -> str:
     ops = Operations(store, "ana")
     ops.pause(cid, reason="checking")
     ops.resume(cid)
-    agent.respond(cid, "the late payment fee")
+    refunded = agent.respond(cid, "the late payment fee")
+    assert [e["status"] for e in refunded.effects] == ["done"]
     assert store.verify_chain().intact
     return cid
 
@@ -50,7 +52,7 @@ def test_intact_chain_verifies_on_both_paths(card_policy, any_store: Store) -> N
     _history(card_policy, any_store)
     sequential = verify_engine(any_store.engine, workers=1)
     parallel = verify_engine(any_store.engine, workers=2)
-    assert sequential.intact and parallel.intact and sequential.checked == parallel.checked == 5
+    assert sequential.intact and parallel.intact and sequential.checked == parallel.checked == 6
 
 
 def test_edited_row_is_named(card_policy, any_store: Store) -> None:
@@ -108,7 +110,7 @@ def test_reordered_rows_are_named(card_policy, any_store: Store) -> None:
 
 def test_altered_policy_snapshot_and_truncated_tail(card_policy, any_store: Store) -> None:
     _history(card_policy, any_store)
-    _sql(any_store, "DELETE FROM decision WHERE seq = 5")
+    _sql(any_store, "DELETE FROM operatoraction WHERE seq = 6")  # the last row: the fee refund's outcome
     report = any_store.verify_chain()
     assert report.broken_kind == "chain_head" and "removed from the end" in (report.reason or "")
     _sql(any_store, "UPDATE policyversion SET modules_json = replace(modules_json, 'def ', 'def  ')")

@@ -66,9 +66,13 @@ def test_raised_limit_changes_exactly_the_annual_fee_turn(card_policy, store: St
     assert "I have refunded the annual fee" in model.prompts[0].context
     assert [c.decision_id for c in report.changes] == [ids["annual"]]
     change = report.changes[0]
-    assert set(change.what) == {"allowed set", "choice", "reply"}
+    assert set(change.what) == {"allowed set", "choice", "reply", "effects"}
     assert change.recorded.startswith("fee_refund_supervisor_review") and change.replayed.startswith("fee_refunded")
+    assert change.effects == [
+        "would no longer request_supervisor_review(amount='95.00', customer_id='C1001', fee_type='annual')",
+        "would now refund_fee(amount='95.00', customer_id='C1001', fee_type='annual')"]
     assert "affects 12.5% of 8 past turns" in report.summary() and "0 would now escalate" in report.summary()
+    assert "1 would act differently on the account" in report.summary()
 
 
 def test_lowered_limit_asks_the_model_only_where_the_choice_changed(card_policy, store: Store,
@@ -83,5 +87,7 @@ def test_lowered_limit_asks_the_model_only_where_the_choice_changed(card_policy,
     report = replay(store, _policy_with_limit(tmp_path, "20.00"), model_factory=factory)
     assert [c.decision_id for c in report.changes] == [ids["late payment"]]
     assert report.changes[0].replayed.startswith("fee_refund_declined_amount")
+    assert report.changes[0].effects == [
+        "would no longer refund_fee(amount='25.00', customer_id='C1001', fee_type='late payment')"]
     assert report.model_calls == 2 and len(calls) == 1  # the new choice, then the next turn's new context
     assert "Which one best answers" in calls[0].prompts[0].task

@@ -105,18 +105,20 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write JSONL or CSV."""
-    from sopagent.audit.export import write_csv, write_jsonl
+    from sopagent.audit.export import effects_by_decision, write_csv, write_jsonl
     from sopagent.audit.query import select_rows
 
-    rows = select_rows(_store(args), _filter(args))
+    store = _store(args)
+    rows = select_rows(store, _filter(args))
+    effects = effects_by_decision(store)
     writer = write_csv if args.format == "csv" else write_jsonl
     if args.out:
         # utf-8-sig: spreadsheet programs then read the file as UTF-8
         encoding = "utf-8-sig" if args.format == "csv" else "utf-8"
         with open(args.out, "w", newline="", encoding=encoding) as stream:
-            count = writer(rows, stream)
+            count = writer(rows, stream, effects)
     else:
-        count = writer(rows, sys.stdout)
+        count = writer(rows, sys.stdout, effects)
     print(f"exported {count} records", file=sys.stderr)
     return 0
 
@@ -170,6 +172,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for c in changes:
             print(f"  decision {c.decision_id} ({c.conversation_id[:8]} turn {c.turn}, step {c.step}): "
                   f"{c.recorded} -> {c.replayed}  [{', '.join(c.what)}]")
+            for change in c.effects:
+                print(f"      {change}")
     for note in report.skipped:
         print(f"  skipped {note}")
     print(report.summary())

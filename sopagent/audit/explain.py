@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from sopagent.effects import describe
 from sopagent.errors import ConversationError
 from sopagent.policy import FOLLOW_UP_READINGS
 from sopagent.store import Conversation, Decision, OperatorAction, PolicyVersion, Store
@@ -61,6 +62,9 @@ def explain_decision(store: Store, decision_id: int) -> str:
             shown = "   n/a" if prob is None else f"{prob:6.1%}"
             slots = f" {json.dumps(option.get('slots'), ensure_ascii=False)}" if option.get("slots") else ""
             lines.append(f"   {mark} {shown}  {option['response_id']}{slots} -> {option['next_step']}")
+            for effect in option.get("effects") or []:
+                lines.append(f"              would do {describe(effect['name'], effect.get('arguments') or {})}"
+                             + (" (irreversible)" if effect.get("irreversible") else ""))
     how = {"policy": "the policy (only one option was allowed)", "model": "the model",
            "fallback": "the fallback (something failed; handed to a person)",
            "none": "nobody (an operator held the conversation; the message was only recorded)"}
@@ -76,6 +80,16 @@ def explain_decision(store: Store, decision_id: int) -> str:
         lines.append(f"  error: {decision.error}")
     if resolution is not None:
         lines.append(_resolution(resolution))
+    for effect in store.effects(decision_id):
+        arguments = json.loads(effect.arguments_json) if effect.arguments_json else None
+        what = describe(effect.name, arguments) if arguments is not None else f"{effect.name}(erased)"
+        result = f" -> {effect.result_json}" if effect.result_json else ""
+        failure = f" ({effect.error})" if effect.error else ""
+        lines.append(f"  action {what}: {effect.status}{result}{failure}, {effect.updated_at}, "
+                     f"idempotency key {effect.idempotency_key}")
+    outcome = store.effects_outcome(decision_id)
+    if outcome is not None and outcome.sent_text:
+        lines.append(f"  after its actions the customer received: {outcome.sent_text!r}")
     latency = json.loads(decision.latency_json or "{}")
     if latency:
         lines.append("  latency ms: " + ", ".join(f"{k} {v:.1f}" for k, v in latency.items()))

@@ -23,7 +23,10 @@ from pydantic import BaseModel, ValidationError
 from sopagent import prompts
 from sopagent.audit.query import AuditFilter, select_rows
 from sopagent.catalog import parse_catalog
-from sopagent.engine import HOLDING_STEP, facts_prompt, read_facts, read_follow_up
+from sopagent.effects import describe
+from sopagent.engine import facts_prompt, read_facts, read_follow_up
+from sopagent.kernel import (HOLDING_STEP, ChosenBy, GateSettings, Outcome, Status, check_actions, fallback_outcome,
+                             run_step, settle)
 from sopagent.errors import ModelError, PolicyError, StoreError
 from sopagent.models.base import DecisionModel
 from sopagent.policy import END, FOLLOW_UP_READINGS, NoFacts, Option, Policy, Turn, load_policy
@@ -43,8 +46,10 @@ class TurnChange:
     replayed: str
     """Replayed response id and status."""
     what: list[str]
-    """allowed set, choice, reply, status."""
+    """allowed set, choice, reply, status, effects."""
     escalates: bool
+    effects: list[str] = field(default_factory=list)
+    """How the actions taken would differ: ``would no longer refund_fee(...)``, ``would now ...``."""
 
 
 @dataclass
@@ -69,9 +74,11 @@ class ReplayReport:
     def summary(self) -> str:
         """The one-line verdict."""
         escalate = sum(1 for c in self.changes if c.escalates)
+        deeds = sum(1 for c in self.changes if c.effects)
         return (f"this change affects {self.changed_share:.1%} of {self.turns:,} past turns "
                 f"({len(self.changes)} turns in {self.conversations} conversations replayed); "
-                f"{escalate} would now escalate; {self.model_calls} model calls, {self.reused} recorded outputs reused")
+                f"{escalate} would now escalate; {deeds} would act differently on the account; "
+                f"{self.model_calls} model calls, {self.reused} recorded outputs reused")
 
 
 def load_policy_spec(store: Store, spec: str) -> Policy:
@@ -130,6 +137,7 @@ class _Replayer:
         self._model: DecisionModel | None = None
         self._old: dict[int, Policy | None] = {}
         self.system = prompts.system_text(policy.description)
+        self.gate = GateSettings.of(policy)
         self.report = ReplayReport(policy=f"{policy.name} {policy.version}")
 
     def model(self) -> DecisionModel:
@@ -168,7 +176,8 @@ class _Replayer:
                 elif row.action == "hand_back" and row.next_step in policy.steps:
                     step = row.next_step or step
                 if row.sent_text:
-                    new_history.append(("Agent", row.sent_text))
+                    if row.action != "effects":  # the replay says its own effects' reply (see turn)
+                        new_history.append(("Agent", row.sent_text))
                     old_history.append(("Agent", row.sent_text))
                 continue
             if row.erased_at is not None or row.customer_text is None:
@@ -200,11 +209,9 @@ class _Replayer:
         old = self.old_policy(row.policy_version_id)
         old_system = prompts.system_text(old.description) if old else None
         model_used = False
-        chosen_by = "policy"
-        error = None
+        facts: BaseModel = NoFacts()
         try:
             schema = policy.steps[step].facts
-            facts: BaseModel = NoFacts()
             if schema.model_fields:
                 prompt = facts_prompt(self.system, context, schema, text)
                 reuse = (step == row.step and old is not None and row.step in old.steps
@@ -230,80 +237,72 @@ class _Replayer:
                 return read_follow_up(self.model(), context, question, schema, system)[0]
 
             turn: Turn[Any, Any] = Turn(facts=facts, known=known, tools=tools, step=step,
-                                        conversation_id=row.conversation_id, reader=reader)
-            options: list[Option] | None = None
-            for guard in policy.guards:
-                options = guard(turn)
-                if options:
-                    break
-            if not options:
-                options = policy.steps[step].function(turn)
-            policy.validate_options(step, options)
+                                        conversation_id=row.conversation_id, reader=reader,
+                                        action_confidence=self.gate.action_confidence)
+            options = run_step(policy, step, turn)
             recorded = json.loads(row.options_json or "[]")
             views = [{"response_id": o.response, "next_step": o.next,
-                      "slots": json.loads(json.dumps(catalog[o.response].coerce_values(o.slots), default=str))}
+                      "slots": json.loads(json.dumps(catalog[o.response].coerce_values(o.slots, o.pending_slots()),
+                                                     default=str))}
                      for o in options]
             same_allowed = views == [{k: r[k] for k in ("response_id", "next_step", "slots")} for r in recorded]
-            probabilities: list[float | None] = [1.0]
-            index = 0
+            outcome = Outcome(options=options, probabilities=[1.0], chosen_index=0)
             if len(options) > 1:
                 texts = [catalog[o.response].description + (f" ({o.hint})" if o.hint else "") for o in options]
                 old_texts = None
                 if old is not None and same_allowed and row.chosen_index is not None:
                     try:
-                        old_options = [old.catalog[r["response_id"]].description for r in recorded]
-                        old_texts = old_options
+                        old_texts = [old.catalog[r["response_id"]].description for r in recorded]
                     except KeyError:
                         old_texts = None
                 prompt = prompts.choice_prompt(self.system, context, texts)
-                reuse_choice = (old_texts is not None and row.chosen_by == "model" and not model_used
+                reuse_choice = (old_texts is not None and row.chosen_by == ChosenBy.MODEL and not model_used
                                 and [t.split(" (")[0] for t in texts] == old_texts
                                 and prompt.context == old_context)
                 if reuse_choice:
-                    index = row.chosen_index or 0
-                    probabilities = [r.get("probability") for r in recorded]
+                    outcome.chosen_index = row.chosen_index or 0
+                    outcome.probabilities = [r.get("probability") for r in recorded]
                 else:
                     model_used = True
                     choice = self.model().choose(prompt, len(options))
-                    index, probabilities = choice.index, list(choice.probabilities)
-                chosen_by = "model"
+                    outcome.chosen_index, outcome.probabilities = choice.index, list(choice.probabilities)
+                outcome.chosen_by = ChosenBy.MODEL
+            check_actions(outcome.chosen, facts, self.gate, step)
         except (ModelError, PolicyError, KeyError, ValueError, TypeError, AttributeError) as exc:
-            options, index, probabilities, chosen_by = [Option(policy.fallback, next=step)], 0, [None], "fallback"
+            outcome = fallback_outcome(policy, step, exc)
             same_allowed = False
-            error = f"{type(exc).__name__}: {exc}"
         if not model_used:
             self.report.reused += 1
-        chosen = options[index]
-        response = catalog[chosen.response]
-        reply = response.render(chosen.slots)
-        confidence = probabilities[index] if index < len(probabilities) else None
-        status = "escalated" if chosen_by == "fallback" else "sent"
-        sent: str | None = reply
-        next_step = chosen.next
-        low = chosen_by == "model" and confidence is not None and confidence < policy.confidence_threshold
-        if status == "sent" and (response.requires_approval or low):
-            status = "pending"
-            sent = catalog[policy.holding].render({}) if policy.holding else None
+        verdict = settle(policy, step, outcome, self.gate)
+        chosen = outcome.chosen
+        if verdict.status == Status.PENDING:
             pending[row.id or 0] = chosen
-            next_step = step
         what = []
         if not same_allowed:
             what.append("allowed set")
         if chosen.response != row.response_id:
             what.append("choice")
-        if reply != row.reply_text:
+        if verdict.reply != row.reply_text:
             what.append("reply")
-        if status != row.status:
+        if verdict.status != row.status:
             what.append("status")
+        effect_changes = _effect_changes(_recorded_plan(row), [e.to_json() for e in verdict.effects])
+        if effect_changes:
+            what.append("effects")
         if what:
-            escalates = ((status == "escalated" or chosen.response == policy.fallback)
-                         and row.status != "escalated" and row.response_id != policy.fallback)
+            escalates = ((verdict.status == Status.ESCALATED or chosen.response == policy.fallback)
+                         and row.status != Status.ESCALATED and row.response_id != policy.fallback)
             self.report.changes.append(TurnChange(
                 row.id or 0, row.conversation_id, row.turn, step, f"{row.response_id} [{row.status}]",
-                f"{chosen.response} [{status}]" + (f" ({error})" if error else ""), what, escalates))
-        if response.ends_conversation and status == "sent":
+                f"{chosen.response} [{verdict.status}]" + (f" ({outcome.error})" if outcome.error else ""), what,
+                escalates, effect_changes))
+        sent = verdict.sent
+        if sent is None and verdict.effects:  # the reply the effects' results filled, as recorded if unchanged
+            outcome_row = None if effect_changes else self.store.effects_outcome(row.id or 0)
+            sent = outcome_row.sent_text if outcome_row is not None else verdict.reply
+        if catalog[chosen.response].ends_conversation and verdict.status == Status.SENT:
             return END, sent
-        return next_step, sent
+        return verdict.next_step, sent
 
     def _recorded_facts(self, row: Decision, schema: type[BaseModel]) -> BaseModel | None:
         try:
@@ -321,6 +320,30 @@ class _Replayer:
         except (ValueError, AttributeError):
             return []
         return [r for r in readings if isinstance(r, dict)]
+
+
+def _recorded_plan(row: Decision) -> list[dict[str, Any]]:
+    """The actions the recorded decision planned for its chosen option (none for an escalated one)."""
+    if row.status not in (Status.SENT, Status.PENDING) or row.chosen_index is None:
+        return []
+    try:
+        options = json.loads(row.options_json or "[]")
+        return list(options[row.chosen_index].get("effects") or [])
+    except (ValueError, IndexError, AttributeError):
+        return []
+
+
+def _effect_changes(recorded: list[dict[str, Any]], replayed: list[dict[str, Any]]) -> list[str]:
+    """``would no longer ...`` for each recorded action the replay does not plan, ``would now ...`` for
+    each planned action the recording did not have (name and arguments compared)."""
+    def key(effect: dict[str, Any]) -> str:
+        return json.dumps([effect["name"], effect.get("arguments") or {}], sort_keys=True, default=str)
+
+    before, after = {key(e): e for e in recorded}, {key(e): e for e in replayed}
+    return ([f"would no longer {describe(e['name'], e.get('arguments') or {})}" for k, e in before.items()
+             if k not in after]
+            + [f"would now {describe(e['name'], e.get('arguments') or {})}" for k, e in after.items()
+               if k not in before])
 
 
 def replay(store: Store, policy: Policy, flt: AuditFilter | None = None,

@@ -9,8 +9,9 @@ reply only after that commit.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from filelock import FileLock, Timeout
 from sqlalchemy import event, insert, make_url, text
@@ -20,7 +21,7 @@ from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from sopagent.errors import ConversationError, StoreError
 from sopagent.store.chain import ChainReport, ChainRow, merge_by_seq, policy_digest, seal
-from sopagent.store.tables import ChainHead, Conversation, Decision, OperatorAction, PolicyVersion
+from sopagent.store.tables import ChainHead, Conversation, Decision, Effect, OperatorAction, PolicyVersion, utcnow
 
 DB_ENV = "SOPAGENT_DB"
 DEFAULT_DB_URL = "sqlite:///sopagent.db"
@@ -193,6 +194,15 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read operator actions: {_short(exc)}", retryable=True) from exc
 
+    def effects_outcome(self, decision_id: int) -> OperatorAction | None:
+        """The chained ``effects`` action that recorded the outcome of a decision's effects, if any."""
+        try:
+            with self.session() as session:
+                return session.exec(select(OperatorAction).where(
+                    OperatorAction.decision_id == decision_id, OperatorAction.action == "effects")).first()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read operator actions: {_short(exc)}", retryable=True) from exc
+
     def operator_replies(self, conversation_id: str, after_seq: int = 0) -> list[OperatorAction]:
         """The catalog replies operators sent in a conversation after chain position ``after_seq``, in order."""
         try:
@@ -214,24 +224,92 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read the approval queue: {_short(exc)}", retryable=True) from exc
 
-    def append_turn(self, decision: Decision, conversation: Conversation, expected_revision: int) -> Decision:
-        """Commit a decision (chained) and the conversation's new state in one transaction.
+    def append_turn(self, decision: Decision, conversation: Conversation, expected_revision: int,
+                    effects: Sequence[Effect] = ()) -> Decision:
+        """Commit a decision (chained), its planned effects (the outbox) and the conversation's new
+        state in one transaction.
 
-        Raises :class:`StoreError` if the write fails (nothing is committed) and
-        :class:`ConversationError` if another turn of this conversation committed first.
+        Each effect gets the decision's id and an idempotency key derived from the decision's chain
+        hash. Raises :class:`StoreError` if the write fails (nothing is committed, so nothing runs)
+        and :class:`ConversationError` if another turn of this conversation committed first.
         """
-        return self._append(decision, conversation, expected_revision)
+        def plan(session: Session, row: Decision) -> None:
+            add_effects(session, row, effects)
+
+        return self._append(decision, conversation, expected_revision, plan if effects else None)
 
     def append_action(self, action: OperatorAction, conversation: Conversation | None = None,
-                      expected_revision: int | None = None) -> OperatorAction:
+                      expected_revision: int | None = None,
+                      then: Callable[[Session, OperatorAction], None] | None = None) -> OperatorAction:
         """Commit an operator action (chained) and, if given, the conversation's new state.
 
-        A resolving action (approve, override, escalate) on a decision that another operator already
-        settled raises :class:`ConversationError` naming who did it; nothing is written.
+        ``then`` runs inside the same transaction once the action has its chain position (the
+        operator endpoints use it to release, cancel or plan the decision's effects). A resolving
+        action (approve, override, escalate) on a decision that another operator already settled
+        raises :class:`ConversationError` naming who did it; nothing is written.
         """
-        return self._append(action, conversation, expected_revision)
+        return self._append(action, conversation, expected_revision, then)
 
-    def _append(self, row: Any, conversation: Conversation | None, expected_revision: int | None) -> Any:
+    # --- the effect outbox -------------------------------------------------------------------
+
+    def effects(self, decision_id: int | None = None, conversation_id: str | None = None) -> list[Effect]:
+        """Outbox rows of a decision or a conversation, in order."""
+        try:
+            with self.session() as session:
+                query = select(Effect).order_by(col(Effect.decision_id), col(Effect.option_index),
+                                                col(Effect.position))
+                if decision_id is not None:
+                    query = query.where(Effect.decision_id == decision_id)
+                if conversation_id is not None:
+                    query = query.where(Effect.conversation_id == conversation_id)
+                return list(session.exec(query).all())
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the effect outbox: {_short(exc)}", retryable=True) from exc
+
+    def runnable_decisions(self, policy_name: str | None = None, stale_after_s: float = 60.0) -> list[int]:
+        """Decisions with effects to run: planned, or claimed by a runner longer ago than
+        ``stale_after_s`` (that runner died; the backend gets the same idempotency key again)."""
+        stale = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=stale_after_s)).isoformat(
+            timespec="microseconds")
+        try:
+            with self.session() as session:
+                query = select(Effect.decision_id).where(
+                    (Effect.status == "planned") | ((Effect.status == "running") & (col(Effect.claimed_at) < stale)))
+                if policy_name is not None:
+                    query = query.where(Effect.policy_name == policy_name)
+                return sorted(set(session.exec(query).all()))
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the effect outbox: {_short(exc)}", retryable=True) from exc
+
+    def claim_effect(self, effect_id: int, stale_after_s: float = 60.0) -> bool:
+        """Move a planned (or stale running) effect to ``running``; True only for the one caller that did."""
+        now = utcnow()
+        stale = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=stale_after_s)).isoformat(
+            timespec="microseconds")
+        try:
+            with self.engine.begin() as connection:
+                updated = connection.execute(
+                    text("UPDATE effect SET status='running', claimed_at=:now, updated_at=:now, "
+                         "attempts=attempts+1 WHERE id=:id AND (status='planned' OR "
+                         "(status='running' AND claimed_at < :stale))"),
+                    {"now": now, "id": effect_id, "stale": stale})
+                return updated.rowcount == 1
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot claim effect {effect_id}: {_short(exc)}", retryable=True) from exc
+
+    def record_effects(self, action: OperatorAction, outcomes: Sequence[Effect],
+                       conversation: Conversation | None = None) -> OperatorAction:
+        """Append the chained ``effects`` action and write the outbox rows' outcomes, in one transaction."""
+        def write(session: Session, row: OperatorAction) -> None:
+            for effect in outcomes:
+                effect.outcome_action_id = row.id
+                effect.updated_at = row.created_at
+                session.merge(effect)
+
+        return self._append(action, conversation, None, write)
+
+    def _append(self, row: Any, conversation: Conversation | None, expected_revision: int | None,
+                then: Callable[[Session, Any], None] | None = None) -> Any:
         try:
             with self.session() as session:
                 # Lock the chain head first: this serializes appends across processes.
@@ -267,6 +345,9 @@ class Store:
                 head.last_hash = row.hash
                 session.add(row)
                 session.add(head)
+                if then is not None:
+                    session.flush()  # the row's id, for the rows written with it
+                    then(session, row)
                 session.commit()
                 return row
         except ConversationError:
@@ -309,6 +390,20 @@ class Store:
                 return
             yield from rows
             last = rows[-1].seq
+
+
+def idempotency_key(decision: Decision, option_index: int, position: int) -> str:
+    """The key a backend receives for one effect: the decision's chain hash, the option, the position."""
+    return f"sopa-{decision.hash[:32]}-{option_index}-{position}"
+
+
+def add_effects(session: Session, decision: Decision, effects: Sequence[Effect]) -> None:
+    """Write a decision's outbox rows inside the transaction that records it (or its resolution)."""
+    for effect in effects:
+        effect.decision_id = decision.id or 0
+        effect.conversation_id = decision.conversation_id
+        effect.idempotency_key = idempotency_key(decision, effect.option_index, effect.position)
+        session.add(effect)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -132,3 +132,39 @@ class ChainHead(SQLModel, table=True):
     id: int = Field(default=1, primary_key=True)
     last_hash: str = GENESIS_HASH
     length: int = 0
+
+
+class Effect(SQLModel, table=True):
+    """The outbox: one backend action a decision planned, and where it stands.
+
+    Written in the same transaction as its decision (or as the operator action that chose it), run
+    after that commit by the effect runner (:mod:`sopagent.outbox`), once: a runner claims a row by
+    moving it to ``running`` in one conditional update. Its outcome is appended to the audit chain
+    (an ``effects`` action); this row is the queue's working copy.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    decision_id: int = Field(foreign_key="decision.id", index=True)
+    conversation_id: str = Field(index=True)
+    policy_name: str = Field(index=True)
+    option_index: int
+    """Which of the decision's options planned it (an override runs another option's effects)."""
+    position: int
+    """Its place among the option's effects (they run in order)."""
+    name: str
+    irreversible: bool = False
+    idempotency_key: str = Field(unique=True)
+    """Derived from the decision's chain hash, the option and the position; passed to the backend."""
+    status: str = Field(default="planned", index=True)
+    """held (waits for approval), planned (runs now), running, done, failed or cancelled."""
+    attempts: int = 0
+    claimed_at: str | None = None
+    created_at: str = Field(default_factory=utcnow)
+    updated_at: str = Field(default_factory=utcnow)
+    outcome_action_id: int | None = None
+    """The chained ``effects`` action that recorded its outcome."""
+    # personal content: cleared by erasure (the chain holds it under a commitment)
+    arguments_json: str | None = "{}"
+    result_json: str | None = None
+    error: str | None = None
+    erased_at: str | None = None

@@ -1,0 +1,200 @@
+"""The effect runner: runs a decision's planned actions once each, after the record, and chains the outcome.
+
+A decision and its planned effects are committed together (``Store.append_turn``); an effect that
+waits for approval is ``held`` until an operator approves (``planned``), overrides (the other
+option's effects are planned) or escalates (``cancelled``). The runner then, for each effect in
+order: claims it (one conditional update, so two runners never both run it), calls the backend
+action with the effect's idempotency key, and writes the result to the outbox row at once. When the
+decision's effects are all settled it appends one chained ``effects`` action holding every outcome
+and the reply rendered from their results (or the policy's fallback when one failed, which hands the
+conversation over). A runner that died mid-way is recovered by the next one (``sopagent effects
+run``, or any agent starting): finished effects are not repeated, an effect left ``running`` past
+its lease is called again with the same idempotency key, so an idempotent backend does it once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic_core import to_jsonable_python
+from sqlmodel import Session, select
+
+from sopagent.catalog import Catalog, parse_catalog
+from sopagent.effects import actions_of
+from sopagent.errors import ConversationError, PolicyError, SopAgentError
+from sopagent.kernel import render_with_results
+from sopagent.store import Conversation, Decision, Effect, OperatorAction, PolicyVersion, Store, utcnow
+
+RUNNER = "agent"
+"""The name recorded on the chained ``effects`` actions the runner appends."""
+LEASE_S = 60.0
+"""An effect claimed longer ago than this by a runner that never finished it is run again."""
+
+
+@dataclass(frozen=True)
+class EffectsRun:
+    """What running a decision's effects came to."""
+
+    decision_id: int
+    action: OperatorAction
+    """The chained ``effects`` action."""
+    reply: str | None
+    """What the customer receives: the reply filled from the results, or the fallback."""
+    failed: bool
+
+
+class EffectRunner:
+    """Runs the outbox's effects of one policy's conversations against that policy's backend tools."""
+
+    def __init__(self, store: Store, tools: Any, fallback: str, lease_s: float = LEASE_S) -> None:
+        """
+        Args:
+            store: the audit store holding the outbox.
+            tools: the backend whose :func:`~sopagent.effects.action` methods run the effects.
+            fallback: the catalog response sent when an effect fails (a hand-off).
+            lease_s: how long a claimed effect may run before another runner takes it over.
+        """
+        self.store = store
+        self.tools = tools
+        self.fallback = fallback
+        self.lease_s = lease_s
+        self._catalogs: dict[int, Catalog] = {}
+
+    def run_pending(self, policy_name: str | None = None) -> list[EffectsRun]:
+        """Run every decision's effects that are due (recovery after a crash, or after approvals)."""
+        done: list[EffectsRun] = []
+        for decision_id in self.store.runnable_decisions(policy_name, self.lease_s):
+            run = self.run_decision(decision_id)
+            if run is not None:
+                done.append(run)
+        for decision_id in self._unrecorded(policy_name):
+            run = self.run_decision(decision_id)
+            if run is not None:
+                done.append(run)
+        return done
+
+    def run_decision(self, decision_id: int) -> EffectsRun | None:
+        """Run a decision's due effects in order and chain their outcome; None when nothing was due
+        (already run, held for approval, or being run by another runner)."""
+        rows = [e for e in self.store.effects(decision_id) if e.status != "cancelled"]
+        if not rows or any(e.status == "held" for e in rows) or all(e.outcome_action_id for e in rows):
+            return None
+        option_index = rows[0].option_index
+        rows = [e for e in rows if e.option_index == option_index]
+        specs = actions_of(self.tools)
+        failed = False
+        for effect in rows:
+            if effect.status in ("done", "failed", "cancelled"):
+                failed = failed or effect.status == "failed"
+                continue
+            if failed:
+                self._finish(effect, "cancelled", None, "an earlier effect of this decision failed")
+                continue
+            if not self.store.claim_effect(effect.id or 0, self.lease_s):
+                return None  # another runner has it
+            spec = specs.get(effect.name)
+            try:
+                if spec is None:
+                    raise PolicyError(f"the backend has no action {effect.name!r}",
+                                      fix="give the agent the tools object its policy was written for")
+                result = spec.call(self.tools, json.loads(effect.arguments_json or "{}"), effect.idempotency_key)
+                self._finish(effect, "done", to_jsonable_python(result), None)
+            except Exception as exc:  # the backend refused or failed: recorded, the customer gets the fallback
+                failed = True
+                self._finish(effect, "failed", None, f"{type(exc).__name__}: {exc}")
+        return self._record(decision_id, rows, failed)
+
+    def _finish(self, effect: Effect, status: str, result: Any, error: str | None) -> None:
+        effect.status = status
+        effect.result_json = json.dumps(result, sort_keys=True) if result is not None else None
+        effect.error = error
+        effect.updated_at = utcnow()
+        with self.store.session() as session:
+            session.merge(effect)
+            session.commit()
+
+    def _record(self, decision_id: int, rows: list[Effect], failed: bool) -> EffectsRun | None:
+        with self.store.session() as session:
+            decision = session.get(Decision, decision_id)
+        if decision is None:
+            return None
+        catalog = self._catalog(decision.policy_version_id)
+        views = json.loads(decision.options_json or "[]")
+        view = views[rows[0].option_index] if rows[0].option_index < len(views) else None
+        results = [json.loads(e.result_json) if e.result_json else None for e in rows]
+        response_id = view["response_id"] if view else self.fallback
+        reply: str | None
+        error = next((e.error for e in rows if e.status == "failed"), None)
+        if failed or view is None:
+            response_id = self.fallback
+            reply = catalog[self.fallback].render({}) if self.fallback in catalog else None
+        else:
+            try:
+                reply = render_with_results(catalog, view, results)
+            except (ValueError, SopAgentError) as exc:  # a result that does not fit its slot
+                failed, error, response_id = True, f"{type(exc).__name__}: {exc}", self.fallback
+                reply = catalog[self.fallback].render({}) if self.fallback in catalog else None
+        detail = {"effects": [{"name": e.name, "idempotency_key": e.idempotency_key, "status": e.status}
+                              for e in rows]}
+        personal = {"arguments": [json.loads(e.arguments_json or "{}") for e in rows], "results": results,
+                    "errors": [e.error for e in rows]}
+        for _ in range(3):
+            conversation = self.store.get_conversation(decision.conversation_id) if failed else None
+            if conversation is not None:
+                conversation.status = "escalated"
+            action = OperatorAction(operator=RUNNER, action="effects", conversation_id=decision.conversation_id,
+                                    decision_id=decision_id, response_id=response_id, created_at=utcnow(),
+                                    reason=f"effects failed: {error}" if failed else "effects done",
+                                    detail_json=json.dumps(detail, sort_keys=True),
+                                    slots_json=json.dumps(personal, sort_keys=True, default=str), sent_text=reply)
+            try:
+                recorded = self._append_once(action, rows, conversation)
+            except ConversationError as exc:
+                if exc.retryable:
+                    continue  # the conversation moved on meanwhile: reload and mark it again
+                return None  # another runner recorded this outcome first
+            return EffectsRun(decision_id, recorded, reply, failed)
+        return None
+
+    def _append_once(self, action: OperatorAction, rows: list[Effect],
+                     conversation: Conversation | None) -> OperatorAction:
+        ids = [e.id for e in rows]
+
+        def write(session: Session, row: OperatorAction) -> None:
+            current = session.exec(select(Effect).where(Effect.id.in_(ids))).all()  # type: ignore[union-attr]
+            if any(e.outcome_action_id is not None for e in current):
+                raise ConversationError(f"the effects of decision {row.decision_id} were already recorded")
+            for effect in current:
+                effect.outcome_action_id = row.id
+                session.add(effect)
+
+        try:
+            return self.store.append_action(action, conversation, None, write)
+        except ConversationError:
+            raise
+
+    def _unrecorded(self, policy_name: str | None) -> list[int]:
+        """Decisions whose effects all finished but whose outcome was never chained (a runner died)."""
+        with self.store.session() as session:
+            query = select(Effect).where(Effect.outcome_action_id.is_(None))  # type: ignore[union-attr]
+            if policy_name is not None:
+                query = query.where(Effect.policy_name == policy_name)
+            rows = session.exec(query).all()
+        by_decision: dict[int, list[Effect]] = {}
+        for effect in rows:
+            by_decision.setdefault(effect.decision_id, []).append(effect)
+        return sorted(d for d, effects in by_decision.items()
+                      if all(e.status in ("done", "failed", "cancelled") for e in effects)
+                      and any(e.status != "cancelled" for e in effects))
+
+    def _catalog(self, version_id: int) -> Catalog:
+        if version_id not in self._catalogs:
+            with self.store.session() as session:
+                version = session.get(PolicyVersion, version_id)
+            if version is None:
+                raise PolicyError(f"policy version {version_id} is missing from the audit store")
+            self._catalogs[version_id] = parse_catalog(version.catalog_source,
+                                                       f"<catalog of {version.name} {version.version}>")
+        return self._catalogs[version_id]
