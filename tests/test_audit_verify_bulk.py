@@ -66,7 +66,9 @@ def test_codec_declines_values_it_cannot_encode() -> None:
 
 
 def _history(card_policy, store: Store) -> None:
-    """Two customers, 10 chained rows: decisions at 1, 4-6, 9-10, operator actions at 2-3 and 7-8."""
+    """Two customers, 11 chained rows: decisions at 1, 4-5, 7, 10-11, operator actions at 2-3 and 8-9, and at
+    6 the outcome of the first customer's fee refund (an ``effects`` action; the second is declined as a
+    refund within 12 months)."""
     model = ScriptedModel(facts=[FEE, ID_MARIA, {"fee_type": "late payment", "handoff": OK}] * 2)
     agent = Agent(card_policy, model, store)
     ops = Operations(store, "ana")
@@ -87,15 +89,15 @@ def _reference(store: Store) -> ChainReport:
 
 TAMPERING = {
     "intact": [],
-    "edited text": ["UPDATE decision SET customer_text = 'I never said this' WHERE seq = 6"],
-    "edited action": ["UPDATE operatoraction SET reason = 'nothing' WHERE seq = 7"],
-    "salt removed": ["UPDATE decision SET salt = NULL WHERE seq = 9"],
+    "edited text": ["UPDATE decision SET customer_text = 'I never said this' WHERE seq = 5"],
+    "edited action": ["UPDATE operatoraction SET reason = 'nothing' WHERE seq = 8"],
+    "salt removed": ["UPDATE decision SET salt = NULL WHERE seq = 10"],
     "erased unrecorded": ["UPDATE decision SET customer_text = NULL, salt = NULL, erased_at = 'x' WHERE seq = 4"],
-    "deleted middle": ["DELETE FROM decision WHERE seq = 5"],
+    "deleted middle": ["DELETE FROM decision WHERE seq = 4"],
     "deleted last": ["DELETE FROM decision WHERE seq = (SELECT MAX(seq) FROM decision)"],
     "duplicate position": ["UPDATE operatoraction SET seq = 4 WHERE seq = 3"],
-    "swapped": ["UPDATE decision SET seq = 100 WHERE seq = 9", "UPDATE decision SET seq = 9 WHERE seq = 10",
-                "UPDATE decision SET seq = 10 WHERE seq = 100"],
+    "swapped": ["UPDATE decision SET seq = 100 WHERE seq = 10", "UPDATE decision SET seq = 10 WHERE seq = 11",
+                "UPDATE decision SET seq = 11 WHERE seq = 100"],
     "policy digest": ["UPDATE decision SET policy_sha256 = 'f00' WHERE seq = 10"],
     "policy snapshot": ["UPDATE policyversion SET catalog_source = catalog_source || ' '"],
     "position zero": ["UPDATE decision SET seq = 0 WHERE seq = 1"],
@@ -105,16 +107,16 @@ TAMPERING = {
 
 
 def _reseal(store: Store) -> None:
-    """Rewrite the decision at position 6 and seal it again, linked to a made-up previous hash."""
+    """Rewrite the decision at position 5 and seal it again, linked to a made-up previous hash."""
     from sqlmodel import Session, select
 
     from sopagent.store import Decision
     from sopagent.store.chain import seal
 
     with Session(store.engine) as session:
-        row = session.exec(select(Decision).where(Decision.seq == 6)).one()
+        row = session.exec(select(Decision).where(Decision.seq == 5)).one()
         row.customer_text = "I never said this"
-        seal(row, "f" * 64, 6)
+        seal(row, "f" * 64, 5)
         session.add(row)
         session.commit()
 
@@ -152,12 +154,12 @@ def test_erasure_on_postgresql_leaves_the_text_in_no_table(card_policy, postgres
     files = _filenodes(store)
     erase_customer(store, "cust-maria", "dpo", "GDPR request 2026-114")
     changed = {table for table, node in _filenodes(store).items() if node != files[table]}
-    assert changed == {"decision", "operatoraction", "conversation"}  # rewritten by VACUUM (FULL)
+    assert changed == {"decision", "operatoraction", "conversation", "effect"}  # rewritten by VACUUM (FULL)
     assert _tables_holding(store, SECRET) == [] and _tables_holding(store, "cust-maria") == []
     assert _tables_holding(store, "the late fee")  # the other customer's text stays
     assert _files_holding(postgres_server, database, SECRET) == []  # no dead row version in a table or index file
     report = store.verify_chain()
-    assert report.intact and report.checked == 11, report.describe()
+    assert report.intact and report.checked == 12, report.describe()
 
 
 def _filenodes(store: Store) -> dict[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 from pathlib import Path
@@ -14,7 +15,7 @@ from sqlmodel import select
 from textual.widgets import DataTable, Input, Static
 from textual.worker import WorkerCancelled
 
-from sopagent import Agent, ScriptedModel, Store
+from sopagent import Agent, ScriptedModel, Store, load_policy
 from sopagent.console import create_app
 from sopagent.console.screens.approvals import ApprovalsScreen
 from sopagent.console.screens.audit import AuditScreen
@@ -23,6 +24,7 @@ from sopagent.console.screens.conversations import ConversationsScreen
 from sopagent.console.screens.dialogs import HelpScreen, ReplyDialog
 from sopagent.console.screens.try_policy import TryPolicyScreen
 from sopagent.operations import Operations
+from sopagent.outbox import EffectRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.anyio
@@ -170,8 +172,17 @@ async def test_approve_from_the_queue_writes_a_chained_action(seeded: Store) -> 
         assert [r[4] for r in cell_texts(queue)] == ["fee_refund_supervisor_review"]
     action = seeded.actions(DISPUTE_ID)[-1]
     assert (action.action, action.operator, action.reason) == ("approve", "ana", "checked the account age")
-    assert action.response_id == "dispute_opened_large_credit" and "€899.00" in (action.sent_text or "")
+    assert action.response_id == "dispute_opened_large_credit" and action.sent_text is None
     assert seeded.get_conversation(DISPUTE_ID).status == "active" and seeded.verify_chain().intact
+    # The approval released the held action; the agent's process runs it and sends the reply it fills.
+    [dispute] = seeded.effects(action.decision_id)
+    assert (dispute.name, dispute.status) == ("open_dispute", "planned")
+    bank = load_policy(Path(__file__).resolve().parent.parent / "policies" / "card_services.py").make_tools()
+    run = EffectRunner(seeded, bank, "handoff_to_human").run_decision(action.decision_id)
+    assert run is not None and not run.failed and "€899.00" in (run.reply or "")
+    [dispute] = seeded.effects(action.decision_id)
+    assert dispute.status == "done" and json.loads(dispute.result_json) in run.reply
+    assert seeded.verify_chain().intact
 
 
 async def test_override_sends_another_allowed_option(seeded: Store) -> None:

@@ -102,11 +102,17 @@ def test_pending_reply_delivered_after_operator_approval(live: Live, hook: Webho
         poller.start()
         queue = live.ops().get("/v1/pending").json()
         assert [d["id"] for d in queue] == [decision_id]
+        # the operator sees the deed before approving it: opening the dispute waits for the approval
+        assert [(e["name"], e["status"], e["arguments"]["payment_id"]) for e in queue[0]["effects"]] == [
+            ("open_dispute", "held", "T5002")]
+        assert held["effects"] == [{"name": "open_dispute", "status": "held"}]
         approved = live.ops().post(f"/v1/decisions/{decision_id}/approve", json={"reason": "checked"})
         assert approved.status_code == 200, approved.text
         poller.join(20)
     assert result["state"] == "approve" and result["operator"] == "ana"
     assert "€899.00" in result["text"] and result["text"] == approved.json()["sent_text"]
+    [opened] = approved.json()["effects"]
+    assert opened["status"] == "done" and opened["result"] in result["text"]  # the reply names the dispute's reference
     again = live.ops().post(f"/v1/decisions/{decision_id}/approve", json={})
     assert again.status_code == 409 and "already handled" in again.json()["error"]
     assert live.service.store.verify_chain().intact

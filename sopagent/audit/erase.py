@@ -3,8 +3,9 @@
 A chained operator action (``erase`` or ``purge``) lists in its ``detail_json`` the decisions and
 operator actions whose personal fields are cleared; :func:`sopagent.store.chain.verify_rows`
 accepts an erased row only when such an action lists it. Cleared: customer text, extracted facts,
-options with their bound slot values, rendered replies, operator slot values and sent text, and on
-the conversations: customer reference, metadata and known facts. The salt goes too, so the kept
+options with their bound slot values and planned actions, rendered replies, operator slot values and
+sent text (the outcomes of actions included), the arguments, results and errors of the actions in
+the effect outbox, and on the conversations: customer reference, metadata and known facts. The salt goes too, so the kept
 commitment can no longer be tested against guesses. On SQLite the WAL is checkpointed and the file
 vacuumed afterwards (secure_delete is on), so no trace of the text remains in the database file; on
 PostgreSQL the cleared tables are rewritten with ``VACUUM (FULL)``, so no dead row version keeps it.
@@ -108,6 +109,10 @@ def _clear(store: Store, kind: str, operator: str, reason: str, conversations: l
                 conn.execute(text(
                     "UPDATE operatoraction SET slots_json=NULL, sent_text=NULL, salt=NULL, erased_at=:now "
                     f"WHERE id IN ({', '.join(map(str, chunk))})"), {"now": now})
+            for chunk in _chunks(decisions):
+                conn.execute(text(
+                    "UPDATE effect SET arguments_json=NULL, result_json=NULL, error=NULL, erased_at=:now "
+                    f"WHERE decision_id IN ({', '.join(map(str, chunk))})"), {"now": now})
             for chunk in _chunks(conversations):
                 conn.execute(text(
                     "UPDATE conversation SET customer_ref=NULL, metadata_json='{}', known_json='{}', erased_at=:now "
@@ -120,7 +125,7 @@ def _clear(store: Store, kind: str, operator: str, reason: str, conversations: l
     return ErasureResult(action.id, detail["conversations"], detail["decisions"], detail["actions"])
 
 
-CLEARED_TABLES = ("decision", "operatoraction", "conversation")
+CLEARED_TABLES = ("decision", "operatoraction", "conversation", "effect")
 """The tables whose rows an erase or purge rewrites."""
 
 
@@ -138,8 +143,8 @@ def compact(store: Store) -> None:
                 conn.exec_driver_sql(f"VACUUM (FULL) {', '.join(CLEARED_TABLES)}")
         except SQLAlchemyError as exc:
             raise StoreError(f"the content was cleared, but VACUUM (FULL) failed: {exc}; old row versions stay "
-                             "in the table files until it runs: run `VACUUM (FULL) decision, operatoraction, "
-                             "conversation` as the table owner", retryable=True) from exc
+                             f"in the table files until it runs: run `VACUUM (FULL) {', '.join(CLEARED_TABLES)}` "
+                             "as the table owner", retryable=True) from exc
         return
     if not store.url.startswith("sqlite"):
         return

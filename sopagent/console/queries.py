@@ -15,7 +15,8 @@ from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from sopagent.errors import ConversationError, StoreError
-from sopagent.store import RESOLVING_ACTIONS, Conversation, Decision, OperatorAction, PolicyVersion, Store
+from sopagent.effects import describe
+from sopagent.store import RESOLVING_ACTIONS, Conversation, Decision, Effect, OperatorAction, PolicyVersion, Store
 
 T = TypeVar("T")
 QUEUE_LIMIT = 200
@@ -114,6 +115,21 @@ class OptionLine:
     next_step: str
     slots: dict[str, Any]
     probability: float | None
+    effects: list[str] = field(default_factory=list)
+    """The actions this option would take, as ``name(arg=value, ...)``."""
+
+
+@dataclass(frozen=True)
+class EffectLine:
+    """One of a decision's actions as it stands in the outbox."""
+
+    what: str
+    """``name(arg=value, ...)`` (``name(erased)`` once erased)."""
+    status: str
+    """held (waits for approval), planned, running, done, failed or cancelled."""
+    result: str | None
+    error: str | None
+    irreversible: bool
 
 
 @dataclass(frozen=True)
@@ -143,6 +159,8 @@ class Entry:
     latency_ms: dict[str, float] = field(default_factory=dict)
     resolved_by: str | None = None
     """For a pending decision: "approve by ana", "override by ana"...; None while it waits."""
+    effects: list[EffectLine] = field(default_factory=list)
+    """The decision's actions and where they stand (held until an operator approves)."""
     # action detail
     operator: str = ""
     action: str = ""
@@ -173,17 +191,38 @@ class ConversationDetail:
 def _options(options_json: str | None) -> list[OptionLine]:
     raw = json.loads(options_json or "[]")
     return [OptionLine(i, o.get("response_id", "?"), o.get("next_step", ""), o.get("slots") or {},
-                       o.get("probability")) for i, o in enumerate(raw)]
+                       o.get("probability"),
+                       [describe(e["name"], e.get("arguments") or {}) for e in o.get("effects") or []])
+            for i, o in enumerate(raw)]
 
 
-def decision_entry(d: Decision, resolved_by: str | None = None) -> Entry:
+def effect_line(effect: Effect) -> EffectLine:
+    """An outbox row as the console shows it."""
+    arguments = json.loads(effect.arguments_json) if effect.arguments_json is not None else None
+    what = describe(effect.name, arguments) if arguments is not None else f"{effect.name}(erased)"
+    return EffectLine(what, effect.status, effect.result_json, effect.error, effect.irreversible)
+
+
+def effects_by_decision(session: Any, decision_ids: list[int]) -> dict[int, list[EffectLine]]:
+    """The outbox rows of these decisions, in order, as console lines."""
+    if not decision_ids:
+        return {}
+    rows = session.execute(select(Effect).where(Effect.decision_id.in_(decision_ids))  # type: ignore[attr-defined]
+                           .order_by(Effect.decision_id, Effect.option_index, Effect.position)).scalars().all()
+    out: dict[int, list[EffectLine]] = {}
+    for effect in rows:
+        out.setdefault(effect.decision_id, []).append(effect_line(effect))
+    return out
+
+
+def decision_entry(d: Decision, resolved_by: str | None = None, effects: list[EffectLine] | None = None) -> Entry:
     """A decision row as a transcript entry."""
     return Entry(kind="decision", id=d.id or 0, seq=d.seq, created_at=d.created_at, customer_text=d.customer_text,
                  sent_text=d.sent_text, step=d.step, next_step=d.next_step, status=d.status,
                  facts=json.loads(d.facts_json or "{}"), options=_options(d.options_json),
                  chosen_index=d.chosen_index, chosen_by=d.chosen_by, confidence=d.confidence,
                  response_id=d.response_id, reply_text=d.reply_text, model_name=d.model_name, error=d.error,
-                 latency_ms=json.loads(d.latency_json or "{}"), resolved_by=resolved_by)
+                 latency_ms=json.loads(d.latency_json or "{}"), resolved_by=resolved_by, effects=effects or [])
 
 
 def action_entry(a: OperatorAction) -> Entry:
@@ -207,9 +246,11 @@ def conversation_detail(store: Store, conversation_id: str) -> ConversationDetai
                 Decision.conversation_id == conversation_id).order_by(Decision.seq)).scalars().all()
             actions = session.execute(select(OperatorAction).where(
                 OperatorAction.conversation_id == conversation_id).order_by(OperatorAction.seq)).scalars().all()
+            effects = effects_by_decision(session, [d.id for d in decisions])
         resolutions = {a.decision_id: f"{a.action} by {a.operator}" for a in actions
                        if a.decision_id is not None and a.action in RESOLVING_ACTIONS}
-        entries = [decision_entry(d, resolutions.get(d.id)) for d in decisions] + [action_entry(a) for a in actions]
+        entries = [decision_entry(d, resolutions.get(d.id), effects.get(d.id or 0)) for d in decisions] \
+            + [action_entry(a) for a in actions]
         entries.sort(key=lambda e: e.seq)
         return ConversationDetail(conversation.id, conversation.customer_ref or "", conversation.policy_name,
                                   version.version if version else "?", conversation.policy_version_id,
@@ -239,8 +280,10 @@ def approval_queue(store: Store, limit: int = QUEUE_LIMIT) -> list[PendingRow]:
 
     def run() -> list[PendingRow]:
         with store.session() as session:
-            return [PendingRow(decision_entry(d), d.conversation_id, ref or "", policy)
-                    for d, ref, policy in session.execute(query).all()]
+            found = session.execute(query).all()
+            effects = effects_by_decision(session, [d.id for d, _, _ in found])
+            return [PendingRow(decision_entry(d, effects=effects.get(d.id or 0)), d.conversation_id, ref or "", policy)
+                    for d, ref, policy in found]
 
     return _read("the approval queue", run)
 

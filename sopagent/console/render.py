@@ -49,6 +49,18 @@ def decision_text(entry: Entry, wide: bool = False) -> Text:
             if option.slots:
                 line += " " + json.dumps(option.slots, ensure_ascii=False, default=str)
         out.append(line + "\n", style="bold" if chosen else "")
+        for effect in option.effects:
+            out.append(f"          would do {effect}\n", style="bold" if chosen else "dim")
+    for action in entry.effects:
+        style = {"held": "yellow", "done": "green", "failed": "red", "cancelled": "dim"}.get(action.status, "")
+        out.append("  action ", style="dim")
+        out.append(f"{action.what} ")
+        out.append(action.status + (" (irreversible)" if action.irreversible else ""), style=style)
+        if action.result is not None:
+            out.append(f" -> {action.result}")
+        if action.error:
+            out.append(f" ({action.error})", style="red")
+        out.append("\n")
     latency = entry.latency_ms
     total = latency.get("total") or sum(v for k, v in latency.items() if k != "total")
     meta = f"  model {entry.model_name}  latency {total:.0f} ms"

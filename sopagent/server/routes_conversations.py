@@ -31,7 +31,8 @@ def reply_of(result: TurnResult, request: Request) -> Reply:
                 if result.status == "pending" else None)
     return Reply(conversation_id=result.conversation_id, decision_id=result.decision_id, reply=result.reply,
                  response_id=result.response_id, status=result.status,  # type: ignore[arg-type]
-                 ended=result.ended, delivery_url=delivery)
+                 ended=result.ended, delivery_url=delivery,
+                 effects=[{"name": e["name"], "status": e["status"]} for e in result.effects])
 
 
 @router.post("/conversations", response_model=Started, status_code=201, responses=ERRORS)
@@ -67,7 +68,7 @@ def read_conversation(request: Request, key: AnyKey, conversation_id: str = Conv
     decisions = [DecisionView(id=d.id or 0, turn=d.turn, step=d.step, status=d.status, response_id=d.response_id,
                               chosen_by=d.chosen_by, confidence=d.confidence, customer_text=d.customer_text,
                               sent_text=d.sent_text, next_step=d.next_step, error=d.error, created_at=d.created_at,
-                              options=options_of(d))
+                              options=options_of(d), effects=service.effects_of(d.id or 0))
                  for d in service.store.decisions(conversation_id)]
     actions = [ActionView(id=a.id or 0, action=a.action, operator=a.operator, decision_id=a.decision_id,
                           response_id=a.response_id, sent_text=a.sent_text, reason=a.reason, created_at=a.created_at)
@@ -91,9 +92,12 @@ async def delivery(request: Request, key: AnyKey, decision_id: int = Path(ge=1, 
     deadline = time.monotonic() + min(wait, service.config.long_poll_max_s)
     while True:
         action = await run_in_threadpool(service.store.resolution, decision_id)
-        if action is not None:
+        text = action.sent_text if action is not None else None
+        if action is not None and action.action != "escalate" and text is None:
+            text = await run_in_threadpool(service.run_effects, decision)  # the reply the released actions fill
+        if action is not None and (text is not None or action.action == "escalate"):
             return Delivery(decision_id=decision_id, state=action.action,  # type: ignore[arg-type]
-                            text=action.sent_text, operator=action.operator, resolved_at=action.created_at)
+                            text=text, operator=action.operator, resolved_at=action.created_at)
         if time.monotonic() >= deadline or await request.is_disconnected():
             return Delivery(decision_id=decision_id, state="pending")
         await asyncio.sleep(0.2)

@@ -26,19 +26,28 @@ def _result(action: OperatorAction) -> OperatorResult:
 
 
 def _act(request: Request, key: OperatorKey, decision_id: int, kind: str, reason: str,
-         option_index: int | None = None) -> OperatorAction:
+         option_index: int | None = None) -> OperatorResult:
+    """Record the operator's action; then run the actions it released and answer with their reply."""
     service: Service = request.app.state.service
     decision = service.decision(decision_id)
     ops = Operations(service.store, key.name)
     with service.locks.hold(decision.conversation_id):
         try:
             if kind == "approve":
-                return ops.approve(decision_id, reason)
-            if kind == "override":
-                return ops.override(decision_id, option_index or 0, reason)
-            return ops.escalate(decision_id, reason)
+                action = ops.approve(decision_id, reason)
+            elif kind == "override":
+                action = ops.override(decision_id, option_index or 0, reason)
+            else:
+                action = ops.escalate(decision_id, reason)
         except ConversationError as exc:
             raise ApiProblem(409, str(exc)) from exc
+        sent_text = action.sent_text
+        if kind != "escalate" and sent_text is None:
+            sent_text = service.run_effects(decision)
+    result = _result(action)
+    result.sent_text = sent_text
+    result.effects = service.effects_of(decision_id)
+    return result
 
 
 @router.get("/pending", response_model=list[DecisionView], responses=ERRORS)
@@ -48,28 +57,28 @@ def pending(request: Request, key: OperatorKey) -> list[DecisionView]:
     return [DecisionView(id=d.id or 0, turn=d.turn, step=d.step, status=d.status, response_id=d.response_id,
                          chosen_by=d.chosen_by, confidence=d.confidence, customer_text=d.customer_text,
                          sent_text=d.sent_text, next_step=d.next_step, error=d.error, created_at=d.created_at,
-                         options=options_of(d))
+                         options=options_of(d), effects=service.effects_of(d.id or 0))
             for d in service.store.pending_decisions()]
 
 
 @router.post("/decisions/{decision_id}/approve", response_model=OperatorResult, responses=ERRORS)
 def approve(body: OperatorRequest, request: Request, key: OperatorKey, decision_id: int = DecisionId) -> OperatorResult:
     """Send the reply that waited for approval."""
-    return _result(_act(request, key, decision_id, "approve", body.reason))
+    return _act(request, key, decision_id, "approve", body.reason)
 
 
 @router.post("/decisions/{decision_id}/override", response_model=OperatorResult, responses=ERRORS)
 def override(body: OverrideRequest, request: Request, key: OperatorKey,
              decision_id: int = DecisionId) -> OperatorResult:
     """Send another of the decision's allowed options instead."""
-    return _result(_act(request, key, decision_id, "override", body.reason, body.option_index))
+    return _act(request, key, decision_id, "override", body.reason, body.option_index)
 
 
 @router.post("/decisions/{decision_id}/escalate", response_model=OperatorResult, responses=ERRORS)
 def escalate(body: OperatorRequest, request: Request, key: OperatorKey, background: BackgroundTasks,
              decision_id: int = DecisionId) -> OperatorResult:
     """Do not send the pending reply; hand the conversation to a specialist (the webhook is told)."""
-    action = _act(request, key, decision_id, "escalate", body.reason)
+    result = _act(request, key, decision_id, "escalate", body.reason)
     service: Service = request.app.state.service
-    background.add_task(service.escalated, action.conversation_id or "", decision_id, f"operator:{key.name}", None)
-    return _result(action)
+    background.add_task(service.escalated, result.conversation_id or "", decision_id, f"operator:{key.name}", None)
+    return result

@@ -45,6 +45,8 @@ class Reply(BaseModel):
     status: Literal["sent", "pending", "escalated", "received"]
     ended: bool = Field(description="the conversation is closed")
     delivery_url: str | None = Field(None, description="pending only: long-poll this for the approved reply")
+    effects: list[dict[str, str]] = Field(default_factory=list, description=(
+        "the account actions this turn planned, each {name, status}: done, failed, or held for an operator"))
 
 
 class Delivery(BaseModel):
@@ -91,6 +93,9 @@ class DecisionView(BaseModel):
     error: str | None
     created_at: str
     options: list[dict[str, Any]]
+    effects: list[dict[str, Any]] = Field(default_factory=list, description=(
+        "the decision's account actions: name, arguments, status (held until approved, then planned, done, "
+        "failed or cancelled), result, error, idempotency key"))
 
 
 class ActionView(BaseModel):
@@ -142,6 +147,9 @@ class OperatorResult(BaseModel):
     decision_id: int | None
     conversation_id: str | None
     sent_text: str | None
+    effects: list[dict[str, Any]] = Field(default_factory=list, description=(
+        "the decision's account actions after this operator action (approve runs the chosen option's, "
+        "override the other option's, escalate none)"))
 
 
 class Problem(BaseModel):

@@ -113,6 +113,24 @@ class Service:
             raise ApiProblem(404, f"unknown decision {decision_id}")
         return found
 
+    def run_effects(self, decision: Decision) -> str | None:
+        """Run the actions an operator released for ``decision`` with its policy's backend; return the
+        reply they filled (or the fallback when one failed), or None when this server does not serve
+        the policy or another runner has them."""
+        conversation = self.conversation(decision.conversation_id)
+        agent = self.agents.get(conversation.policy_name)
+        run = agent.effects.run_decision(decision.id or 0) if agent is not None else None
+        if run is not None:
+            return run.reply
+        outcome = self.store.effects_outcome(decision.id or 0)
+        return outcome.sent_text if outcome is not None else None
+
+    def effects_of(self, decision_id: int) -> list[dict[str, Any]]:
+        """A decision's actions as the API shows them (name, arguments, status, result, error, key)."""
+        from sopagent.engine import effect_view
+
+        return [effect_view(e) for e in self.store.effects(decision_id)]
+
     def ready(self) -> str | None:
         """None when the store answers, else why not."""
         try:
