@@ -72,6 +72,9 @@ class ActionSpec:
         except TypeError as exc:
             raise PolicyError(f"action {self.name}: {exc}", path=_caller(),
                               fix=f"pass {self.name}.plan(...) the arguments of {self.name}") from None
+        if IDEMPOTENCY_PARAMETER in bound.arguments:
+            raise PolicyError(f"action {self.name}: {IDEMPOTENCY_PARAMETER} was given by the policy", path=_caller(),
+                              fix="leave it out: the engine passes each effect's own idempotency key when it runs")
         bound.apply_defaults()
         arguments = {name: value for name, value in list(bound.arguments.items())[1:]
                      if name != IDEMPOTENCY_PARAMETER}

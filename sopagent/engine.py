@@ -181,14 +181,25 @@ class Agent:
         self.store.create_conversation(conversation)
         return conversation.id
 
-    def respond(self, conversation_id: str, text: str) -> TurnResult:
+    def respond(self, conversation_id: str, text: str, request_key: str | None = None) -> TurnResult:
         """Handle one customer message; return the reply only after its decision is committed and
-        its actions have run (their outcome chained too)."""
+        its actions have run (their outcome chained too).
+
+        ``request_key`` (a client's idempotency key) is recorded with the decision: the same key sent
+        again with the same message gets the recorded answer, and nothing runs twice.
+        """
         clock = _Clock()
         conversation = self.store.get_conversation(conversation_id)
         if conversation.policy_name != self.policy.name:
             raise ConversationError(f"conversation {conversation_id} runs policy {conversation.policy_name!r}, "
                                     f"not {self.policy.name!r}")
+        if request_key is not None:
+            earlier = self.store.decision_for_request(conversation_id, request_key)
+            if earlier is not None:
+                if earlier.customer_text is not None and earlier.customer_text != text:
+                    raise ConversationError(f"the request key {request_key!r} was already used for another message "
+                                            "in this conversation; send a new key with each new message")
+                return self.recorded_result(earlier)
         if conversation.status == "closed":
             raise ConversationError(f"conversation {conversation_id} is closed; start a new one")
         if not isinstance(text, str) or not text.strip():
@@ -198,7 +209,7 @@ class Agent:
         clock.lap("load")
 
         if conversation.status in OPERATOR_HOLDS:
-            return self._record_only(conversation, text, clock)
+            return self._record_only(conversation, text, clock, request_key)
         step_name = conversation.step
         facts: BaseModel = NoFacts()
         if conversation.status == "awaiting_approval":
@@ -215,7 +226,30 @@ class Agent:
             except (ModelError, PolicyError) as exc:
                 outcome = fallback_outcome(self.policy, step_name, exc)
 
-        return self._commit(conversation, step_name, text, facts, known, outcome, clock)
+        return self._commit(conversation, step_name, text, facts, known, outcome, clock, request_key)
+
+    def recorded_result(self, decision: Decision) -> TurnResult:
+        """The answer a recorded decision gave (for a retried request): its reply, or the reply its
+        actions' outcome sent, with the options, facts and actions as recorded."""
+        effects = self.store.effects(decision.id)
+        outcome = self.store.effects_outcome(decision.id or 0) if effects else None
+        reply, status, error = decision.sent_text, decision.status, decision.error
+        if outcome is not None and decision.status == Status.SENT:
+            reply = outcome.sent_text
+            if outcome.response_id == self.policy.fallback and decision.response_id != self.policy.fallback:
+                status, error = Status.ESCALATED.value, outcome.reason
+        views = json.loads(decision.options_json or "[]")
+        response = self.policy.catalog[decision.response_id] if decision.response_id in self.policy.catalog else None
+        ended = status == Status.SENT and (decision.next_step == END or bool(response and response.ends_conversation))
+        return TurnResult(
+            conversation_id=decision.conversation_id, decision_id=decision.id or 0, reply=reply,
+            response_id=decision.response_id, status=status, step=decision.step, next_step=decision.next_step,
+            facts=json.loads(decision.facts_json or "{}"),
+            options=[OptionView(v["response_id"], v["next_step"], v["slots"], v.get("probability"),
+                                v.get("effects") or []) for v in views],
+            chosen_index=decision.chosen_index, chosen_by=decision.chosen_by, confidence=decision.confidence,
+            latency_ms=json.loads(decision.latency_json or "{}"), error=error, ended=ended,
+            effects=[effect_view(e) for e in effects])
 
     def replay(self, conversation_id: str, transcript: Sequence[tuple[str, str]], step: str,
                customer_text: str | None) -> TurnResult:
@@ -294,7 +328,7 @@ class Agent:
         return lane() if callable(lane) else self.model
 
     def _commit(self, conversation: Conversation, step_name: str, text: str, facts: BaseModel,
-                known: dict[str, Any], outcome: Outcome, clock: "_Clock") -> TurnResult:
+                known: dict[str, Any], outcome: Outcome, clock: "_Clock", request_key: str | None = None) -> TurnResult:
         catalog = self.policy.catalog
         verdict = settle(self.policy, step_name, outcome, self.gate)
         clock.lap("render")
@@ -322,7 +356,7 @@ class Agent:
             error=outcome.error, latency_json=json.dumps(latency, sort_keys=True))
         planned = planned_effects(self.policy.name, outcome.chosen_index or 0, verdict.effects,
                                   "held" if verdict.status == Status.PENDING else "planned")
-        stored = self.store.append_turn(decision, conversation, revision, planned)
+        stored = self.store.append_turn(decision, conversation, revision, planned, request_key)
         latency["commit"] = clock.lap("commit")
         sent, status, error, ended = verdict.sent, verdict.status, outcome.error, verdict.ended
         if planned and verdict.status == Status.SENT:
@@ -342,7 +376,8 @@ class Agent:
             latency_ms=latency, error=error, ended=ended,
             effects=[effect_view(e) for e in self.store.effects(stored.id)] if planned else [])
 
-    def _record_only(self, conversation: Conversation, text: str, clock: "_Clock") -> TurnResult:
+    def _record_only(self, conversation: Conversation, text: str, clock: "_Clock",
+                     request_key: str | None = None) -> TurnResult:
         """Paused or taken over: record the message (chained) and leave the answer to the operator."""
         revision = conversation.revision
         conversation.turns += 1
@@ -353,7 +388,7 @@ class Agent:
             model_name=self.model.name, step=conversation.step, customer_text=text, facts_json="{}",
             options_json="[]", chosen_by=ChosenBy.NONE.value, status=Status.RECEIVED.value,
             next_step=conversation.step, latency_json=json.dumps(latency, sort_keys=True))
-        stored = self.store.append_turn(decision, conversation, revision)
+        stored = self.store.append_turn(decision, conversation, revision, request_key=request_key)
         return TurnResult(
             conversation_id=conversation.id, decision_id=stored.id or 0, reply=None, response_id=None,
             status=Status.RECEIVED.value, step=conversation.step, next_step=conversation.step, facts={}, options=[],

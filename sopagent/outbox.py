@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic_core import to_jsonable_python
-from sqlmodel import Session, select
+from sqlalchemy import update
+from sqlmodel import Session, col, select
 
 from sopagent.catalog import Catalog, parse_catalog
 from sopagent.effects import actions_of
@@ -107,12 +108,14 @@ class EffectRunner:
         return self._record(decision_id, rows, failed)
 
     def _finish(self, effect: Effect, status: str, result: Any, error: str | None) -> None:
+        """Write an effect's outcome to its outbox row at once (a runner that dies later repeats nothing)."""
         effect.status = status
         effect.result_json = json.dumps(result, sort_keys=True) if result is not None else None
         effect.error = error
         effect.updated_at = utcnow()
         with self.store.session() as session:
-            session.merge(effect)
+            session.execute(update(Effect).where(col(Effect.id) == effect.id).values(
+                status=status, result_json=effect.result_json, error=error, updated_at=effect.updated_at))
             session.commit()
 
     def _record(self, decision_id: int, rows: list[Effect], failed: bool) -> EffectsRun | None:

@@ -99,13 +99,35 @@ def test_choice_outside_allowed_set_is_refused_and_recorded(card_policy, store) 
 
 def test_policy_bug_gives_safe_reply_not_crash(card_policy, store) -> None:
     class BrokenBank:
-        def log_complaint(self, *args):
+        def verify(self, *args):
             raise RuntimeError("backend down")
+
+    model = ScriptedModel(facts=[{"intent": "lost_or_stolen_card", "handoff": OK}, ID_MARIA])
+    agent = Agent(card_policy, model, store, tools=BrokenBank())
+    cid = agent.start()
+    agent.respond(cid, "I lost my card")
+    result = agent.respond(cid, "4821, 14 March 1985")
+    assert result.status == "escalated" and "backend down" in result.error
+    assert result.response_id == card_policy.fallback
+
+
+def test_failing_action_sends_the_fallback_and_records_the_failure(card_policy, store) -> None:
+    from sopagent import IdempotentBackend, action
+
+    class BrokenBank(IdempotentBackend):
+        @action
+        def log_complaint(self, customer_id: str | None, topic: str) -> str:
+            raise RuntimeError("complaints system down")
 
     agent = Agent(card_policy, ScriptedModel(facts=[{"intent": "complaint", "handoff": OK}]), store, tools=BrokenBank())
     cid = agent.start()
     result = agent.respond(cid, "I want to complain")
-    assert result.status == "escalated" and "backend down" in result.error
+    assert result.status == "escalated" and "complaints system down" in result.error
+    assert result.reply == card_policy.catalog[card_policy.fallback].render({})
+    assert [(e["name"], e["status"]) for e in result.effects] == [("log_complaint", "failed")]
+    assert store.get_conversation(cid).status == "escalated"
+    outcome = store.effects_outcome(result.decision_id)
+    assert outcome is not None and outcome.response_id == card_policy.fallback and store.verify_chain().intact
 
 
 def test_guard_hands_over_at_any_step(card_policy, store) -> None:

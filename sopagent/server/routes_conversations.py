@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 
-from fastapi import APIRouter, BackgroundTasks, Path, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Header, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from sopagent.engine import TurnResult
@@ -46,7 +46,10 @@ def start_conversation(body: StartConversation, request: Request, key: CustomerK
 
 @router.post("/conversations/{conversation_id}/messages", response_model=Reply, responses=ERRORS)
 def post_message(body: CustomerMessage, request: Request, key: CustomerKey, background: BackgroundTasks,
-                 conversation_id: str = ConversationId) -> Reply:
+                 conversation_id: str = ConversationId,
+                 idempotency_key: str | None = Header(None, min_length=1, max_length=200, description=(
+                     "a key of the client's choosing, new for each message: a retry with the same key and "
+                     "text gets the recorded answer, and the turn and its account actions run once"))) -> Reply:
     """Post the customer's message; the reply comes back only after its decision is committed.
 
     ``status`` is ``sent`` (show ``reply``), ``pending`` (show ``reply``, the holding message, then
@@ -54,7 +57,7 @@ def post_message(body: CustomerMessage, request: Request, key: CustomerKey, back
     person takes over) or ``received`` (an operator has the conversation; ``reply`` is null).
     """
     service = _service(request)
-    result = service.turn(conversation_id, body.text)
+    result = service.turn(conversation_id, body.text, idempotency_key)
     if result.status == "escalated":
         background.add_task(service.escalated, conversation_id, result.decision_id, "agent", result.error)
     return reply_of(result, request)

@@ -61,8 +61,11 @@ class Service:
         """Open a conversation; return its id."""
         return self.agent(policy_name).start(customer_ref=customer_ref, metadata=metadata)
 
-    def turn(self, conversation_id: str, text: str) -> TurnResult:
-        """One customer turn, serialized with the conversation's other turns across processes."""
+    def turn(self, conversation_id: str, text: str, request_key: str | None = None) -> TurnResult:
+        """One customer turn, serialized with the conversation's other turns across processes.
+
+        With ``request_key`` (the client's ``Idempotency-Key``) a retried request gets the answer the
+        first one recorded; nothing runs twice."""
         if len(text) > self.config.max_message_chars:
             raise ApiProblem(422, f"the message has {len(text)} characters; the limit is "
                                   f"{self.config.max_message_chars}: split it or shorten it")
@@ -75,11 +78,11 @@ class Service:
         if agent is None:
             raise ApiProblem(409, f"conversation {conversation_id} runs policy {conversation.policy_name!r}, "
                                   f"which this server does not serve; start it with that policy file")
-        if conversation.status == "closed":
+        if conversation.status == "closed" and request_key is None:
             raise ApiProblem(409, f"conversation {conversation_id} is closed; start a new one")
         with self.admission.slot(), self.locks.hold(conversation_id):
             try:
-                result = agent.respond(conversation_id, text)
+                result = agent.respond(conversation_id, text, request_key)
             except ConversationError as exc:
                 raise ApiProblem(409, str(exc)) from exc
         return result

@@ -3,7 +3,7 @@
 from sopagent.store.chain import ChainReport, policy_digest
 from sopagent.store.store import DB_ENV, RESOLVING_ACTIONS, Store, database_url
 from sopagent.store.tables import (GENESIS_HASH, ChainHead, Conversation, Decision, Effect, OperatorAction,
-                                   PolicyVersion, utcnow)
+                                   PolicyVersion, RequestKey, utcnow)
 
 __all__ = ["ChainHead", "ChainReport", "Conversation", "DB_ENV", "Decision", "Effect", "GENESIS_HASH", "OperatorAction",
-           "PolicyVersion", "RESOLVING_ACTIONS", "Store", "database_url", "policy_digest", "utcnow"]
+           "PolicyVersion", "RESOLVING_ACTIONS", "RequestKey", "Store", "database_url", "policy_digest", "utcnow"]

@@ -21,7 +21,8 @@ from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from sopagent.errors import ConversationError, StoreError
 from sopagent.store.chain import ChainReport, ChainRow, merge_by_seq, policy_digest, seal
-from sopagent.store.tables import ChainHead, Conversation, Decision, Effect, OperatorAction, PolicyVersion, utcnow
+from sopagent.store.tables import (ChainHead, Conversation, Decision, Effect, OperatorAction, PolicyVersion, RequestKey,
+                                   utcnow)
 
 DB_ENV = "SOPAGENT_DB"
 DEFAULT_DB_URL = "sqlite:///sopagent.db"
@@ -225,9 +226,9 @@ class Store:
             raise StoreError(f"cannot read the approval queue: {_short(exc)}", retryable=True) from exc
 
     def append_turn(self, decision: Decision, conversation: Conversation, expected_revision: int,
-                    effects: Sequence[Effect] = ()) -> Decision:
-        """Commit a decision (chained), its planned effects (the outbox) and the conversation's new
-        state in one transaction.
+                    effects: Sequence[Effect] = (), request_key: str | None = None) -> Decision:
+        """Commit a decision (chained), its planned effects (the outbox), the client's request key
+        and the conversation's new state in one transaction.
 
         Each effect gets the decision's id and an idempotency key derived from the decision's chain
         hash. Raises :class:`StoreError` if the write fails (nothing is committed, so nothing runs)
@@ -235,8 +236,22 @@ class Store:
         """
         def plan(session: Session, row: Decision) -> None:
             add_effects(session, row, effects)
+            if request_key is not None:
+                session.add(RequestKey(conversation_id=row.conversation_id, key=request_key,
+                                       decision_id=row.id or 0, created_at=row.created_at))
 
-        return self._append(decision, conversation, expected_revision, plan if effects else None)
+        return self._append(decision, conversation, expected_revision,
+                            plan if effects or request_key is not None else None)
+
+    def decision_for_request(self, conversation_id: str, request_key: str) -> Decision | None:
+        """The decision a client's earlier request with this idempotency key produced, if any."""
+        try:
+            with self.session() as session:
+                found = session.exec(select(RequestKey).where(
+                    RequestKey.conversation_id == conversation_id, RequestKey.key == request_key)).first()
+                return session.get(Decision, found.decision_id) if found is not None else None
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read request keys: {_short(exc)}", retryable=True) from exc
 
     def append_action(self, action: OperatorAction, conversation: Conversation | None = None,
                       expected_revision: int | None = None,
@@ -296,17 +311,6 @@ class Store:
                 return updated.rowcount == 1
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot claim effect {effect_id}: {_short(exc)}", retryable=True) from exc
-
-    def record_effects(self, action: OperatorAction, outcomes: Sequence[Effect],
-                       conversation: Conversation | None = None) -> OperatorAction:
-        """Append the chained ``effects`` action and write the outbox rows' outcomes, in one transaction."""
-        def write(session: Session, row: OperatorAction) -> None:
-            for effect in outcomes:
-                effect.outcome_action_id = row.id
-                effect.updated_at = row.created_at
-                session.merge(effect)
-
-        return self._append(action, conversation, None, write)
 
     def _append(self, row: Any, conversation: Conversation | None, expected_revision: int | None,
                 then: Callable[[Session, Any], None] | None = None) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 GENESIS_HASH = "0" * 64
@@ -168,3 +169,19 @@ class Effect(SQLModel, table=True):
     result_json: str | None = None
     error: str | None = None
     erased_at: str | None = None
+
+
+class RequestKey(SQLModel, table=True):
+    """A client's idempotency key for one customer message (HTTP ``Idempotency-Key``).
+
+    Written in the transaction that records the message's decision, so a retried request finds the
+    decision it already produced and gets the recorded answer: the turn, and its actions, run once.
+    """
+
+    __table_args__ = (UniqueConstraint("conversation_id", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(index=True)
+    key: str
+    decision_id: int = Field(foreign_key="decision.id")
+    created_at: str = Field(default_factory=utcnow)
