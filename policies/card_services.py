@@ -4,7 +4,7 @@ Rules (from the bank's procedures):
 - Verify identity (card's last four digits + date of birth) before any account detail or action.
 - Lost or stolen card: confirm, then block it and send a replacement. Blocking cannot be undone, so
   it needs a clear yes (read with a probability of at least the policy's action_confidence); a
-  hesitant or questioning answer is asked again.
+  hesitant, conditional or questioning answer is asked again.
 - Dispute a card payment: collect date, amount, merchant. Provisional credit: up to EUR 100 always;
   up to EUR 500 when the account is at least 180 days old; above EUR 500 only for accounts at least
   a year old, and then a supervisor approves before the customer is told. Otherwise no credit.
@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from northbank_backend import NorthbankDemo
-from sopagent import END, Facts, OneOf, Option, Policy, Turn, say
+from sopagent import END, Confirmation, Facts, Option, Policy, Turn, say
 
 policy = Policy(
     name="card_services",
@@ -33,7 +33,7 @@ policy = Policy(
     fallback="handoff_to_human",
     holding="holding_for_review",
     confidence_threshold=0.0,
-    action_confidence=0.8,
+    action_confidence=0.65,
     description="Northbank card services: lost or stolen cards, disputed card payments, fee refunds, complaints.",
     tools=NorthbankDemo.load,
 )
@@ -72,17 +72,8 @@ class Identity(BankFacts):
     handoff: Literal["not_requested", "requested"] = handoff_field()
 
 
-class Confirmation(OneOf):
-    """The customer's answer to "shall I do it?", read as one label with every label's probability."""
-
-    options = {
-        "yes": "yes: clearly agrees and asks to go ahead now",
-        "no": "no: refuses, says not to do it, or says the problem went away",
-        "unclear": "not a clear answer: hesitates, asks a question, or says it depends",
-        "human": "asks to speak to a human person",
-    }
-    question = ("The agent asked the customer to confirm. The customer's latest message is: \"{message}\"\n"
-                "Which of these is it?")
+class BankConfirmation(Confirmation):
+    """The customer's answer to "shall I block it?" (yes, no, unclear, human), read with probabilities."""
 
     @property
     def handoff(self) -> str:
@@ -172,15 +163,15 @@ def verify_identity(turn: Turn[Identity, NorthbankDemo]) -> list[Option]:
     return [say("identity_retry", next="verify_identity")]
 
 
-@policy.step(facts=Confirmation)
-def confirm_block(turn: Turn[Confirmation, NorthbankDemo]) -> list[Option]:
+@policy.step(facts=BankConfirmation)
+def confirm_block(turn: Turn[BankConfirmation, NorthbankDemo]) -> list[Option]:
     """Block only after a clear yes; a hesitant answer is asked again."""
     customer = turn.tools.customers[turn.known["customer_id"]]
-    if turn.reads("yes"):
+    if turn.confirmed():
         block = turn.tools.block_card.plan(customer.id)
         return [say("card_blocked", next="anything_else", do=[block], last4=customer.card_last4,
                     delivery_date=block.result)]
-    if turn.reads("no", at_least=0.5):
+    if turn.facts.label == "no":
         return [say("block_not_done", next="anything_else")]
     return [say("confirm_block_again", next="confirm_block", last4=customer.card_last4)]
 

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from retail_backend import Order, RetailDemo
-from sopagent import END, Facts, OneOf, Option, Policy, Turn, say
+from sopagent import END, Confirmation, Facts, Option, Policy, Turn, say
 
 policy = Policy(
     name="retail_orders",
@@ -40,7 +40,7 @@ policy = Policy(
     fallback="handoff_to_human",
     holding="holding_for_review",
     confidence_threshold=0.0,
-    action_confidence=0.8,
+    action_confidence=0.65,
     description=("an online shop's order service: order status, cancelling pending orders, returning "
                  "delivered orders, for the customer's own account."),
     tools=RetailDemo.load,
@@ -123,17 +123,11 @@ class StatusRequest(ShopFacts):
     asks_for_human: Literal["no", "yes"] = asks_for_human_field()
 
 
-class Confirmation(OneOf):
-    """The customer's answer to "shall I go ahead?", read as one label with every label's probability."""
+class ShopConfirmation(Confirmation):
+    """The customer's answer to "shall I go ahead?" (yes, no, unclear, human), read with probabilities."""
 
-    options = {
-        "yes": "yes: clearly agrees and asks to go ahead now",
-        "no": "no: refuses, changes their mind, or wants something different from what was listed",
-        "unclear": "not a clear answer: hesitates, asks a question, or says it depends",
-        "human": "asks to speak to a human person",
-    }
-    question = ("The agent listed a change and asked the customer to confirm it. The customer's latest message "
-                "is: \"{message}\"\nWhich of these is it?")
+    options = {**Confirmation.options,
+               "no": "no: refuses, changes their mind, or wants something different from what was listed"}
 
     @property
     def asks_for_human(self) -> str:
@@ -250,17 +244,17 @@ def cancel_order(turn: Turn[CancelRequest, RetailDemo]) -> list[Option]:
                 refund_timing=method.refund_timing)]
 
 
-@policy.step(facts=Confirmation)
-def confirm_cancel(turn: Turn[Confirmation, RetailDemo]) -> list[Option]:
+@policy.step(facts=ShopConfirmation)
+def confirm_cancel(turn: Turn[ShopConfirmation, RetailDemo]) -> list[Option]:
     """Cancel only after a clear yes; an answer that is not clearly yes or no is asked again."""
     user_id, order_id = turn.known["user_id"], turn.known["order_id"]
     order = turn.tools.order_of_user(user_id, order_id)
     method = turn.tools.payment_method(user_id, order.payment_method_id)
-    if turn.reads("yes"):
+    if turn.confirmed():
         cancel = turn.tools.cancel_order.plan(user_id, order_id, turn.known["reason"])
         return [say("order_cancelled", next="anything_else", do=[cancel], order_id=order_id, total=order.total,
                     payment_method=method.description, refund_timing=method.refund_timing)]
-    if turn.reads("no", at_least=0.5):
+    if turn.facts.label == "no":
         return [say("cancel_not_done", next="anything_else", order_id=order_id)]
     return [say("confirm_cancel", next="confirm_cancel", order_id=order_id, items=order.item_names,
                 total=order.total, reason=turn.known["reason"], payment_method=method.description,
@@ -292,17 +286,17 @@ def return_order(turn: Turn[ReturnRequest, RetailDemo]) -> list[Option]:
     return [say("confirm_return", next="confirm_return", **details)]
 
 
-@policy.step(facts=Confirmation)
-def confirm_return(turn: Turn[Confirmation, RetailDemo]) -> list[Option]:
+@policy.step(facts=ShopConfirmation)
+def confirm_return(turn: Turn[ShopConfirmation, RetailDemo]) -> list[Option]:
     """Request the return only after a clear yes; an answer that is not clearly yes or no is asked again."""
     user_id, order_id = turn.known["user_id"], turn.known["order_id"]
     order = turn.tools.order_of_user(user_id, order_id)
     refund = turn.tools.payment_method(user_id, turn.known["refund_method_id"])
-    if turn.reads("yes"):
+    if turn.confirmed():
         request = turn.tools.request_return.plan(user_id, order_id, refund.id)
         return [say("return_requested", next="anything_else", do=[request], order_id=order_id, total=order.total,
                     refund_method=refund.description)]
-    if turn.reads("no", at_least=0.5):
+    if turn.facts.label == "no":
         return [say("return_not_done", next="anything_else", order_id=order_id)]
     return [say("confirm_return", next="confirm_return", order_id=order_id, items=order.item_names,
                 total=order.total, refund_method=refund.description)]

@@ -10,8 +10,11 @@ A test file (YAML)::
             expect: {response: ask_identity, step: welcome, facts: {intent: lost_or_stolen_card}}
 
 ``expect`` may hold ``response`` (catalog id), ``step`` (the step that handled the message),
-``next_step``, ``status`` and ``facts`` (each listed fact must equal the extracted one).
-``--repeat K`` runs every test K times and reports pass^k (all K runs passed).
+``next_step``, ``status``, ``facts`` (each listed fact must equal the extracted one) and ``effects``
+(the account actions the turn takes, by name and in order, e.g. ``effects: [block_card]``). A turn
+whose expectation names no effects must take none: an action nobody expected fails the test and is
+counted as an unsafe action in the summary. ``--repeat K`` runs every test K times and reports pass^k
+(all K runs passed).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class Expectation(BaseModel):
     next_step: str | None = None
     status: str | None = None
     facts: dict[str, Any] = Field(default_factory=dict)
+    effects: list[str] = Field(default_factory=list)
+    """The account actions this turn plans (run, or held for approval), by name; none when omitted."""
 
 
 class TestTurn(BaseModel):
@@ -70,6 +75,8 @@ class TurnOutcome:
     customer: str
     failures: list[str] = field(default_factory=list)
     got: dict[str, Any] = field(default_factory=dict)
+    unexpected_actions: list[str] = field(default_factory=list)
+    """Actions the turn took that its expectation does not name (unsafe)."""
 
 
 def load_test_file(path: str | Path) -> tuple[TestFile, Path]:
@@ -103,7 +110,23 @@ def check_turn(expect: Expectation, result: Any) -> list[str]:
         got = result.facts.get(name, "<not extracted>")
         if got != wanted:
             failures.append(f"fact {name}: expected {wanted!r}, got {got!r}")
+    taken = [effect["name"] for effect in result.effects]
+    if taken != expect.effects:
+        failures.append(f"effects: expected {expect.effects}, got "
+                        + (", ".join(f"{e['name']} [{e['status']}]" for e in result.effects) or "none"))
     return failures
+
+
+def unexpected_actions(expect: Expectation, result: Any) -> list[str]:
+    """The actions a turn took that its expectation does not name."""
+    wanted = list(expect.effects)
+    unexpected = []
+    for effect in result.effects:
+        if effect["name"] in wanted:
+            wanted.remove(effect["name"])
+        else:
+            unexpected.append(effect["name"])
+    return unexpected
 
 
 def run_conversation(agent: Any, test: ConversationTest) -> list[TurnOutcome]:
@@ -119,7 +142,9 @@ def run_conversation(agent: Any, test: ConversationTest) -> list[TurnOutcome]:
             outcomes.append(outcome)
             break
         outcome.failures = check_turn(turn.expect, result)
-        outcome.got = {"response": result.response_id, "step": result.step, "facts": result.facts}
+        outcome.unexpected_actions = unexpected_actions(turn.expect, result)
+        outcome.got = {"response": result.response_id, "step": result.step, "facts": result.facts,
+                       "effects": result.effects}
         outcomes.append(outcome)
     return outcomes
 
@@ -137,7 +162,7 @@ def run_test_files(files: Sequence[str], *, model_path: str | None = None, repea
         model = load_model(model_path)
     with tempfile.TemporaryDirectory() as scratch:
         store = Store(db or f"sqlite:///{scratch}/tests.db")
-        total = passed = 0
+        total = passed = unsafe = 0
         for path, test_file, policy_path in loaded:
             policy = load_policy(policy_path)
             if hasattr(model, "warm"):
@@ -147,6 +172,7 @@ def run_test_files(files: Sequence[str], *, model_path: str | None = None, repea
                 for run in range(1, repeat + 1):
                     agent = Agent(policy, model, store, tools=policy.make_tools())
                     outcomes = run_conversation(agent, test)
+                    unsafe += sum(len(o.unexpected_actions) for o in outcomes)
                     ok = len(outcomes) == len(test.turns) and all(not o.failures for o in outcomes)
                     runs_ok += ok
                     label = f" (run {run}/{repeat})" if repeat > 1 else ""
@@ -161,5 +187,6 @@ def run_test_files(files: Sequence[str], *, model_path: str | None = None, repea
                 total += 1
                 passed += runs_ok == repeat
         out.write(f"{passed} of {total} conversation tests passed"
-                  + (f" in all {repeat} runs (pass^{repeat})" if repeat > 1 else "") + "\n")
+                  + (f" in all {repeat} runs (pass^{repeat})" if repeat > 1 else "")
+                  + f"; {unsafe} unsafe action{'s' if unsafe != 1 else ''} (taken but not expected)\n")
     return 0 if passed == total else 1

@@ -318,7 +318,7 @@ class Agent:
             outcome.chosen_index = choice.index
             outcome.chosen_by = ChosenBy.MODEL
             outcome.probabilities = list(choice.probabilities) or [None] * len(options)
-        check_actions(outcome.chosen, facts, self.gate, step_name)
+        check_actions(outcome.chosen, turn, self.gate, step_name)
         return outcome
 
     def _reading_model(self) -> DecisionModel:

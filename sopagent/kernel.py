@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Sequence
 
-from pydantic import BaseModel
-
 from sopagent.catalog import Catalog
 from sopagent.effects import RESULT_MARK, Effect, result_value
 from sopagent.errors import ModelError, PolicyError
@@ -134,26 +132,30 @@ def run_step(policy: Policy, step_name: str, turn: Turn[Any, Any]) -> list[Optio
     return options
 
 
-def reading_confidence(facts: BaseModel) -> float | None:
-    """The probability of the step's reading: its label's, for a :class:`OneOf`; else unknown."""
+def action_basis(turn: Turn[Any, Any]) -> float | None:
+    """The probability behind the turn's actions: the clear-yes reading of :meth:`Turn.confirmed` when
+    the step made it, else the step's own :class:`OneOf` label's; unknown for a JSON reading."""
+    if turn.confirmation is not None:
+        return turn.confirmation
+    facts = turn.facts
     if isinstance(facts, OneOf) and facts.label is not None:
         return facts.probabilities.get(facts.label)
     return None
 
 
-def check_actions(option: Option, facts: BaseModel, settings: GateSettings, step_name: str) -> None:
+def check_actions(option: Option, turn: Turn[Any, Any], settings: GateSettings, step_name: str) -> None:
     """Refuse an option that plans an irreversible action on a reading below the policy's bar."""
     irreversible = [e for e in option.effects if e.irreversible]
     if not irreversible or settings.action_confidence <= 0:
         return
-    confidence = reading_confidence(facts)
+    confidence = action_basis(turn)
     if confidence is None or confidence < settings.action_confidence:
         read = "a reading with no probability" if confidence is None else f"a reading of p={confidence:.2f}"
         raise PolicyError(
             f"step {step_name!r} planned the irreversible action {irreversible[0].name} on {read}, below the "
             f"policy's action_confidence {settings.action_confidence:g}",
-            fix="read the confirmation with a OneOf and plan the action only when turn.reads(label) is true; "
-                "otherwise ask again")
+            fix="read the answer with facts=Confirmation and plan the action only when turn.confirmed() is "
+                "true; otherwise ask again")
 
 
 def settle(policy: Policy, step_name: str, outcome: Outcome, settings: GateSettings) -> Verdict:

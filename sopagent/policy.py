@@ -110,6 +110,30 @@ class OneOf(Facts):
         return f"{cls.lettered_options()}\nFor each conversation you are shown, answer: {cls.question} {LETTER_ONLY}"
 
 
+class Confirmation(OneOf):
+    """The customer's answer to "shall I do it?": yes, no, not a clear answer, or a request for a person.
+
+    Read with one constrained token and every label's probability. Subclass it to rename the
+    hand-off the way a policy's other facts name it; test it with :meth:`Turn.confirmed`.
+    """
+
+    options = {
+        "yes": "yes: clearly agrees and asks to go ahead now",
+        "no": "no: refuses, says not to do it, or says the problem went away",
+        "unclear": "not a clear answer: hesitates, asks a question, or says it depends",
+        "human": "asks to speak to a human person",
+    }
+    question = ("The agent asked the customer to confirm. The customer's latest message is: \"{message}\"\n"
+                "Which of these is it?")
+
+
+class ClearYes(OneOf):
+    """The two-way reading behind an irreversible action (:meth:`Turn.confirmed`)."""
+
+    options = {"yes": "Yes, a clear yes", "no": "No: a no, a question, a doubt or a condition"}
+    question: ClassVar[str] = "Is the customer's latest message a clear yes to the agent's question?"
+
+
 @dataclass(frozen=True)
 class Option:
     """One reply the policy allows at this point, where the conversation goes after it, and the
@@ -183,29 +207,32 @@ class Turn(Generic[F, T]):
     readings: list[dict[str, Any]] = field(default_factory=list)
     """The follow-up readings this step made (question and answer), stored with the decision."""
     action_confidence: float = 0.0
-    """The policy's bar for a reading that plans an action (see :meth:`reads`)."""
+    """The policy's bar for the reading behind an irreversible action (see :meth:`confirmed`)."""
+    confirmation: float | None = None
+    """The probability of "a clear yes" that :meth:`confirmed` read, once it did; the engine checks it
+    against ``action_confidence`` before it plans an irreversible action."""
 
-    def reads(self, label: str, at_least: float | None = None) -> bool:
-        """True when the step's :class:`OneOf` facts read ``label`` with probability at least
-        ``at_least`` (default: the policy's ``action_confidence``).
+    def confirmed(self) -> bool:
+        """True only for a clear yes to the agent's question: the step's :class:`Confirmation` reads
+        ``yes``, and a second, two-way reading ("is it a clear yes?", :class:`ClearYes`) gives yes a
+        probability of at least the policy's ``action_confidence``. Plan an irreversible action only
+        when this is true, and otherwise ask again.
 
-        The natural test before planning an action: ``if turn.reads("yes"): ...`` and otherwise ask
-        again. A reading whose probability is unknown never passes a bar above 0.
+        The four-way reading ranks a confirmation well but spreads its probability thinly over the
+        labels; the two-way question separates a clear yes from a hesitant, conditional or withdrawn
+        one (see BENCHMARKS.md, "Confirmations"). Both readings are recorded with the decision.
         """
         facts = self.facts
-        if not isinstance(facts, OneOf):
-            raise PolicyError(f"step {self.step!r} called turn.reads({label!r}) but its facts are "
-                              f"{type(facts).__name__}, not a OneOf", path=_caller_line(),
-                              fix="declare the step's facts as a OneOf subclass (one label, with probabilities)")
-        if label not in facts.options:
-            raise PolicyError(f"turn.reads({label!r}): {type(facts).__name__} has no label {label!r} "
-                              f"(labels: {', '.join(facts.options)})", path=_caller_line(),
-                              fix="use one of the labels declared in options")
-        bar = self.action_confidence if at_least is None else at_least
-        if facts.label != label:
+        if not isinstance(facts, OneOf) or "yes" not in facts.options:
+            raise PolicyError(f"step {self.step!r} called turn.confirmed() but its facts are "
+                              f"{type(facts).__name__}, not a Confirmation", path=_caller_line(),
+                              fix="declare the step with facts=Confirmation (or a subclass of it)")
+        if facts.label != "yes":
+            self.confirmation = 0.0
             return False
-        probability = facts.probabilities.get(label)
-        return (probability if probability is not None else 0.0) >= bar if bar > 0 else True
+        answer = self.read(ClearYes.question, ClearYes)
+        self.confirmation = answer.probabilities.get("yes", 0.0) if isinstance(answer, OneOf) else 0.0
+        return self.confirmation >= self.action_confidence
 
     def read(self, question: str, schema: type[R], under_policy_text: bool = False) -> R:
         """Ask the model one more question about the conversation, its answer constrained to ``schema``.
@@ -260,7 +287,7 @@ class Policy:
         description: str = "",
         tools: Callable[[], Any] | None = None,
         approve_when_confidence_unknown: bool = False,
-        action_confidence: float = 0.8,
+        action_confidence: float = 0.65,
     ) -> None:
         """
         Args:
@@ -275,13 +302,15 @@ class Policy:
             tools: factory for the default backend tools (demo data); agents may pass their own.
             approve_when_confidence_unknown: a model choice whose probability the backend could
                 not report (a hosted model without log-probabilities) waits for an operator.
-            action_confidence: an irreversible action is planned only on a :class:`OneOf` reading
-                whose label has at least this probability (``turn.reads(label)`` tests it; the
-                engine refuses an option that plans one on a weaker reading).
+            action_confidence: an irreversible action is planned only on a clear yes read with at
+                least this probability (:meth:`Turn.confirmed` tests it; the engine refuses an option
+                that plans one on a weaker reading). The default suits the embedded model's
+                two-way reading, where a clear yes reads 0.71-0.86 and anything else 0.32-0.56
+                (BENCHMARKS.md, "Confirmations").
         """
         if not 0.0 <= action_confidence <= 1.0:
             raise PolicyError(f"action_confidence={action_confidence!r} is not a probability",
-                              fix="pass a number between 0 and 1, e.g. action_confidence=0.8")
+                              fix="pass a number between 0 and 1, e.g. action_confidence=0.65")
         self.name = name
         self.version = version
         self.catalog_path = catalog

@@ -102,8 +102,11 @@ async def test_chat_process_waits_for_the_console_to_approve(store: Store, tmp_p
         assert approved and approved.startswith("agent> ")
         assert chat.lines.index(approved) > max(i for i, line in enumerate(chat.lines) if "waiting" in line)
         assert chat.end() == 0
-    (action,) = store.actions()
+    action, effects = store.actions()
     assert (action.action, action.operator, action.reason) == ("approve", "ana", "goodwill")
+    # the approval released the supervisor review; the chat process, which has the bank's backend, ran it
+    assert (effects.action, effects.operator, effects.sent_text) == ("effects", "agent", approved.removeprefix("agent> "))
+    assert [(e.name, e.status) for e in store.effects()] == [("request_supervisor_review", "done")]
 
 
 async def test_chat_process_receives_the_reply_an_operator_sends_after_taking_over(store: Store,

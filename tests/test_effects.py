@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections import deque
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,10 @@ FEE = {"intent": "fee_refund", "handoff": OK}
 DISPUTE = {"intent": "dispute_payment", "handoff": OK}
 ID_MARIA = {"card_last4": "4821", "date_of_birth": "1985-03-14", "handoff": OK}
 LARGE_PAYMENT = {"payment_date": "2026-11-15", "amount": 899.0, "merchant": "Techland Store", "handoff": OK}
-YES = [0.95, 0.03, 0.01, 0.01]
-"""A confirmation read as yes with probability 0.95 (labels: yes, no, unclear, human)."""
+YES = [0.45, 0.25, 0.2, 0.1]
+"""A confirmation read as yes (labels: yes, no, unclear, human)."""
+CLEAR_YES = [0.8, 0.2]
+"""The second, two-way reading behind an irreversible action: a clear yes at 0.8."""
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -65,7 +68,7 @@ def _held_dispute(agent: Agent) -> tuple[str, int]:
 def test_a_clear_yes_blocks_once_after_the_commit_and_the_reply_carries_the_result(card_policy, store,
                                                                                   tmp_path) -> None:
     ledger = tmp_path / "ledger.db"
-    agent = Agent(card_policy, ScriptedModel(facts=[LOST, ID_MARIA], choices=[YES]), store,
+    agent = Agent(card_policy, ScriptedModel(facts=[LOST, ID_MARIA], choices=[YES, CLEAR_YES]), store,
                   tools=LedgerBank.at(ledger))
     cid = _at_confirmation(agent)
     result = agent.respond(cid, "yes please block it")
@@ -79,20 +82,21 @@ def test_a_clear_yes_blocks_once_after_the_commit_and_the_reply_carries_the_resu
     assert store.verify_chain().intact
 
 
-@pytest.mark.parametrize("reading", [[0.6, 0.1, 0.25, 0.05], [0.1, 0.2, 0.65, 0.05]],
-                         ids=["yes below the bar", "unclear"])
+@pytest.mark.parametrize("reading", [[YES, [0.55, 0.45]], [[0.1, 0.2, 0.65, 0.05]]],
+                         ids=["yes, but not a clear yes", "unclear"])
 def test_a_doubtful_confirmation_plans_nothing_and_asks_again(card_policy, store, tmp_path, reading) -> None:
     ledger = tmp_path / "ledger.db"
-    agent = Agent(card_policy, ScriptedModel(facts=[LOST, ID_MARIA], choices=[reading]), store,
+    agent = Agent(card_policy, ScriptedModel(facts=[LOST, ID_MARIA], choices=reading), store,
                   tools=LedgerBank.at(ledger))
     cid = _at_confirmation(agent)
     result = agent.respond(cid, "hmm, maybe, what happens to my direct debits?")
+    assert agent.model.choices == deque()  # a second reading only for a yes
     assert result.response_id == "confirm_block_again" and result.effects == [] and result.next_step == "confirm_block"
     assert changes(ledger) == 0 and store.effects(conversation_id=cid) == []
 
 
 def test_an_irreversible_action_on_a_weak_reading_is_refused_by_the_engine(store, tmp_path) -> None:
-    policy = _policy_copy(tmp_path, 'if turn.reads("yes"):', 'if turn.facts.label == "yes":')
+    policy = _policy_copy(tmp_path, "if turn.confirmed():", 'if turn.facts.label == "yes":')
     ledger = tmp_path / "ledger.db"
     agent = Agent(policy, ScriptedModel(facts=[LOST, ID_MARIA], choices=[[0.55, 0.2, 0.2, 0.05]]), store,
                   tools=LedgerBank.at(ledger))
@@ -108,7 +112,7 @@ def test_calling_an_action_from_a_step_is_an_error_naming_the_line_and_check_fin
                           "        block = turn.tools.block_card.plan(customer.id)\n"
                           "        turn.tools.block_card(customer.id)\n")
     line = policy.source_path.read_text().splitlines().index("        turn.tools.block_card(customer.id)") + 1
-    agent = Agent(policy, ScriptedModel(facts=[LOST, ID_MARIA], choices=[YES]), store)
+    agent = Agent(policy, ScriptedModel(facts=[LOST, ID_MARIA], choices=[YES, CLEAR_YES]), store)
     cid = _at_confirmation(agent)
     result = agent.respond(cid, "yes")
     assert result.status == "escalated" and "block_card changes the customer's account" in (result.error or "")
@@ -140,7 +144,7 @@ def test_a_failed_commit_runs_no_effect(any_url: str, tmp_path, request) -> None
         request.getfixturevalue("postgres_server").sql(f'ALTER DATABASE "{database}" SET lock_timeout = \'300ms\'')
     store = Store(any_url, timeout_s=0.3)
     policy = load_policy(CARD_POLICY)
-    agent = Agent(policy, ScriptedModel(facts=[LOST, ID_MARIA], choices=[YES]), store, tools=LedgerBank.at(ledger))
+    agent = Agent(policy, ScriptedModel(facts=[LOST, ID_MARIA], choices=[YES, CLEAR_YES]), store, tools=LedgerBank.at(ledger))
     cid = _at_confirmation(agent)
     blocker = _hold_write_lock(any_url)
     try:
@@ -183,7 +187,7 @@ from sopagent import Agent, ScriptedModel, Store, load_policy
 from sopagent.outbox import EffectRunner
 if {kill_after_commit!r}:
     EffectRunner.run_decision = lambda self, decision_id: os._exit(9)  # killed between commit and execution
-agent = Agent(load_policy({policy!r}), ScriptedModel(facts=[{lost!r}, {identity!r}], choices=[{yes!r}]),
+agent = Agent(load_policy({policy!r}), ScriptedModel(facts=[{lost!r}, {identity!r}], choices=[{yes!r}, {clear!r}]),
               Store({url!r}), tools=LedgerBank.at({ledger!r}))
 cid = agent.start(customer_ref="cust-maria")
 agent.respond(cid, "I lost my card")
@@ -195,7 +199,8 @@ print("not killed", flush=True)
 
 def _run_child(url: str, ledger: Path, *, kill_after_commit: bool, crash_after_backend: bool) -> int:
     script = CHILD.format(tests=str(Path(__file__).parent), kill_after_commit=kill_after_commit,
-                          policy=str(CARD_POLICY), lost=LOST, identity=ID_MARIA, yes=YES, url=url, ledger=str(ledger))
+                          policy=str(CARD_POLICY), lost=LOST, identity=ID_MARIA, yes=YES, clear=CLEAR_YES, url=url,
+                          ledger=str(ledger))
     env = {**os.environ, CRASH_ENV: "1" if crash_after_backend else "0"}
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=env, capture_output=True, text=True,
                           timeout=120)
@@ -270,7 +275,7 @@ def test_two_operators_approving_the_same_held_decision_run_it_once(any_url, tmp
 def test_a_retried_request_runs_its_turn_and_actions_once(any_url, tmp_path) -> None:
     ledger = tmp_path / "ledger.db"
     store = Store(any_url)
-    agent = Agent(load_policy(CARD_POLICY), ScriptedModel(facts=[LOST, ID_MARIA], choices=[YES]), store,
+    agent = Agent(load_policy(CARD_POLICY), ScriptedModel(facts=[LOST, ID_MARIA], choices=[YES, CLEAR_YES]), store,
                   tools=LedgerBank.at(ledger))
     cid = _at_confirmation(agent)
     first = agent.respond(cid, "yes please block it", request_key="msg-3")
@@ -333,7 +338,7 @@ def test_an_escalation_runs_no_effect_and_erasure_clears_the_outbox(card_policy,
 def test_effects_run_command_recovers_what_a_stopped_process_left(tmp_path, capsys) -> None:
     db = tmp_path / "audit.db"
     script = CHILD.format(tests=str(Path(__file__).parent), kill_after_commit=True, policy=str(CARD_POLICY),
-                          lost=LOST, identity=ID_MARIA, yes=YES, url=f"sqlite:///{db}",
+                          lost=LOST, identity=ID_MARIA, yes=YES, clear=CLEAR_YES, url=f"sqlite:///{db}",
                           ledger=str(tmp_path / "ledger.db"))
     subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
     assert main(["effects", "run", str(CARD_POLICY), "--db", str(db)]) == 0

@@ -267,7 +267,7 @@ class _Replayer:
                     choice = self.model().choose(prompt, len(options))
                     outcome.chosen_index, outcome.probabilities = choice.index, list(choice.probabilities)
                 outcome.chosen_by = ChosenBy.MODEL
-            check_actions(outcome.chosen, facts, self.gate, step)
+            check_actions(outcome.chosen, turn, self.gate, step)
         except (ModelError, PolicyError, KeyError, ValueError, TypeError, AttributeError) as exc:
             outcome = fallback_outcome(policy, step, exc)
             same_allowed = False
