@@ -40,6 +40,9 @@ IDEMPOTENCY_PARAMETER = "idempotency_key"
 RESULT_MARK = "$result_of"
 """How a slot bound to an effect's result is recorded: ``{"$result_of": index, "field": name}``."""
 
+_ADAPTERS: dict[Callable[..., Any], dict[str, TypeAdapter[Any]]] = {}
+"""Validators of each action's parameters, by function (built on first use)."""
+
 _executing: ContextVar[bool] = ContextVar("sopagent_executing_effect", default=False)
 
 Fn = TypeVar("Fn", bound=Callable[..., Any])
@@ -58,12 +61,18 @@ class ActionSpec:
         params = list(inspect.signature(self.function).parameters.values())[1:]
         return [p for p in params if p.name != IDEMPOTENCY_PARAMETER]
 
-    def hints(self) -> dict[str, Any]:
-        """Type hints of the parameters (resolved on first use, so later-defined classes resolve)."""
-        try:
-            return get_type_hints(self.function)
-        except Exception:  # an unresolvable hint: arguments are then taken as given
-            return {}
+    def adapters(self) -> dict[str, TypeAdapter[Any]]:
+        """A validator per hinted parameter, built once on first use (so classes defined after the
+        backend resolve; building one costs about a millisecond)."""
+        cached = _ADAPTERS.get(self.function)
+        if cached is None:
+            try:
+                hints = get_type_hints(self.function)
+            except Exception:  # an unresolvable hint: arguments are then taken as given
+                hints = {}
+            hints.pop("return", None)
+            cached = _ADAPTERS[self.function] = {name: TypeAdapter(hint) for name, hint in hints.items()}
+        return cached
 
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """The arguments by name, validated against the method's hints and made JSON-ready."""
@@ -78,21 +87,21 @@ class ActionSpec:
         bound.apply_defaults()
         arguments = {name: value for name, value in list(bound.arguments.items())[1:]
                      if name != IDEMPOTENCY_PARAMETER}
-        hints = self.hints()
+        adapters = self.adapters()
         for name, value in arguments.items():
-            if name in hints:
+            if name in adapters:
                 try:
-                    TypeAdapter(hints[name]).validate_python(value)
+                    adapters[name].validate_python(value)
                 except ValidationError as exc:
                     message = exc.errors()[0]["msg"]
                     raise PolicyError(f"action {self.name}, argument {name}={value!r}: {message}", path=_caller(),
-                                      fix=f"pass a value of type {hints[name]}") from None
+                                      fix=f"pass a value of the type {name} is declared with") from None
         return to_jsonable_python(arguments)
 
     def call(self, target: Any, arguments: Mapping[str, Any], idempotency_key: str) -> Any:
         """Run the method on ``target`` with JSON arguments coerced back to their types."""
-        hints = self.hints()
-        values = {name: (TypeAdapter(hints[name]).validate_json(json.dumps(value)) if name in hints else value)
+        adapters = self.adapters()
+        values = {name: (adapters[name].validate_json(json.dumps(value)) if name in adapters else value)
                   for name, value in arguments.items()}
         if IDEMPOTENCY_PARAMETER in inspect.signature(self.function).parameters:
             values[IDEMPOTENCY_PARAMETER] = idempotency_key

@@ -167,7 +167,8 @@ class Agent:
             catalog.source, catalog.sha256, policy.modules_json)
         self._policy_sha256 = store.policy_digest_of(self.policy_version)
         self._system = prompts.system_text(policy.description)
-        self.effects = EffectRunner(store, self.tools, policy.fallback)
+        self.effects = EffectRunner(store, self.tools, policy.fallback,
+                                    catalogs={self.policy_version.id or 0: policy.catalog})
         if recover_effects:
             self.effects.run_pending(policy.name)
 
@@ -360,7 +361,7 @@ class Agent:
         latency["commit"] = clock.lap("commit")
         sent, status, error, ended = verdict.sent, verdict.status, outcome.error, verdict.ended
         if planned and verdict.status == Status.SENT:
-            run = self.effects.run_decision(stored.id or 0)
+            run = self.effects.run_decision(stored.id or 0, stored, planned)
             if run is not None:
                 sent = run.reply
                 if run.failed:
@@ -374,7 +375,7 @@ class Agent:
                      for v in views],
             chosen_index=outcome.chosen_index, chosen_by=outcome.chosen_by.value, confidence=outcome.confidence,
             latency_ms=latency, error=error, ended=ended,
-            effects=[effect_view(e) for e in self.store.effects(stored.id)] if planned else [])
+            effects=[effect_view(e) for e in planned])
 
     def _record_only(self, conversation: Conversation, text: str, clock: "_Clock",
                      request_key: str | None = None) -> TurnResult:

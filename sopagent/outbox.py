@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from pydantic_core import to_jsonable_python
 from sqlalchemy import update
@@ -49,19 +49,21 @@ class EffectsRun:
 class EffectRunner:
     """Runs the outbox's effects of one policy's conversations against that policy's backend tools."""
 
-    def __init__(self, store: Store, tools: Any, fallback: str, lease_s: float = LEASE_S) -> None:
+    def __init__(self, store: Store, tools: Any, fallback: str, lease_s: float = LEASE_S,
+                 catalogs: Mapping[int, Catalog] | None = None) -> None:
         """
         Args:
             store: the audit store holding the outbox.
             tools: the backend whose :func:`~sopagent.effects.action` methods run the effects.
             fallback: the catalog response sent when an effect fails (a hand-off).
             lease_s: how long a claimed effect may run before another runner takes it over.
+            catalogs: catalogs already loaded, by policy version id (others are read from the store).
         """
         self.store = store
         self.tools = tools
         self.fallback = fallback
         self.lease_s = lease_s
-        self._catalogs: dict[int, Catalog] = {}
+        self._catalogs: dict[int, Catalog] = dict(catalogs or {})
 
     def run_pending(self, policy_name: str | None = None) -> list[EffectsRun]:
         """Run every decision's effects that are due (recovery after a crash, or after approvals)."""
@@ -76,53 +78,65 @@ class EffectRunner:
                 done.append(run)
         return done
 
-    def run_decision(self, decision_id: int) -> EffectsRun | None:
+    def run_decision(self, decision_id: int, decision: Decision | None = None,
+                     planned: list[Effect] | None = None) -> EffectsRun | None:
         """Run a decision's due effects in order and chain their outcome; None when nothing was due
-        (already run, held for approval, or being run by another runner)."""
-        rows = [e for e in self.store.effects(decision_id) if e.status != "cancelled"]
+        (already run, held for approval, or being run by another runner). ``decision`` and ``planned``
+        (its outbox rows) save reading them again when the caller has just recorded them."""
+        rows = [e for e in (planned if planned is not None else self.store.effects(decision_id))
+                if e.status != "cancelled"]
         if not rows or any(e.status == "held" for e in rows) or all(e.outcome_action_id for e in rows):
             return None
         option_index = rows[0].option_index
         rows = [e for e in rows if e.option_index == option_index]
         specs = actions_of(self.tools)
         failed = False
-        for effect in rows:
+        for position, effect in enumerate(rows):
+            # An outcome is written at once when more effects follow (a runner that dies later repeats
+            # none of them); the last one's goes into the transaction that chains them all.
+            write_now = position < len(rows) - 1
             if effect.status in ("done", "failed", "cancelled"):
                 failed = failed or effect.status == "failed"
                 continue
             if failed:
-                self._finish(effect, "cancelled", None, "an earlier effect of this decision failed")
+                self._finish(effect, "cancelled", None, "an earlier effect of this decision failed", write_now)
                 continue
             if not self.store.claim_effect(effect.id or 0, self.lease_s):
                 return None  # another runner has it
+            effect.attempts += 1
             spec = specs.get(effect.name)
             try:
                 if spec is None:
                     raise PolicyError(f"the backend has no action {effect.name!r}",
                                       fix="give the agent the tools object its policy was written for")
                 result = spec.call(self.tools, json.loads(effect.arguments_json or "{}"), effect.idempotency_key)
-                self._finish(effect, "done", to_jsonable_python(result), None)
+                self._finish(effect, "done", to_jsonable_python(result), None, write_now)
             except Exception as exc:  # the backend refused or failed: recorded, the customer gets the fallback
                 failed = True
-                self._finish(effect, "failed", None, f"{type(exc).__name__}: {exc}")
-        return self._record(decision_id, rows, failed)
+                self._finish(effect, "failed", None, f"{type(exc).__name__}: {exc}", write_now)
+        return self._record(decision or self._decision(decision_id), rows, failed)
 
-    def _finish(self, effect: Effect, status: str, result: Any, error: str | None) -> None:
-        """Write an effect's outcome to its outbox row at once (a runner that dies later repeats nothing)."""
+    def _decision(self, decision_id: int) -> Decision | None:
+        with self.store.session() as session:
+            return session.get(Decision, decision_id)
+
+    def _finish(self, effect: Effect, status: str, result: Any, error: str | None, write_now: bool) -> None:
+        """An effect's outcome, on the row and, with ``write_now``, in the outbox at once."""
         effect.status = status
         effect.result_json = json.dumps(result, sort_keys=True) if result is not None else None
         effect.error = error
         effect.updated_at = utcnow()
+        if not write_now:
+            return
         with self.store.session() as session:
             session.execute(update(Effect).where(col(Effect.id) == effect.id).values(
                 status=status, result_json=effect.result_json, error=error, updated_at=effect.updated_at))
             session.commit()
 
-    def _record(self, decision_id: int, rows: list[Effect], failed: bool) -> EffectsRun | None:
-        with self.store.session() as session:
-            decision = session.get(Decision, decision_id)
+    def _record(self, decision: Decision | None, rows: list[Effect], failed: bool) -> EffectsRun | None:
         if decision is None:
             return None
+        decision_id = decision.id or 0
         catalog = self._catalog(decision.policy_version_id)
         views = json.loads(decision.options_json or "[]")
         view = views[rows[0].option_index] if rows[0].option_index < len(views) else None
@@ -166,12 +180,15 @@ class EffectRunner:
         ids = [e.id for e in rows]
 
         def write(session: Session, row: OperatorAction) -> None:
-            current = session.exec(select(Effect).where(Effect.id.in_(ids))).all()  # type: ignore[union-attr]
-            if any(e.outcome_action_id is not None for e in current):
+            recorded = session.exec(select(Effect.id).where(
+                col(Effect.id).in_(ids), col(Effect.outcome_action_id).is_not(None))).first()
+            if recorded is not None:
                 raise ConversationError(f"the effects of decision {row.decision_id} were already recorded")
-            for effect in current:
+            for effect in rows:
                 effect.outcome_action_id = row.id
-                session.add(effect)
+                session.execute(update(Effect).where(col(Effect.id) == effect.id).values(
+                    status=effect.status, result_json=effect.result_json, error=effect.error,
+                    updated_at=effect.updated_at, outcome_action_id=row.id))
 
         try:
             return self.store.append_action(action, conversation, None, write)

@@ -220,7 +220,9 @@ class Turn(Generic[F, T]):
 
         The four-way reading ranks a confirmation well but spreads its probability thinly over the
         labels; the two-way question separates a clear yes from a hesitant, conditional or withdrawn
-        one (see BENCHMARKS.md, "Confirmations"). Both readings are recorded with the decision.
+        one (see BENCHMARKS.md, "Confirmations"). It is asked right after the step's own reading,
+        under the policy's system text, so a backend that keeps the prompt prefix cached evaluates
+        only the question. Both readings are recorded with the decision.
         """
         facts = self.facts
         if not isinstance(facts, OneOf) or "yes" not in facts.options:
@@ -230,7 +232,7 @@ class Turn(Generic[F, T]):
         if facts.label != "yes":
             self.confirmation = 0.0
             return False
-        answer = self.read(ClearYes.question, ClearYes)
+        answer = self.read(ClearYes.question, ClearYes, under_policy_text=True)
         self.confirmation = answer.probabilities.get("yes", 0.0) if isinstance(answer, OneOf) else 0.0
         return self.confirmation >= self.action_confidence
 
@@ -305,8 +307,8 @@ class Policy:
             action_confidence: an irreversible action is planned only on a clear yes read with at
                 least this probability (:meth:`Turn.confirmed` tests it; the engine refuses an option
                 that plans one on a weaker reading). The default suits the embedded model's
-                two-way reading, where a clear yes reads 0.71-0.86 and anything else 0.32-0.56
-                (BENCHMARKS.md, "Confirmations").
+                two-way reading, where a clear yes read 0.76-0.84 and anything else 0.36-0.56 on
+                the confirmation set of BENCHMARKS.md, "Confirmations".
         """
         if not 0.0 <= action_confidence <= 1.0:
             raise PolicyError(f"action_confidence={action_confidence!r} is not a probability",
@@ -425,28 +427,30 @@ class Policy:
 
     def validate_options(self, step: str, options: list[Option]) -> None:
         """Raise :class:`PolicyError` when a step returned something its catalog or graph does not allow."""
-        where = _where(self.steps[step].function) if step in self.steps else None
+        def where() -> str | None:  # found only for an error: inspect reads the source file
+            return _where(self.steps[step].function) if step in self.steps else None
+
         if not isinstance(options, list) or not options:
-            raise PolicyError(f"step {step!r} returned no option ({options!r})", path=where,
+            raise PolicyError(f"step {step!r} returned no option ({options!r})", path=where(),
                               fix="every path through a step must return at least one Option")
         for option in options:
             if not isinstance(option, Option):
-                raise PolicyError(f"step {step!r} returned {option!r}, not an Option", path=where,
+                raise PolicyError(f"step {step!r} returned {option!r}, not an Option", path=where(),
                                   fix="return a list of say(...) or Option(...)")
             if option.response not in self.catalog:
-                raise PolicyError(f"step {step!r} returned unknown response {option.response!r}", path=where,
+                raise PolicyError(f"step {step!r} returned unknown response {option.response!r}", path=where(),
                                   fix=f"add it to {self.catalog.path} or correct the id")
             if option.next != END and option.next not in self.steps:
-                raise PolicyError(f"step {step!r} leads to unknown step {option.next!r}", path=where,
+                raise PolicyError(f"step {step!r} leads to unknown step {option.next!r}", path=where(),
                                   fix=f"define @policy.step {option.next} or use next=END")
             for effect in option.effects:
                 if not isinstance(effect, Effect):
                     raise PolicyError(f"step {step!r}: option {option.response!r} plans {effect!r}, not an action",
-                                      path=where, fix="plan actions with turn.tools.NAME.plan(...)")
+                                      path=where(), fix="plan actions with turn.tools.NAME.plan(...)")
             try:
                 self.catalog[option.response].preview(option.slots, option.pending_slots())
             except ValueError as exc:
-                raise PolicyError(f"step {step!r}: {exc}", path=where,
+                raise PolicyError(f"step {step!r}: {exc}", path=where(),
                                   fix="bind every declared slot with a value of its type") from None
 
 

@@ -6,6 +6,7 @@ that keeps its prompt prefix in cache only evaluates the short task at the end.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Sequence
 
@@ -35,6 +36,7 @@ def conversation_text(history: Sequence[tuple[str, str]], customer_text: str) ->
     return "\n".join(lines)
 
 
+@functools.lru_cache(maxsize=256)
 def describe_fields(schema: type[BaseModel]) -> str:
     """One line per facts field: name, allowed values, what to look for."""
     lines = []

@@ -186,7 +186,7 @@ from ledger_backend import LedgerBank
 from sopagent import Agent, ScriptedModel, Store, load_policy
 from sopagent.outbox import EffectRunner
 if {kill_after_commit!r}:
-    EffectRunner.run_decision = lambda self, decision_id: os._exit(9)  # killed between commit and execution
+    EffectRunner.run_decision = lambda self, *args: os._exit(9)  # killed between commit and execution
 agent = Agent(load_policy({policy!r}), ScriptedModel(facts=[{lost!r}, {identity!r}], choices=[{yes!r}, {clear!r}]),
               Store({url!r}), tools=LedgerBank.at({ledger!r}))
 cid = agent.start(customer_ref="cust-maria")
