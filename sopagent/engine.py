@@ -33,6 +33,7 @@ from sopagent.kernel import (HOLDING_STEP, ChosenBy, GateSettings, Outcome, Stat
 from sopagent.outbox import EffectRunner
 from sopagent.policy import END, FOLLOW_UP_READINGS, NoFacts, OneOf, Option, Policy, Turn
 from sopagent.store import Conversation, Decision, Effect, Store, utcnow
+from sopagent.store.store import runner_identity
 
 OPERATOR_HOLDS = ("paused", "taken_over")
 """Conversation states in which the agent records the customer's message but does not answer."""
@@ -355,8 +356,10 @@ class Agent:
             chosen_by=outcome.chosen_by.value, confidence=outcome.confidence, status=verdict.status.value,
             reply_text=verdict.reply, sent_text=verdict.sent, next_step=verdict.next_step,
             error=outcome.error, latency_json=json.dumps(latency, sort_keys=True))
+        # Effects to run now are recorded already claimed by this process: one transaction fewer, and a
+        # crash before they ran is recovered at once by the next process on this host (the claimer is gone).
         planned = planned_effects(self.policy.name, outcome.chosen_index or 0, verdict.effects,
-                                  "held" if verdict.status == Status.PENDING else "planned")
+                                  "held" if verdict.status == Status.PENDING else "running")
         stored = self.store.append_turn(decision, conversation, revision, planned, request_key)
         latency["commit"] = clock.lap("commit")
         sent, status, error, ended = verdict.sent, verdict.status, outcome.error, verdict.ended
@@ -406,10 +409,15 @@ class Agent:
 
 
 def planned_effects(policy_name: str, option_index: int, effects: Sequence[Any], status: str) -> list[Effect]:
-    """Outbox rows for an option's planned actions (the store fills decision id and idempotency key)."""
+    """Outbox rows for an option's planned actions (the store fills decision id and idempotency key);
+    ``running`` ones are claimed by this process, to run right after the commit."""
+    claimed = status == "running"
+    now = utcnow()
     return [Effect(policy_name=policy_name, option_index=option_index, position=i, name=e.name,
                    irreversible=e.irreversible, status=status, decision_id=0, conversation_id="",
-                   idempotency_key="", arguments_json=json.dumps(dict(e.arguments), sort_keys=True))
+                   idempotency_key="", arguments_json=json.dumps(dict(e.arguments), sort_keys=True),
+                   claimed_at=now if claimed else None, claimed_by=runner_identity() if claimed else None,
+                   attempts=1 if claimed else 0)
             for i, e in enumerate(effects)]
 
 

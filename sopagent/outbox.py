@@ -27,6 +27,7 @@ from sopagent.effects import actions_of
 from sopagent.errors import ConversationError, PolicyError, SopAgentError
 from sopagent.kernel import render_with_results
 from sopagent.store import Conversation, Decision, Effect, OperatorAction, PolicyVersion, Store, utcnow
+from sopagent.store.store import runner_identity
 
 RUNNER = "agent"
 """The name recorded on the chained ``effects`` actions the runner appends."""
@@ -82,7 +83,8 @@ class EffectRunner:
                      planned: list[Effect] | None = None) -> EffectsRun | None:
         """Run a decision's due effects in order and chain their outcome; None when nothing was due
         (already run, held for approval, or being run by another runner). ``decision`` and ``planned``
-        (its outbox rows) save reading them again when the caller has just recorded them."""
+        (its outbox rows) save reading them again when the caller has just recorded them; rows it
+        recorded already claimed by this process (``running``) are run without a second claim."""
         rows = [e for e in (planned if planned is not None else self.store.effects(decision_id))
                 if e.status != "cancelled"]
         if not rows or any(e.status == "held" for e in rows) or all(e.outcome_action_id for e in rows):
@@ -101,9 +103,9 @@ class EffectRunner:
             if failed:
                 self._finish(effect, "cancelled", None, "an earlier effect of this decision failed", write_now)
                 continue
-            if not self.store.claim_effect(effect.id or 0, self.lease_s):
+            ours = planned is not None and effect.status == "running" and effect.claimed_by == runner_identity()
+            if not ours and not self.store.claim_effect(effect, self.lease_s):
                 return None  # another runner has it
-            effect.attempts += 1
             spec = specs.get(effect.name)
             try:
                 if spec is None:
@@ -177,18 +179,15 @@ class EffectRunner:
 
     def _append_once(self, action: OperatorAction, rows: list[Effect],
                      conversation: Conversation | None) -> OperatorAction:
-        ids = [e.id for e in rows]
-
         def write(session: Session, row: OperatorAction) -> None:
-            recorded = session.exec(select(Effect.id).where(
-                col(Effect.id).in_(ids), col(Effect.outcome_action_id).is_not(None))).first()
-            if recorded is not None:
-                raise ConversationError(f"the effects of decision {row.decision_id} were already recorded")
-            for effect in rows:
-                effect.outcome_action_id = row.id
-                session.execute(update(Effect).where(col(Effect.id) == effect.id).values(
+            for effect in rows:  # only rows no other runner recorded: else this whole record rolls back
+                written = session.execute(update(Effect).where(
+                    col(Effect.id) == effect.id, col(Effect.outcome_action_id).is_(None)).values(
                     status=effect.status, result_json=effect.result_json, error=effect.error,
                     updated_at=effect.updated_at, outcome_action_id=row.id))
+                if written.rowcount != 1:  # type: ignore[attr-defined]
+                    raise ConversationError(f"the effects of decision {row.decision_id} were already recorded")
+                effect.outcome_action_id = row.id
 
         try:
             return self.store.append_action(action, conversation, None, write)

@@ -5,6 +5,7 @@ SQLite and a real PostgreSQL server, with a bank whose ledger outlives the proce
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +24,8 @@ from sopagent.cli import main
 from sopagent.errors import ConversationError, PolicyError, StoreError
 from sopagent.operations import Operations
 from sopagent.outbox import EffectRunner
+from sopagent.store import utcnow
+from sopagent.store.store import claimer_gone
 
 ROOT = Path(__file__).resolve().parent.parent
 CARD_POLICY = ROOT / "policies" / "card_services.py"
@@ -185,6 +188,8 @@ sys.path[:0] = [{tests!r}]
 from ledger_backend import LedgerBank
 from sopagent import Agent, ScriptedModel, Store, load_policy
 from sopagent.outbox import EffectRunner
+from sopagent.store import utcnow
+from sopagent.store.store import claimer_gone
 if {kill_after_commit!r}:
     EffectRunner.run_decision = lambda self, *args: os._exit(9)  # killed between commit and execution
 agent = Agent(load_policy({policy!r}), ScriptedModel(facts=[{lost!r}, {identity!r}], choices=[{yes!r}, {clear!r}]),
@@ -212,8 +217,9 @@ def test_a_process_killed_between_commit_and_execution_runs_the_effect_once_afte
     ledger = tmp_path / "ledger.db"
     assert _run_child(any_url, ledger, kill_after_commit=True, crash_after_backend=False) == 9
     store = Store(any_url)
-    [planned] = store.effects()
-    assert (planned.name, planned.status) == ("block_card", "planned") and changes(ledger) == 0
+    [planned] = store.effects()  # recorded claimed by the process that died before running it
+    assert (planned.name, planned.status) == ("block_card", "running") and changes(ledger) == 0
+    assert claimer_gone(planned.claimed_by)
     # The next start of an agent for this policy recovers it; a second start, and the command, find nothing.
     policy = load_policy(CARD_POLICY)
     Agent(policy, ScriptedModel(), store, tools=LedgerBank.at(ledger))
@@ -233,13 +239,26 @@ def test_a_runner_killed_after_the_backend_call_is_recovered_with_the_same_key(a
     [running] = store.effects()
     assert running.status == "running" and changes(ledger) == 1
     policy = load_policy(CARD_POLICY)
-    fresh = EffectRunner(store, LedgerBank.at(ledger), policy.fallback)
-    assert fresh.run_pending() == []  # within the lease: the dead runner might still be working
-    recovered = EffectRunner(store, LedgerBank.at(ledger), policy.fallback, lease_s=0).run_pending()
+    recovered = EffectRunner(store, LedgerBank.at(ledger), policy.fallback).run_pending()  # its runner is gone
     assert [r.failed for r in recovered] == [False]
     assert calls(ledger, "block_card") == 2 and changes(ledger, "block_card") == 1  # same key: one block
     [done] = store.effects()
     assert done.status == "done" and done.attempts == 2 and store.verify_chain().intact
+
+
+def test_an_action_claimed_by_a_live_runner_waits_for_its_lease(card_policy, store, tmp_path) -> None:
+    ledger = tmp_path / "ledger.db"
+    agent = Agent(card_policy, ScriptedModel(facts=[DISPUTE, ID_MARIA, LARGE_PAYMENT]), store,
+                  tools=LedgerBank.at(ledger))
+    _, decision_id = _held_dispute(agent)
+    Operations(store, "ana").approve(decision_id, "checked")
+    live = f"{socket.gethostname()}:{os.getppid()}"  # another process of this host that is running
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE effect SET status='running', claimed_by=:live, claimed_at=:now"),
+                     {"live": live, "now": utcnow()})
+    assert not claimer_gone(live) and agent.effects.run_pending() == [] and changes(ledger) == 0
+    after_lease = EffectRunner(store, LedgerBank.at(ledger), card_policy.fallback, lease_s=0).run_pending()
+    assert [r.decision_id for r in after_lease] == [decision_id] and changes(ledger, "open_dispute") == 1
 
 
 def test_two_operators_approving_the_same_held_decision_run_it_once(any_url, tmp_path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import socket
 from typing import Any, Callable, Iterator, Sequence
 
 from filelock import FileLock, Timeout
@@ -282,35 +283,41 @@ class Store:
             raise StoreError(f"cannot read the effect outbox: {_short(exc)}", retryable=True) from exc
 
     def runnable_decisions(self, policy_name: str | None = None, stale_after_s: float = 60.0) -> list[int]:
-        """Decisions with effects to run: planned, or claimed by a runner longer ago than
-        ``stale_after_s`` (that runner died; the backend gets the same idempotency key again)."""
-        stale = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=stale_after_s)).isoformat(
-            timespec="microseconds")
+        """Decisions with effects to run: planned, or claimed by a runner that is gone from this host
+        or claimed longer ago than ``stale_after_s`` (the backend gets the same idempotency key again)."""
+        stale = _ago(stale_after_s)
         try:
             with self.session() as session:
-                query = select(Effect.decision_id).where(
-                    (Effect.status == "planned") | ((Effect.status == "running") & (col(Effect.claimed_at) < stale)))
+                query = select(Effect.decision_id, Effect.status, Effect.claimed_at, Effect.claimed_by).where(
+                    col(Effect.status).in_(("planned", "running")))
                 if policy_name is not None:
                     query = query.where(Effect.policy_name == policy_name)
-                return sorted(set(session.exec(query).all()))
+                rows = session.exec(query).all()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read the effect outbox: {_short(exc)}", retryable=True) from exc
+        return sorted({decision_id for decision_id, status, claimed_at, claimed_by in rows
+                       if status == "planned" or (claimed_at or "") < stale or claimer_gone(claimed_by)})
 
-    def claim_effect(self, effect_id: int, stale_after_s: float = 60.0) -> bool:
-        """Move a planned (or stale running) effect to ``running``; True only for the one caller that did."""
+    def claim_effect(self, effect: Effect, stale_after_s: float = 60.0) -> bool:
+        """Move a planned effect, or one whose runner is gone or past its lease, to ``running`` for this
+        process; True only for the one caller that did."""
         now = utcnow()
-        stale = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=stale_after_s)).isoformat(
-            timespec="microseconds")
+        gone = effect.claimed_by if effect.status == "running" and claimer_gone(effect.claimed_by) else ""
         try:
             with self.engine.begin() as connection:
                 updated = connection.execute(
-                    text("UPDATE effect SET status='running', claimed_at=:now, updated_at=:now, "
-                         "attempts=attempts+1 WHERE id=:id AND (status='planned' OR "
-                         "(status='running' AND claimed_at < :stale))"),
-                    {"now": now, "id": effect_id, "stale": stale})
-                return updated.rowcount == 1
+                    text("UPDATE effect SET status='running', claimed_at=:now, claimed_by=:me, updated_at=:now, "
+                         "attempts=attempts+1 WHERE id=:id AND (status='planned' OR (status='running' AND "
+                         "(claimed_at < :stale OR claimed_by = :gone)))"),
+                    {"now": now, "me": runner_identity(), "id": effect.id, "stale": _ago(stale_after_s),
+                     "gone": gone})
+                claimed = updated.rowcount == 1
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot claim effect {effect_id}: {_short(exc)}", retryable=True) from exc
+            raise StoreError(f"cannot claim effect {effect.id}: {_short(exc)}", retryable=True) from exc
+        if claimed:
+            effect.status, effect.claimed_at, effect.claimed_by = "running", now, runner_identity()
+            effect.attempts += 1
+        return claimed
 
     def _append(self, row: Any, conversation: Conversation | None, expected_revision: int | None,
                 then: Callable[[Session, Any], None] | None = None) -> Any:
@@ -394,6 +401,30 @@ class Store:
                 return
             yield from rows
             last = rows[-1].seq
+
+
+def runner_identity() -> str:
+    """``host:pid`` of this process, recorded on the effects it claims."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claimer_gone(claimed_by: str | None) -> bool:
+    """True when ``claimed_by`` names a process of this host that no longer runs (it died mid-run)."""
+    host, _, pid = (claimed_by or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists but belongs to another user
+        return False
+    return False
+
+
+def _ago(seconds: float) -> str:
+    """The audit clock's text of ``seconds`` ago (claims older than this are past their lease)."""
+    return (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=seconds)).isoformat(timespec="microseconds")
 
 
 def idempotency_key(decision: Decision, option_index: int, position: int) -> str:

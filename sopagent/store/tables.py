@@ -157,9 +157,13 @@ class Effect(SQLModel, table=True):
     idempotency_key: str = Field(unique=True)
     """Derived from the decision's chain hash, the option and the position; passed to the backend."""
     status: str = Field(default="planned", index=True)
-    """held (waits for approval), planned (runs now), running, done, failed or cancelled."""
+    """held (waits for approval), planned (to run), running (claimed by a runner), done, failed or
+    cancelled."""
     attempts: int = 0
     claimed_at: str | None = None
+    claimed_by: str | None = None
+    """``host:pid`` of the runner that claimed it: a claim of a process gone from this host is taken
+    over at once, any other after the lease."""
     created_at: str = Field(default_factory=utcnow)
     updated_at: str = Field(default_factory=utcnow)
     outcome_action_id: int | None = None
