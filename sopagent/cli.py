@@ -13,6 +13,7 @@ from typing import Any, Sequence, TextIO
 
 from sopagent.effects import describe
 from sopagent.errors import AuthoringError, RunError, SopAgentError
+from sopagent.status import Status
 
 
 def _progress(stream: TextIO) -> Any:
@@ -112,7 +113,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             watcher.say(f"agent> {result.reply if result.reply is not None else '(waiting for an operator)'}")
             if args.explain:
                 watcher.say(format_explain(result))
-        if result.status == "pending" and result.step != "awaiting_approval":
+        if result.status == Status.PENDING and result.step != "awaiting_approval":
             watcher.watch(result.decision_id)
         if result.ended:
             break

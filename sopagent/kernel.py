@@ -9,42 +9,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Sequence
 
 from sopagent.catalog import Catalog
 from sopagent.effects import RESULT_MARK, Effect, result_value
 from sopagent.errors import ModelError, PolicyError
 from sopagent.policy import END, OneOf, Option, Policy, Turn
+from sopagent.status import ChosenBy, Status
+
+__all__ = ["ChosenBy", "GateSettings", "HOLDING_STEP", "Outcome", "Status", "Verdict", "action_basis", "check_actions",
+           "fallback_outcome", "option_view", "render_with_results", "run_step", "settle", "views_json"]
 
 HOLDING_STEP = "awaiting_approval"
 """The step recorded for a customer message that arrives while a reply waits for approval."""
-
-
-class Status(StrEnum):
-    """What happened to a decision's reply."""
-
-    SENT = "sent"
-    """The customer received it."""
-    PENDING = "pending"
-    """It waits for an operator (the holding reply was sent)."""
-    ESCALATED = "escalated"
-    """Something failed: the policy's fallback was sent and the conversation handed over."""
-    RECEIVED = "received"
-    """The message was recorded while an operator had the conversation; the agent said nothing."""
-
-
-class ChosenBy(StrEnum):
-    """Who chose a decision's reply."""
-
-    POLICY = "policy"
-    """The step allowed one option."""
-    MODEL = "model"
-    """The model picked one of several."""
-    FALLBACK = "fallback"
-    """Something failed; the policy's fallback was taken."""
-    NONE = "none"
-    """Nothing was chosen (a message recorded while an operator has the conversation)."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from sopagent.errors import ConversationError
 from sopagent.policy import END
 from sopagent.store import Conversation, Decision, Effect, OperatorAction, PolicyVersion, Store, utcnow
 from sopagent.store.store import add_effects
+from sopagent.status import Status
 
 CLOSED = "closed"
 
@@ -153,7 +154,7 @@ class Operations:
             decision = session.get(Decision, decision_id)
         if decision is None:
             raise ConversationError(f"decision {decision_id} does not exist (deleted meanwhile?)")
-        if decision.status != "pending":
+        if decision.status != Status.PENDING:
             raise ConversationError(f"decision {decision_id} is {decision.status}, not waiting for approval")
         done = self.store.resolution(decision_id)
         if done is not None:

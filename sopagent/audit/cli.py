@@ -87,10 +87,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     """Print matching rows, one per line."""
     from sopagent.audit.explain import summary_line
     from sopagent.audit.query import select_rows
+    from sopagent.store import Decision
 
-    rows = select_rows(_store(args), _filter(args))
+    store = _store(args)
+    rows = select_rows(store, _filter(args))
+    actions: dict[int, list[str]] = {}
+    for effect in store.effects():
+        actions.setdefault(effect.decision_id, []).append(f"{effect.name} {effect.status}")
     for row in rows:
-        print(summary_line(row))
+        done = actions.get(row.id or 0, []) if isinstance(row, Decision) else []
+        print(summary_line(row) + (f"  actions: {', '.join(done)}" if done else ""))
     print(f"{len(rows)} records", file=sys.stderr)
     return 0
 

@@ -8,6 +8,7 @@ from sopagent.effects import describe
 from sopagent.errors import ConversationError
 from sopagent.policy import FOLLOW_UP_READINGS
 from sopagent.store import Conversation, Decision, OperatorAction, PolicyVersion, Store
+from sopagent.status import Status
 from sopagent.store.chain import ChainRow
 
 
@@ -73,7 +74,8 @@ def explain_decision(store: Store, decision_id: int) -> str:
                  + (f" with probability {decision.confidence:.1%}" if decision.confidence is not None else ""))
     lines.append(f"  status {decision.status}")
     if decision.reply_text and decision.reply_text != decision.sent_text:
-        lines.append(f"  reply held for approval: {decision.reply_text!r}")
+        held = "reply held for approval" if decision.status == Status.PENDING else "reply, sent once its actions ran"
+        lines.append(f"  {held}: {decision.reply_text!r}")
     if decision.sent_text:
         lines.append(f"  the customer received: {decision.sent_text!r}")
     if decision.error:

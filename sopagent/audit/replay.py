@@ -183,7 +183,7 @@ class _Replayer:
             if row.erased_at is not None or row.customer_text is None:
                 self.report.skipped.append(f"{row.conversation_id}: personal content erased from turn {row.turn}")
                 return
-            if row.status == "received" or row.step == HOLDING_STEP:
+            if row.status == Status.RECEIVED or row.step == HOLDING_STEP:
                 for history in (new_history, old_history):
                     history.append(("Customer", row.customer_text))
                     if row.sent_text:

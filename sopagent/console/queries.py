@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sopagent.errors import ConversationError, StoreError
 from sopagent.effects import describe
 from sopagent.store import RESOLVING_ACTIONS, Conversation, Decision, Effect, OperatorAction, PolicyVersion, Store
+from sopagent.status import Status
 
 T = TypeVar("T")
 QUEUE_LIMIT = 200
@@ -75,7 +76,7 @@ def conversation_page(store: Store, search: str = "", status: str = "", limit: i
     ``status`` keeps one status (``pending`` keeps conversations with something to approve).
     """
     pending = (select(func.count()).select_from(Decision)
-               .where(Decision.conversation_id == Conversation.id, Decision.status == "pending", _unresolved())
+               .where(Decision.conversation_id == Conversation.id, Decision.status == Status.PENDING.value, _unresolved())
                .correlate(Conversation).scalar_subquery())
     conditions: list[Any] = []
     if search.strip():
@@ -185,7 +186,7 @@ class ConversationDetail:
     @property
     def open_decisions(self) -> list[Entry]:
         """Decisions still waiting for an operator."""
-        return [e for e in self.entries if e.kind == "decision" and e.status == "pending" and not e.resolved_by]
+        return [e for e in self.entries if e.kind == "decision" and e.status == Status.PENDING and not e.resolved_by]
 
 
 def _options(options_json: str | None) -> list[OptionLine]:
@@ -276,7 +277,7 @@ def approval_queue(store: Store, limit: int = QUEUE_LIMIT) -> list[PendingRow]:
     """Unresolved pending decisions, oldest first (the order a queue is worked in)."""
     query = (select(Decision, Conversation.customer_ref, Conversation.policy_name)
              .join(Conversation, Conversation.id == Decision.conversation_id)  # type: ignore[arg-type]
-             .where(Decision.status == "pending", _unresolved()).order_by(Decision.seq).limit(limit))
+             .where(Decision.status == Status.PENDING.value, _unresolved()).order_by(Decision.seq).limit(limit))
 
     def run() -> list[PendingRow]:
         with store.session() as session:

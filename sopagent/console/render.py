@@ -12,6 +12,7 @@ from rich.cells import cell_len
 from rich.text import Text
 
 from sopagent.console.queries import Entry
+from sopagent.status import Status
 
 STATUS_STYLE = {
     "sent": "green", "pending": "bold yellow", "escalated": "bold red", "received": "cyan",
@@ -69,7 +70,7 @@ def decision_text(entry: Entry, wide: bool = False) -> Text:
     out.append(meta + "\n", style="dim")
     if entry.error:
         out.append(f"  error: {entry.error}\n", style="red")
-    if entry.status == "pending" and entry.reply_text:
+    if entry.status == Status.PENDING and entry.reply_text:
         out.append("  held for approval: ", style="yellow")
         out.append(entry.reply_text + "\n")
     return out
@@ -86,9 +87,9 @@ def entry_text(entry: Entry, wide: bool = False, policy: str = "") -> Text:
         if entry.sent_text:
             out.append(f"{stamp} agent     ", style="bold green")
             out.append(entry.sent_text + "\n")
-        elif entry.status == "received":
+        elif entry.status == Status.RECEIVED:
             out.append("         (recorded; the agent does not answer while an operator has it)\n", style="dim")
-        if entry.status != "received":
+        if entry.status != Status.RECEIVED:
             if policy:
                 out.append(f"  policy {policy}\n", style="dim")
             out.append_text(decision_text(entry, wide))

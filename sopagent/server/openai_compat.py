@@ -27,6 +27,7 @@ from sopagent.server.auth import CustomerKey
 from sopagent.server.routes_conversations import ERRORS
 from sopagent.server.schemas import ChatCompletionRequest
 from sopagent.server.service import ApiProblem, Service
+from sopagent.status import Status
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 CONVERSATION_HEADER = "X-Conversation-Id"
@@ -63,7 +64,7 @@ def chat_completions(body: ChatCompletionRequest, request: Request, key: Custome
     else:
         cid = agent.start()
     result = service.turn(cid, text)
-    if result.status == "escalated":
+    if result.status == Status.ESCALATED:
         background.add_task(service.escalated, cid, result.decision_id, "agent", result.error)
     content = result.reply or ""
     created = int(time.time())

@@ -15,6 +15,7 @@ from sopagent.server.schemas import (ActionView, ConversationView, CustomerMessa
                                      OperatorReplies, OperatorReply, Problem, Reply, StartConversation, Started)
 from sopagent.server.service import Service, options_of
 from sopagent.store import Decision
+from sopagent.status import Status
 
 router = APIRouter(prefix="/v1", tags=["conversations"])
 ERRORS = {code: {"model": Problem} for code in (400, 401, 403, 404, 409, 413, 422, 503)}
@@ -28,7 +29,7 @@ def _service(request: Request) -> Service:
 def reply_of(result: TurnResult, request: Request) -> Reply:
     """The API shape of a turn result."""
     delivery = (str(request.url_for("delivery", decision_id=result.decision_id))
-                if result.status == "pending" else None)
+                if result.status == Status.PENDING else None)
     return Reply(conversation_id=result.conversation_id, decision_id=result.decision_id, reply=result.reply,
                  response_id=result.response_id, status=result.status,  # type: ignore[arg-type]
                  ended=result.ended, delivery_url=delivery,
@@ -58,7 +59,7 @@ def post_message(body: CustomerMessage, request: Request, key: CustomerKey, back
     """
     service = _service(request)
     result = service.turn(conversation_id, body.text, idempotency_key)
-    if result.status == "escalated":
+    if result.status == Status.ESCALATED:
         background.add_task(service.escalated, conversation_id, result.decision_id, "agent", result.error)
     return reply_of(result, request)
 
@@ -90,7 +91,7 @@ async def delivery(request: Request, key: AnyKey, decision_id: int = Path(ge=1, 
     or after ``wait`` seconds with state ``pending`` (then poll again)."""
     service = _service(request)
     decision: Decision = await run_in_threadpool(service.decision, decision_id)
-    if decision.status != "pending":
+    if decision.status != Status.PENDING:
         return Delivery(decision_id=decision_id, state="not_pending", text=decision.sent_text)
     deadline = time.monotonic() + min(wait, service.config.long_poll_max_s)
     while True:

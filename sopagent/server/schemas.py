@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sopagent.status import ChosenBy, Status
+
 MetadataValue = str | int | float | bool | None
 
 
@@ -42,7 +44,7 @@ class Reply(BaseModel):
     decision_id: int
     reply: str | None = Field(description="what to show the customer now; null while an operator has the conversation")
     response_id: str | None = Field(description="the catalog response chosen (pending: the one awaiting approval)")
-    status: Literal["sent", "pending", "escalated", "received"]
+    status: Status
     ended: bool = Field(description="the conversation is closed")
     delivery_url: str | None = Field(None, description="pending only: long-poll this for the approved reply")
     effects: list[dict[str, str]] = Field(default_factory=list, description=(
@@ -83,9 +85,9 @@ class DecisionView(BaseModel):
     id: int
     turn: int
     step: str
-    status: str
+    status: Status
     response_id: str | None
-    chosen_by: str
+    chosen_by: ChosenBy
     confidence: float | None
     customer_text: str | None
     sent_text: str | None

@@ -24,6 +24,7 @@ from sopagent.errors import ConversationError, StoreError
 from sopagent.store.chain import ChainReport, ChainRow, merge_by_seq, policy_digest, seal
 from sopagent.store.tables import (ChainHead, Conversation, Decision, Effect, OperatorAction, PolicyVersion, RequestKey,
                                    utcnow)
+from sopagent.status import Status
 
 DB_ENV = "SOPAGENT_DB"
 DEFAULT_DB_URL = "sqlite:///sopagent.db"
@@ -222,7 +223,7 @@ class Store:
         try:
             with self.session() as session:
                 return list(session.exec(select(Decision).where(
-                    Decision.status == "pending", col(Decision.id).not_in(settled)).order_by(col(Decision.seq))).all())
+                    Decision.status == Status.PENDING.value, col(Decision.id).not_in(settled)).order_by(col(Decision.seq))).all())
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read the approval queue: {_short(exc)}", retryable=True) from exc
 

@@ -76,10 +76,11 @@ class Decision(SQLModel, table=True):
     chosen_index: int | None = None
     response_id: str | None = Field(default=None, index=True)
     chosen_by: str
-    """policy (a single allowed option), model, fallback, or operator:NAME."""
+    """A :class:`~sopagent.status.ChosenBy`: policy (a single allowed option), model, fallback or none."""
     confidence: float | None = None
     status: str = Field(index=True)
-    """sent, pending, escalated or received (recorded while an operator has the conversation)."""
+    """A :class:`~sopagent.status.Status`: sent, pending, escalated or received (recorded while an
+    operator has the conversation)."""
     next_step: str
     error: str | None = None
     latency_json: str = "{}"
