@@ -20,17 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from engine_overhead import FACTS as ANNUAL_FEE_FACTS, OK, ROOT, TEXTS as ANNUAL_FEE_TEXTS
 from sopagent import Store, load_policy
 from sopagent.engine import Agent
 from sopagent.models.scripted import ScriptedModel
 from sopagent.policy import Policy
 
-ROOT = Path(__file__).resolve().parent.parent
-OK = "not_requested"
-FACTS = [{"intent": "fee_refund", "handoff": OK},
-         {"card_last4": "4821", "date_of_birth": "1985-03-14", "handoff": OK},
-         {"fee_type": "late payment", "handoff": OK}]
-TEXTS = ["I was charged a fee", "4821, 14 March 1985", "the late payment fee"]
+FACTS = ANNUAL_FEE_FACTS[:2] + [{"fee_type": "late payment", "handoff": OK}]
+"""The engine-overhead conversation, for the late payment fee (25.00: refunded, an account action)."""
+TEXTS = ANNUAL_FEE_TEXTS[:2] + ["the late payment fee"]
 
 
 def policy_without_the_refund(scratch: Path) -> Policy:

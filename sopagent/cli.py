@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any, Sequence, TextIO
 
-from sopagent.effects import describe
+from sopagent.effects import describe, shown_slots
 from sopagent.errors import AuthoringError, RunError, SopAgentError
 from sopagent.status import Status
 
@@ -60,7 +60,8 @@ def format_explain(result: Any) -> str:
     for index, option in enumerate(result.options):
         mark = "*" if index == result.chosen_index else " "
         prob = "  n/a " if option.probability is None else f"{option.probability:6.1%}"
-        slots = f" {json.dumps(option.slots, ensure_ascii=False)}" if option.slots else ""
+        shown = shown_slots(option.slots, option.effects)
+        slots = f" {json.dumps(shown, ensure_ascii=False)}" if shown else ""
         lines.append(f"   {mark} {prob}  {option.response_id}{slots} -> {option.next_step}")
     for effect in result.effects:
         outcome = f" -> {json.dumps(effect['result'], ensure_ascii=False)}" if effect["result"] is not None else ""

@@ -225,6 +225,18 @@ def executing() -> Iterator[None]:
         _executing.reset(token)
 
 
+def shown_slots(slots: Mapping[str, Any], effects: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Recorded slot values as people read them: a slot an action fills shows ``<result of NAME>``."""
+    def shown(value: Any) -> Any:
+        if isinstance(value, Mapping) and RESULT_MARK in value:
+            index = value[RESULT_MARK]
+            name = effects[index]["name"] if isinstance(index, int) and index < len(effects) else "an action"
+            return f"<result of {name}" + (f".{value['field']}" if value.get("field") else "") + ">"
+        return value
+
+    return {name: shown(value) for name, value in slots.items()}
+
+
 def result_value(result: Any, field_name: str | None) -> Any:
     """The recorded (JSON) result of an effect, or one field of it."""
     if field_name is None:

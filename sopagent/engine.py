@@ -239,7 +239,8 @@ class Agent:
         if outcome is not None and decision.status == Status.SENT:
             reply = outcome.sent_text
             if outcome.response_id == self.policy.fallback and decision.response_id != self.policy.fallback:
-                status, error = Status.ESCALATED.value, outcome.reason
+                status = Status.ESCALATED.value
+                error = next((e.error for e in effects if e.error), None) or outcome.reason
         views = json.loads(decision.options_json or "[]")
         response = self.policy.catalog[decision.response_id] if decision.response_id in self.policy.catalog else None
         ended = status == Status.SENT and (decision.next_step == END or bool(response and response.ends_conversation))
@@ -368,7 +369,7 @@ class Agent:
             if run is not None:
                 sent = run.reply
                 if run.failed:
-                    status, ended, error = Status.ESCALATED, False, run.action.reason
+                    status, ended, error = Status.ESCALATED, False, run.error
             latency["effects"] = clock.lap("effects")
         latency["total"] = clock.total()
         return TurnResult(
@@ -412,7 +413,7 @@ def planned_effects(policy_name: str, option_index: int, effects: Sequence[Any],
     """Outbox rows for an option's planned actions (the store fills decision id and idempotency key);
     ``running`` ones are claimed by this process, to run right after the commit."""
     claimed = status == "running"
-    now = utcnow()
+    now = utcnow() if claimed and effects else None
     return [Effect(policy_name=policy_name, option_index=option_index, position=i, name=e.name,
                    irreversible=e.irreversible, status=status, decision_id=0, conversation_id="",
                    idempotency_key="", arguments_json=json.dumps(dict(e.arguments), sort_keys=True),

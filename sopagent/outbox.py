@@ -45,6 +45,8 @@ class EffectsRun:
     reply: str | None
     """What the customer receives: the reply filled from the results, or the fallback."""
     failed: bool
+    error: str | None = None
+    """Why an action failed (personal data may be in it: it is chained only under the commitment)."""
 
 
 class EffectRunner:
@@ -165,7 +167,7 @@ class EffectRunner:
                 conversation.status = "escalated"
             action = OperatorAction(operator=RUNNER, action="effects", conversation_id=decision.conversation_id,
                                     decision_id=decision_id, response_id=response_id, created_at=utcnow(),
-                                    reason=f"effects failed: {error}" if failed else "effects done",
+                                    reason=_summary(rows, failed),
                                     detail_json=json.dumps(detail, sort_keys=True),
                                     slots_json=json.dumps(personal, sort_keys=True, default=str), sent_text=reply)
             try:
@@ -174,7 +176,7 @@ class EffectRunner:
                 if exc.retryable:
                     continue  # the conversation moved on meanwhile: reload and mark it again
                 return None  # another runner recorded this outcome first
-            return EffectsRun(decision_id, recorded, reply, failed)
+            return EffectsRun(decision_id, recorded, reply, failed, error)
         return None
 
     def _append_once(self, action: OperatorAction, rows: list[Effect],
@@ -217,3 +219,10 @@ class EffectRunner:
             self._catalogs[version_id] = parse_catalog(version.catalog_source,
                                                        f"<catalog of {version.name} {version.version}>")
         return self._catalogs[version_id]
+
+
+def _summary(rows: list[Effect], failed: bool) -> str:
+    """The public line of an ``effects`` record: each action's name and status, never its error text
+    (which may quote the customer's data; it is kept under the record's commitment)."""
+    states = ", ".join(f"{e.name} {e.status}" for e in rows)
+    return ("actions failed, fallback sent: " if failed else "actions done: ") + states

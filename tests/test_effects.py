@@ -13,6 +13,7 @@ import textwrap
 import threading
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -56,13 +57,16 @@ def _at_confirmation(agent: Agent) -> str:
     return cid
 
 
-def _held_dispute(agent: Agent) -> tuple[str, int]:
+def _held_dispute(store: Store, ledger: Path) -> tuple[Agent, str, int]:
+    """An agent on the ledger bank, and a conversation whose large dispute waits for a supervisor."""
+    agent = Agent(load_policy(CARD_POLICY), ScriptedModel(facts=[DISPUTE, ID_MARIA, LARGE_PAYMENT]), store,
+                  tools=LedgerBank.at(ledger))
     cid = agent.start(customer_ref="cust-maria")
     agent.respond(cid, "I want to dispute a payment")
     agent.respond(cid, "4821, 14 March 1985")
     held = agent.respond(cid, "899 euros at Techland Store on 15 November")
     assert held.status == "pending" and [(e["name"], e["status"]) for e in held.effects] == [("open_dispute", "held")]
-    return cid, held.decision_id
+    return agent, cid, held.decision_id
 
 
 # --- declaring ------------------------------------------------------------------------------------
@@ -248,9 +252,7 @@ def test_a_runner_killed_after_the_backend_call_is_recovered_with_the_same_key(a
 
 def test_an_action_claimed_by_a_live_runner_waits_for_its_lease(card_policy, store, tmp_path) -> None:
     ledger = tmp_path / "ledger.db"
-    agent = Agent(card_policy, ScriptedModel(facts=[DISPUTE, ID_MARIA, LARGE_PAYMENT]), store,
-                  tools=LedgerBank.at(ledger))
-    _, decision_id = _held_dispute(agent)
+    agent, _, decision_id = _held_dispute(store, ledger)
     Operations(store, "ana").approve(decision_id, "checked")
     live = f"{socket.gethostname()}:{os.getppid()}"  # another process of this host that is running
     with store.engine.begin() as conn:
@@ -264,9 +266,7 @@ def test_an_action_claimed_by_a_live_runner_waits_for_its_lease(card_policy, sto
 def test_two_operators_approving_the_same_held_decision_run_it_once(any_url, tmp_path) -> None:
     ledger = tmp_path / "ledger.db"
     store = Store(any_url)
-    agent = Agent(load_policy(CARD_POLICY), ScriptedModel(facts=[DISPUTE, ID_MARIA, LARGE_PAYMENT]), store,
-                  tools=LedgerBank.at(ledger))
-    _, decision_id = _held_dispute(agent)
+    _, _, decision_id = _held_dispute(store, ledger)
     assert changes(ledger) == 0  # held: nothing opened before the approval
     outcomes: list[str] = []
     barrier = threading.Barrier(2)
@@ -305,31 +305,32 @@ def test_a_retried_request_runs_its_turn_and_actions_once(any_url, tmp_path) -> 
         agent.respond(cid, "no, don't", request_key="msg-3")
 
 
-def test_an_override_runs_the_other_options_effects_and_not_the_first(any_url, tmp_path) -> None:
-    ledger = tmp_path / "ledger.db"
-    store = Store(any_url)
-    # The model picks the supervisor review at 0.55, below the threshold: held with its action.
+def _held_annual_fee(store: Store, ledger: Path, choice: list[float]) -> tuple[Agent, Any]:
+    """A refund of the annual fee (above the limit) where the model's choice between declining and a
+    supervisor review, at ``choice``, is below the 0.9 threshold: held for an operator."""
     agent = Agent(load_policy(CARD_POLICY), ScriptedModel(facts=[FEE, ID_MARIA, {"fee_type": "annual", "handoff": OK}],
-                                                          choices=[[0.45, 0.55]]),
+                                                          choices=[choice]),
                   store, tools=LedgerBank.at(ledger), confidence_threshold=0.9)
     cid = agent.start()
     agent.respond(cid, "I want a fee refunded")
     agent.respond(cid, "4821, 14 March 1985")
     held = agent.respond(cid, "the annual fee")
-    assert held.status == "pending" and [e["status"] for e in held.effects] == ["held"]
+    assert held.status == "pending"
+    return agent, held
+
+
+def test_an_override_runs_the_other_options_effects_and_not_the_first(any_url, tmp_path) -> None:
+    ledger = tmp_path / "ledger.db"
+    store = Store(any_url)
+    agent, held = _held_annual_fee(store, ledger, [0.45, 0.55])  # the review, held with its action
+    assert [e["status"] for e in held.effects] == ["held"]
     Operations(store, "ana").override(held.decision_id, 0, "the fee was correct")
     assert agent.effects.run_decision(held.decision_id) is None  # nothing released
     assert [e.status for e in store.effects(held.decision_id)] == ["cancelled"] and changes(ledger) == 0
 
     # The other way round: the decline is held, the override to the review plans and runs the review once.
-    agent = Agent(load_policy(CARD_POLICY), ScriptedModel(facts=[FEE, ID_MARIA, {"fee_type": "annual", "handoff": OK}],
-                                                          choices=[[0.6, 0.4]]),
-                  store, tools=LedgerBank.at(ledger), confidence_threshold=0.9)
-    cid = agent.start()
-    agent.respond(cid, "I want a fee refunded")
-    agent.respond(cid, "4821, 14 March 1985")
-    held = agent.respond(cid, "the annual fee")
-    assert held.status == "pending" and held.effects == []
+    agent, held = _held_annual_fee(store, ledger, [0.6, 0.4])
+    assert held.effects == []
     action = Operations(store, "ana").override(held.decision_id, 1, "a bank error: review it")
     assert action.sent_text is None
     run = agent.effects.run_decision(held.decision_id)
@@ -341,9 +342,7 @@ def test_an_override_runs_the_other_options_effects_and_not_the_first(any_url, t
 
 def test_an_escalation_runs_no_effect_and_erasure_clears_the_outbox(card_policy, store, tmp_path) -> None:
     ledger = tmp_path / "ledger.db"
-    agent = Agent(card_policy, ScriptedModel(facts=[DISPUTE, ID_MARIA, LARGE_PAYMENT]), store,
-                  tools=LedgerBank.at(ledger))
-    cid, decision_id = _held_dispute(agent)
+    agent, cid, decision_id = _held_dispute(store, ledger)
     Operations(store, "ana").escalate(decision_id, "needs fraud review")
     assert agent.effects.run_pending() == [] and changes(ledger) == 0
     assert [e.status for e in store.effects(decision_id)] == ["cancelled"]

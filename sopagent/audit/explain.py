@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sopagent.effects import describe
+from sopagent.effects import describe, shown_slots
 from sopagent.errors import ConversationError
 from sopagent.policy import FOLLOW_UP_READINGS
 from sopagent.store import Conversation, Decision, OperatorAction, PolicyVersion, Store
@@ -61,7 +61,8 @@ def explain_decision(store: Store, decision_id: int) -> str:
             mark = "*" if index == decision.chosen_index else " "
             prob = option.get("probability")
             shown = "   n/a" if prob is None else f"{prob:6.1%}"
-            slots = f" {json.dumps(option.get('slots'), ensure_ascii=False)}" if option.get("slots") else ""
+            shown = shown_slots(option.get("slots") or {}, option.get("effects") or [])
+            slots = f" {json.dumps(shown, ensure_ascii=False)}" if shown else ""
             lines.append(f"   {mark} {shown}  {option['response_id']}{slots} -> {option['next_step']}")
             for effect in option.get("effects") or []:
                 lines.append(f"              would do {describe(effect['name'], effect.get('arguments') or {})}"

@@ -15,7 +15,7 @@ from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from sopagent.errors import ConversationError, StoreError
-from sopagent.effects import describe
+from sopagent.effects import describe, shown_slots
 from sopagent.store import RESOLVING_ACTIONS, Conversation, Decision, Effect, OperatorAction, PolicyVersion, Store
 from sopagent.status import Status
 
@@ -191,8 +191,8 @@ class ConversationDetail:
 
 def _options(options_json: str | None) -> list[OptionLine]:
     raw = json.loads(options_json or "[]")
-    return [OptionLine(i, o.get("response_id", "?"), o.get("next_step", ""), o.get("slots") or {},
-                       o.get("probability"),
+    return [OptionLine(i, o.get("response_id", "?"), o.get("next_step", ""),
+                       shown_slots(o.get("slots") or {}, o.get("effects") or []), o.get("probability"),
                        [describe(e["name"], e.get("arguments") or {}) for e in o.get("effects") or []])
             for i, o in enumerate(raw)]
 

@@ -93,6 +93,12 @@ def entry_text(entry: Entry, wide: bool = False, policy: str = "") -> Text:
             if policy:
                 out.append(f"  policy {policy}\n", style="dim")
             out.append_text(decision_text(entry, wide))
+    elif entry.action == "effects":  # the outcome of a decision's account actions, and the reply they filled
+        out.append(f"{stamp} actions   ", style="bold blue")
+        out.append(f"{entry.reason}\n", style="red" if "failed" in entry.reason else "")
+        if entry.sent_text:
+            out.append(f"{stamp} agent     ", style="bold green")
+            out.append(entry.sent_text + "\n")
     else:
         out.append(f"{stamp} operator {entry.operator} ", style="bold magenta")
         out.append(entry.action)
