@@ -239,8 +239,7 @@ class Agent:
         if outcome is not None and decision.status == Status.SENT:
             reply = outcome.sent_text
             if outcome.response_id == self.policy.fallback and decision.response_id != self.policy.fallback:
-                status = Status.ESCALATED.value
-                error = next((e.error for e in effects if e.error), None) or outcome.reason
+                status, error = Status.ESCALATED.value, outcome.reason
         views = json.loads(decision.options_json or "[]")
         response = self.policy.catalog[decision.response_id] if decision.response_id in self.policy.catalog else None
         ended = status == Status.SENT and (decision.next_step == END or bool(response and response.ends_conversation))
@@ -369,7 +368,9 @@ class Agent:
             if run is not None:
                 sent = run.reply
                 if run.failed:
-                    status, ended, error = Status.ESCALATED, False, run.error
+                    # the public summary (names and statuses): the error text may quote personal data
+                    # and is kept in the effects' own records
+                    status, ended, error = Status.ESCALATED, False, run.action.reason
             latency["effects"] = clock.lap("effects")
         latency["total"] = clock.total()
         return TurnResult(

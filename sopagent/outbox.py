@@ -27,7 +27,8 @@ from sopagent.effects import actions_of
 from sopagent.errors import ConversationError, PolicyError, SopAgentError
 from sopagent.kernel import render_with_results
 from sopagent.store import Conversation, Decision, Effect, OperatorAction, PolicyVersion, Store, utcnow
-from sopagent.store.store import runner_identity
+from sopagent.store.chain import commitment_of, row_hash
+from sopagent.store.store import idempotency_key, runner_identity
 
 RUNNER = "agent"
 """The name recorded on the chained ``effects`` actions the runner appends."""
@@ -93,8 +94,14 @@ class EffectRunner:
             return None
         option_index = rows[0].option_index
         rows = [e for e in rows if e.option_index == option_index]
+        decision = decision or self._decision(decision_id)
+        if decision is None:
+            return None
         specs = actions_of(self.tools)
         failed = False
+        resolution = self.store.resolution(decision_id) if option_index != decision.chosen_index else None
+        problems = {e.id: plan_problem(decision, e, resolution) for e in rows
+                    if e.status not in ("done", "failed", "cancelled")}
         for position, effect in enumerate(rows):
             # An outcome is written at once when more effects follow (a runner that dies later repeats
             # none of them); the last one's goes into the transaction that chains them all.
@@ -110,6 +117,9 @@ class EffectRunner:
                 return None  # another runner has it
             spec = specs.get(effect.name)
             try:
+                if problems.get(effect.id):
+                    raise PolicyError(f"refused to run {effect.name}: {problems[effect.id]}",
+                                      fix="check who wrote to the effect or decision table; `sopagent audit verify`")
                 if spec is None:
                     raise PolicyError(f"the backend has no action {effect.name!r}",
                                       fix="give the agent the tools object its policy was written for")
@@ -118,7 +128,7 @@ class EffectRunner:
             except Exception as exc:  # the backend refused or failed: recorded, the customer gets the fallback
                 failed = True
                 self._finish(effect, "failed", None, f"{type(exc).__name__}: {exc}", write_now)
-        return self._record(decision or self._decision(decision_id), rows, failed)
+        return self._record(decision, rows, failed)
 
     def _decision(self, decision_id: int) -> Decision | None:
         with self.store.session() as session:
@@ -219,6 +229,66 @@ class EffectRunner:
             self._catalogs[version_id] = parse_catalog(version.catalog_source,
                                                        f"<catalog of {version.name} {version.version}>")
         return self._catalogs[version_id]
+
+
+def plan_problem(decision: Decision, effect: Effect, resolution: OperatorAction | None = None) -> str | None:
+    """Why an outbox row is not the action its decision's sealed record planned (None when it is).
+
+    The runner asks this before it runs anything, so a row whose arguments, name or key were changed
+    in the database after the commit is refused; ``sopagent audit verify`` asks it of every row. An
+    action of an option other than the chosen one needs an operator's override to that option.
+    """
+    if decision.erased_at is not None or effect.erased_at is not None:
+        return None  # cleared by a recorded erasure: nothing left to compare
+    if commitment_of(decision) != decision.commitment or row_hash(decision.prev_hash, decision) != decision.hash:
+        return f"decision {decision.id}'s record no longer matches its seal (altered after the commit)"
+    try:
+        views = json.loads(decision.options_json or "[]")
+        planned = views[effect.option_index]["effects"][effect.position]
+    except (ValueError, IndexError, KeyError, TypeError):
+        return f"decision {decision.id} planned no such action"
+    arguments = json.loads(effect.arguments_json or "{}")
+    if (planned.get("name"), planned.get("arguments"), bool(planned.get("irreversible"))) != (
+            effect.name, arguments, effect.irreversible):
+        return f"its name or arguments differ from what decision {decision.id} planned"
+    if effect.idempotency_key != idempotency_key(decision, effect.option_index, effect.position):
+        return f"its idempotency key is not decision {decision.id}'s"
+    if effect.option_index != decision.chosen_index and (
+            resolution is None or resolution.action != "override"
+            or resolution.response_id != views[effect.option_index].get("response_id")):
+        return f"it belongs to option {effect.option_index} of decision {decision.id}, which no operator chose"
+    return None
+
+
+def verify_outbox(store: Store) -> list[str]:
+    """Every outbox row checked against its decision's sealed plan and, once run, its chained outcome."""
+    problems: list[str] = []
+    decisions: dict[int, Decision | None] = {}
+    outcomes: dict[int, OperatorAction | None] = {}
+    for effect in store.effects():
+        if effect.decision_id not in decisions:
+            with store.session() as session:
+                decisions[effect.decision_id] = session.get(Decision, effect.decision_id)
+        decision = decisions[effect.decision_id]
+        where = f"action {effect.id} ({effect.name}) of decision {effect.decision_id}"
+        if decision is None:
+            problems.append(f"{where}: its decision is missing")
+            continue
+        resolution = store.resolution(decision.id or 0) if effect.option_index != decision.chosen_index else None
+        problem = plan_problem(decision, effect, resolution)
+        if problem:
+            problems.append(f"{where}: {problem}")
+        if effect.outcome_action_id is not None:
+            if effect.outcome_action_id not in outcomes:
+                with store.session() as session:
+                    outcomes[effect.outcome_action_id] = session.get(OperatorAction, effect.outcome_action_id)
+            outcome = outcomes[effect.outcome_action_id]
+            listed = json.loads(outcome.detail_json or "{}").get("effects", []) if outcome is not None else []
+            if outcome is None or outcome.action != "effects" or outcome.decision_id != effect.decision_id \
+                    or {"name": effect.name, "idempotency_key": effect.idempotency_key,
+                        "status": effect.status} not in listed:
+                problems.append(f"{where}: its status {effect.status!r} is not what its chained outcome records")
+    return problems
 
 
 def _summary(rows: list[Effect], failed: bool) -> str:

@@ -378,3 +378,32 @@ def _policy_copy(tmp_path: Path, old: str, new: str):
     assert old in source
     path.write_text(source.replace(old, new))
     return load_policy(path)
+
+
+def test_a_held_action_rewritten_in_the_database_is_refused_and_verify_names_it(store, tmp_path, capsys) -> None:
+    ledger = tmp_path / "ledger.db"
+    agent, cid, decision_id = _held_dispute(store, ledger)
+    with store.engine.begin() as conn:  # someone with write access points the dispute at another payment
+        conn.execute(text("UPDATE effect SET arguments_json = :args"),
+                     {"args": '{"customer_id": "C1001", "payment_id": "T5001"}'})
+    assert main(["audit", "verify", "--db", store.url]) == 1
+    assert f"of decision {decision_id}: its name or arguments differ" in capsys.readouterr().out
+    Operations(store, "ana").approve(decision_id, "looks fine")
+    run = agent.effects.run_decision(decision_id)
+    assert run is not None and run.failed and "refused to run open_dispute" in (run.error or "")
+    assert run.reply == agent.policy.catalog[agent.policy.fallback].render({}) and changes(ledger) == 0
+    assert store.get_conversation(cid).status == "escalated"
+
+
+def test_verify_checks_each_run_action_against_its_chained_outcome(card_policy, store, capsys) -> None:
+    agent = Agent(card_policy, ScriptedModel(facts=[FEE, ID_MARIA, {"fee_type": "late payment", "handoff": OK}]),
+                  store)
+    cid = agent.start()
+    for text_ in ("I want a fee refunded", "4821, 14 March 1985", "the late payment fee"):
+        agent.respond(cid, text_)
+    assert main(["audit", "verify", "--db", store.url]) == 0
+    assert "outbox verified: 1 actions match" in capsys.readouterr().out
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE effect SET status = 'failed'"))
+    assert main(["audit", "verify", "--db", store.url]) == 1
+    assert "its status 'failed' is not what its chained outcome records" in capsys.readouterr().out

@@ -135,11 +135,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     from sopagent.store.verify import verify_engine
 
+    from sopagent.outbox import verify_outbox
+
     store = _store(args)
     started = time.perf_counter()
     report = verify_engine(store.engine, workers=args.workers)
     print(report.describe() + f" ({time.perf_counter() - started:.2f} s)")
-    return 0 if report.intact else 1
+    problems = verify_outbox(store)
+    for problem in problems:
+        print(f"outbox BROKEN: {problem}")
+    if not problems:
+        print(f"outbox verified: {len(store.effects())} actions match their decisions' sealed plans and outcomes")
+    return 0 if report.intact and not problems else 1
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
