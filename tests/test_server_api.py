@@ -208,3 +208,19 @@ def test_bad_input_gets_4xx_with_a_message(live: Live) -> None:
         assert closed.status_code == 409 and "closed" in closed.json()["error"]
     else:
         pytest.fail(f"a hand-off request should close the conversation, it is {status}")
+
+
+def test_a_retried_message_with_the_same_idempotency_key_runs_its_action_once(live: Live) -> None:
+    complaint = say({"intent": "complaint", "handoff": "not_requested"})
+    with live.client() as client:
+        cid = _start(client)
+        url = f"/v1/conversations/{cid}/messages"
+        first = client.post(url, json={"text": complaint}, headers={"Idempotency-Key": "web-17"})
+        again = client.post(url, json={"text": complaint}, headers={"Idempotency-Key": "web-17"})
+        other = client.post(url, json={"text": "something else"}, headers={"Idempotency-Key": "web-17"})
+    assert first.status_code == again.status_code == 200, (first.text, again.text)
+    assert again.json() == first.json() and first.json()["effects"] == [{"name": "log_complaint", "status": "done"}]
+    assert other.status_code == 409 and "already used for another message" in other.json()["error"]
+    store = live.service.store
+    assert [e.name for e in store.effects(conversation_id=cid)] == ["log_complaint"]
+    assert len(store.decisions(cid)) == 1 and store.verify_chain().intact
