@@ -2,6 +2,8 @@
 
 Rules (from the bank's procedures):
 - Verify identity (card's last four digits + date of birth) before any account detail or action.
+  Only what the customer wrote counts: a date that reads two ways (03/04/1990) is asked again with
+  the month as a word, never guessed.
 - Lost or stolen card: confirm, then block it and send a replacement. Blocking cannot be undone, so
   it needs a clear yes (read with a probability of at least the policy's action_confidence); a
   hesitant, conditional or questioning answer is asked again.
@@ -149,6 +151,8 @@ def anything_else(turn: Turn[Request, NorthbankDemo]) -> list[Option]:
 def verify_identity(turn: Turn[Identity, NorthbankDemo]) -> list[Option]:
     """Card's last four digits and date of birth must match the same customer."""
     last4, born = turn.known.get("card_last4"), turn.known.get("date_of_birth")
+    if born is None and turn.ungrounded.get("date_of_birth", {}).get("why") == "ambiguous":
+        return [say("ask_date_written_out", next="verify_identity")]  # 03/04/1990 reads two ways: never guess
     customer = turn.tools.verify(last4, dt.date.fromisoformat(born)) if last4 and born else None
     if customer is not None:
         turn.known["customer_id"] = customer.id

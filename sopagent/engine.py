@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from sopagent import prompts
 from sopagent.errors import ConstraintViolationError, ConversationError, ModelError, PolicyError
 from sopagent.models.base import CallStats, ChatPrompt, DecisionModel
+from sopagent.grounding import UNGROUNDED, ground
 from sopagent.kernel import (HOLDING_STEP, ChosenBy, GateSettings, Outcome, Status, check_actions, fallback_outcome,
                              option_view, run_step, settle, views_json)
 from sopagent.outbox import EffectRunner
@@ -223,8 +224,9 @@ class Agent:
             try:
                 facts, queued_ms = self._extract(step_name, context, text)
                 clock.lap("extract", queued_ms)
+                facts, ungrounded = ground(facts, text)  # a value the message does not support is not given
                 known.update({k: v for k, v in facts.model_dump(mode="json").items() if v is not None})
-                outcome = self._decide(conversation, step_name, facts, known, context, clock)
+                outcome = self._decide(conversation, step_name, facts, known, context, clock, ungrounded)
             except (ModelError, PolicyError) as exc:
                 outcome = fallback_outcome(self.policy, step_name, exc)
 
@@ -276,11 +278,13 @@ class Agent:
         facts: BaseModel = NoFacts()
         try:
             queued_ms = 0.0
+            ungrounded: dict[str, dict[str, Any]] = {}
             if customer_text is not None:
                 facts, queued_ms = self._extract(step, context, customer_text)
+                facts, ungrounded = ground(facts, customer_text)
             clock.lap("extract", queued_ms)
             known.update({k: v for k, v in facts.model_dump(mode="json").items() if v is not None})
-            outcome = self._decide(conversation, step, facts, known, context, clock)
+            outcome = self._decide(conversation, step, facts, known, context, clock, ungrounded)
         except (ModelError, PolicyError) as exc:
             outcome = fallback_outcome(self.policy, step, exc)
         return self._commit(conversation, step, customer_text or "", facts, known, outcome, clock)
@@ -295,7 +299,7 @@ class Agent:
         return read_facts(self.model, facts_prompt(self._system, context, schema, text), schema)
 
     def _decide(self, conversation: Conversation, step_name: str, facts: BaseModel, known: dict[str, Any],
-                context: str, clock: "_Clock") -> Outcome:
+                context: str, clock: "_Clock", ungrounded: dict[str, dict[str, Any]] | None = None) -> Outcome:
         def reader(question: str, schema: type[BaseModel], under_policy_text: bool = False) -> BaseModel:
             if under_policy_text:  # after the step reading's own prompt: only the question is new to it
                 return read_follow_up(self.model, context, question, schema, self._system)[0]
@@ -303,11 +307,11 @@ class Agent:
 
         turn: Turn[Any, Any] = Turn(facts=facts, known=known, tools=self.tools, step=step_name,
                                     conversation_id=conversation.id, reader=reader,
-                                    action_confidence=self.gate.action_confidence)
+                                    action_confidence=self.gate.action_confidence, ungrounded=ungrounded or {})
         options = run_step(self.policy, step_name, turn)
         clock.lap("policy")  # follow-up readings (turn.read) included
 
-        outcome = Outcome(options=options, readings=turn.readings)
+        outcome = Outcome(options=options, readings=turn.readings, ungrounded=turn.ungrounded)
         if len(options) == 1:
             outcome.chosen_index, outcome.probabilities = 0, [1.0]
         else:
@@ -340,6 +344,8 @@ class Agent:
         facts_json = facts.model_dump(mode="json")
         if outcome.readings:
             facts_json[FOLLOW_UP_READINGS] = outcome.readings
+        if outcome.ungrounded:
+            facts_json[UNGROUNDED] = outcome.ungrounded
         revision = conversation.revision
         conversation.step = verdict.next_step if verdict.next_step != END else conversation.step
         conversation.status = verdict.conversation_status

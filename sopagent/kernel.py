@@ -55,6 +55,8 @@ class Outcome:
     chosen_by: ChosenBy = ChosenBy.POLICY
     error: str | None = None
     readings: list[dict[str, Any]] = field(default_factory=list)
+    ungrounded: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Values the model read that the customer's message does not support (dropped as not given)."""
 
     @property
     def chosen(self) -> Option:

@@ -208,6 +208,11 @@ class Turn(Generic[F, T]):
     """The follow-up readings this step made (question and answer), stored with the decision."""
     action_confidence: float = 0.0
     """The policy's bar for the reading behind an irreversible action (see :meth:`confirmed`)."""
+    ungrounded: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Values the model read that the customer's message does not support, by field: ``{"value": ...,
+    "why": "not in the message" | "ambiguous"}``. They are ``None`` in :attr:`facts` (not given), so
+    the step asks again; a step can use this to ask better (a date written both ways: ask for the
+    month as a word)."""
     confirmation: float | None = None
     """The probability of "a clear yes" that :meth:`confirmed` read, once it did; the engine checks it
     against ``action_confidence`` before it plans an irreversible action."""

@@ -24,6 +24,7 @@ from sopagent import prompts
 from sopagent.audit.query import AuditFilter, select_rows
 from sopagent.catalog import parse_catalog
 from sopagent.effects import describe
+from sopagent.grounding import UNGROUNDED, ground
 from sopagent.engine import facts_prompt, read_facts, read_follow_up
 from sopagent.kernel import (HOLDING_STEP, ChosenBy, GateSettings, Outcome, Status, check_actions, fallback_outcome,
                              run_step, settle)
@@ -220,6 +221,7 @@ class _Replayer:
                 if facts is None:
                     model_used = True
                     facts, _ = read_facts(self.model(), prompt, schema)
+                    facts, _ = ground(facts, text)
             known.update({k: v for k, v in facts.model_dump(mode="json").items() if v is not None})
             recorded_readings = self._recorded_readings(row) if old_context == context else []
 
@@ -308,6 +310,7 @@ class _Replayer:
         try:
             recorded = json.loads(row.facts_json or "{}")
             recorded.pop(FOLLOW_UP_READINGS, None)
+            recorded.pop(UNGROUNDED, None)
             return schema.model_validate(recorded)
         except (ValidationError, ValueError, AttributeError):
             return None
