@@ -27,6 +27,8 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
+from sopagent.policy import OneOf
+
 NOT_GROUNDED = {"grounded": False}
 """``json_schema_extra`` of a field whose value is derived, not copied from the message."""
 
@@ -46,6 +48,8 @@ def ground(facts: BaseModel, message: str) -> tuple[BaseModel, dict[str, dict[st
     """``facts`` with every optional copied value the message does not support set to None, and what
     was dropped (field -> {"value", "why"})."""
     dropped: dict[str, dict[str, Any]] = {}
+    if isinstance(facts, OneOf):  # one label chosen among described options: nothing is copied
+        return facts, dropped
     updates: dict[str, Any] = {}
     for name, info in type(facts).model_fields.items():
         value = getattr(facts, name)

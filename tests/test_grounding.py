@@ -73,3 +73,8 @@ def test_a_date_that_reads_two_ways_is_asked_again_with_the_month_as_a_word(card
     assert asked.response_id == "ask_date_written_out" and asked.facts[UNGROUNDED]["date_of_birth"]["why"] == "ambiguous"
     verified = agent.respond(cid, "14 March 1985")  # the card digits of the turn before are still known
     assert verified.response_id == "ask_fee_type"
+
+
+def test_a_one_of_label_is_chosen_not_copied(card_policy) -> None:
+    confirmation = card_policy.steps["confirm_block"].facts(label="human", probabilities={"human": 0.6})
+    assert ground(confirmation, "let me talk to somebody from your team") == (confirmation, {})

@@ -65,8 +65,8 @@ def explain_decision(store: Store, decision_id: int) -> str:
             mark = "*" if index == decision.chosen_index else " "
             prob = option.get("probability")
             shown = "   n/a" if prob is None else f"{prob:6.1%}"
-            shown = shown_slots(option.get("slots") or {}, option.get("effects") or [])
-            slots = f" {json.dumps(shown, ensure_ascii=False)}" if shown else ""
+            bound = shown_slots(option.get("slots") or {}, option.get("effects") or [])
+            slots = f" {json.dumps(bound, ensure_ascii=False)}" if bound else ""
             lines.append(f"   {mark} {shown}  {option['response_id']}{slots} -> {option['next_step']}")
             for effect in option.get("effects") or []:
                 lines.append(f"              would do {describe(effect['name'], effect.get('arguments') or {})}"
