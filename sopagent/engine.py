@@ -226,7 +226,7 @@ class Agent:
                 clock.lap("extract", queued_ms)
                 facts, ungrounded = ground(facts, text)  # a value the message does not support is not given
                 known.update({k: v for k, v in facts.model_dump(mode="json").items() if v is not None})
-                outcome = self._decide(conversation, step_name, facts, known, context, clock, ungrounded)
+                outcome = self._decide(conversation, step_name, facts, known, context, clock, ungrounded, text)
             except (ModelError, PolicyError) as exc:
                 outcome = fallback_outcome(self.policy, step_name, exc)
 
@@ -284,7 +284,7 @@ class Agent:
                 facts, ungrounded = ground(facts, customer_text)
             clock.lap("extract", queued_ms)
             known.update({k: v for k, v in facts.model_dump(mode="json").items() if v is not None})
-            outcome = self._decide(conversation, step, facts, known, context, clock, ungrounded)
+            outcome = self._decide(conversation, step, facts, known, context, clock, ungrounded, customer_text or "")
         except (ModelError, PolicyError) as exc:
             outcome = fallback_outcome(self.policy, step, exc)
         return self._commit(conversation, step, customer_text or "", facts, known, outcome, clock)
@@ -299,7 +299,8 @@ class Agent:
         return read_facts(self.model, facts_prompt(self._system, context, schema, text), schema)
 
     def _decide(self, conversation: Conversation, step_name: str, facts: BaseModel, known: dict[str, Any],
-                context: str, clock: "_Clock", ungrounded: dict[str, dict[str, Any]] | None = None) -> Outcome:
+                context: str, clock: "_Clock", ungrounded: dict[str, dict[str, Any]] | None = None,
+                message: str = "") -> Outcome:
         def reader(question: str, schema: type[BaseModel], under_policy_text: bool = False) -> BaseModel:
             if under_policy_text:  # after the step reading's own prompt: only the question is new to it
                 return read_follow_up(self.model, context, question, schema, self._system)[0]
@@ -307,7 +308,8 @@ class Agent:
 
         turn: Turn[Any, Any] = Turn(facts=facts, known=known, tools=self.tools, step=step_name,
                                     conversation_id=conversation.id, reader=reader,
-                                    action_confidence=self.gate.action_confidence, ungrounded=ungrounded or {})
+                                    action_confidence=self.gate.action_confidence, ungrounded=ungrounded or {},
+                                    message=message)
         options = run_step(self.policy, step_name, turn)
         clock.lap("policy")  # follow-up readings (turn.read) included
 

@@ -34,6 +34,7 @@ from typing import Any, Callable, ClassVar, Generic, Mapping, Sequence, TypeVar
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from sopagent.catalog import Catalog, load_catalog
+from sopagent.consent import CONDITIONS, why_not_plain
 from sopagent.effects import RESULT_MARK, Effect, EffectResult
 from sopagent.errors import PolicyError
 
@@ -208,6 +209,8 @@ class Turn(Generic[F, T]):
     """The follow-up readings this step made (question and answer), stored with the decision."""
     action_confidence: float = 0.0
     """The policy's bar for the reading behind an irreversible action (see :meth:`confirmed`)."""
+    message: str = ""
+    """The customer's latest message as written (empty when the agent acts without one)."""
     ungrounded: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Values the model read that the customer's message does not support, by field: ``{"value": ...,
     "why": "not in the message" | "ambiguous"}``. They are ``None`` in :attr:`facts` (not given), so
@@ -217,11 +220,13 @@ class Turn(Generic[F, T]):
     """The probability of "a clear yes" that :meth:`confirmed` read, once it did; the engine checks it
     against ``action_confidence`` before it plans an irreversible action."""
 
-    def confirmed(self) -> bool:
+    def confirmed(self, conditions: Sequence[str] = CONDITIONS) -> bool:
         """True only for a clear yes to the agent's question: the step's :class:`Confirmation` reads
-        ``yes``, and a second, two-way reading ("is it a clear yes?", :class:`ClearYes`) gives yes a
-        probability of at least the policy's ``action_confidence``. Plan an irreversible action only
-        when this is true, and otherwise ask again.
+        ``yes``, the message holds no condition, doubt, question or text dressed as a system instruction
+        (:func:`sopagent.consent.why_not_plain`, with ``conditions`` as the words of doubt), and a
+        second, two-way reading ("is it a clear yes?", :class:`ClearYes`) gives yes a probability of at
+        least the policy's ``action_confidence``. Plan an irreversible action only when this is true,
+        and otherwise ask again.
 
         The four-way reading ranks a confirmation well but spreads its probability thinly over the
         labels; the two-way question separates a clear yes from a hesitant, conditional or withdrawn
@@ -236,6 +241,11 @@ class Turn(Generic[F, T]):
                               fix="declare the step with facts=Confirmation (or a subclass of it)")
         if facts.label != "yes":
             self.confirmation = 0.0
+            return False
+        not_plain = why_not_plain(self.message, conditions)
+        if not_plain is not None:
+            self.confirmation = 0.0
+            self.readings.append({"check": "plain consent", "answer": f"not a clear yes: {not_plain}"})
             return False
         answer = self.read(ClearYes.question, ClearYes, under_policy_text=True)
         self.confirmation = answer.probabilities.get("yes", 0.0) if isinstance(answer, OneOf) else 0.0

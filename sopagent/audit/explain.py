@@ -57,7 +57,10 @@ def explain_decision(store: Store, decision_id: int) -> str:
         for name, dropped in ungrounded.items():
             lines.append(f"  not taken: {name}={dropped.get('value')!r} ({dropped.get('why')}): treated as not given")
         for reading in readings:
-            lines.append(f"  the step asked the model: {reading.get('question')!r} -> {reading.get('answer')!r}")
+            if "check" in reading:  # a check made in code, not a model reading
+                lines.append(f"  the step checked {reading['check']}: {reading.get('answer')}")
+            else:
+                lines.append(f"  the step asked the model: {reading.get('question')!r} -> {reading.get('answer')!r}")
     options = json.loads(decision.options_json or "[]")
     if options:
         lines.append(f"  the policy allowed {len(options)} option{'s' if len(options) != 1 else ''}:")

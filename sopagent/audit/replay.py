@@ -240,7 +240,7 @@ class _Replayer:
 
             turn: Turn[Any, Any] = Turn(facts=facts, known=known, tools=tools, step=step,
                                         conversation_id=row.conversation_id, reader=reader,
-                                        action_confidence=self.gate.action_confidence)
+                                        action_confidence=self.gate.action_confidence, message=text)
             options = run_step(policy, step, turn)
             recorded = json.loads(row.options_json or "[]")
             views = [{"response_id": o.response, "next_step": o.next,
