@@ -28,12 +28,13 @@ from pydantic import BaseModel
 from sopagent import prompts
 from sopagent.errors import ConstraintViolationError, ConversationError, ModelError, PolicyError
 from sopagent.models.base import CallStats, ChatPrompt, DecisionModel
+from sopagent.effects import Effect
 from sopagent.grounding import UNGROUNDED, ground
 from sopagent.kernel import (HOLDING_STEP, ChosenBy, GateSettings, Outcome, Status, check_actions, fallback_outcome,
                              option_view, run_step, settle, views_json)
 from sopagent.outbox import EffectRunner
 from sopagent.policy import END, FOLLOW_UP_READINGS, NoFacts, OneOf, Option, Policy, Turn
-from sopagent.store import Conversation, Decision, Effect, Store, utcnow
+from sopagent.store import Conversation, Decision, OutboxEffect, Store, utcnow
 from sopagent.store.store import runner_identity
 
 OPERATOR_HOLDS = ("paused", "taken_over")
@@ -418,12 +419,13 @@ class Agent:
         return lines
 
 
-def planned_effects(policy_name: str, option_index: int, effects: Sequence[Any], status: str) -> list[Effect]:
+def planned_effects(policy_name: str, option_index: int, effects: Sequence[Effect],
+                    status: str) -> list[OutboxEffect]:
     """Outbox rows for an option's planned actions (the store fills decision id and idempotency key);
     ``running`` ones are claimed by this process, to run right after the commit."""
     claimed = status == "running"
     now = utcnow() if claimed and effects else None
-    return [Effect(policy_name=policy_name, option_index=option_index, position=i, name=e.name,
+    return [OutboxEffect(policy_name=policy_name, option_index=option_index, position=i, name=e.name,
                    irreversible=e.irreversible, status=status, decision_id=0, conversation_id="",
                    idempotency_key="", arguments_json=json.dumps(dict(e.arguments), sort_keys=True),
                    claimed_at=now if claimed else None, claimed_by=runner_identity() if claimed else None,
@@ -431,7 +433,7 @@ def planned_effects(policy_name: str, option_index: int, effects: Sequence[Any],
             for i, e in enumerate(effects)]
 
 
-def effect_view(effect: Effect) -> dict[str, Any]:
+def effect_view(effect: OutboxEffect) -> dict[str, Any]:
     """An outbox row as shown to people and front ends (arguments and result are personal data)."""
     return {"name": effect.name, "arguments": json.loads(effect.arguments_json or "{}"),
             "status": effect.status, "result": json.loads(effect.result_json) if effect.result_json else None,

@@ -21,7 +21,7 @@ from sqlmodel import Session, col
 from sopagent.catalog import Catalog, parse_catalog
 from sopagent.errors import ConversationError
 from sopagent.policy import END
-from sopagent.store import Conversation, Decision, Effect, OperatorAction, PolicyVersion, Store, utcnow
+from sopagent.store import Conversation, Decision, OutboxEffect, OperatorAction, PolicyVersion, Store, utcnow
 from sopagent.store.store import add_effects
 from sopagent.status import Status
 
@@ -199,16 +199,16 @@ def _release_effects(decision: Decision, option_index: int | None, effects: list
     option's, escalate (``option_index`` None) cancels them."""
 
     def release(session: Session, action: OperatorAction) -> None:
-        held = (col(Effect.decision_id) == decision.id) & (col(Effect.status) == "held")
+        held = (col(OutboxEffect.decision_id) == decision.id) & (col(OutboxEffect.status) == "held")
         if option_index is not None and option_index == decision.chosen_index:
-            session.execute(update(Effect).where(held).values(status="planned", updated_at=action.created_at))
+            session.execute(update(OutboxEffect).where(held).values(status="planned", updated_at=action.created_at))
             return
-        session.execute(update(Effect).where(held).values(status="cancelled", updated_at=action.created_at))
+        session.execute(update(OutboxEffect).where(held).values(status="cancelled", updated_at=action.created_at))
         if option_index is None or not effects:
             return
         policy_name = session.get(Conversation, decision.conversation_id).policy_name  # type: ignore[union-attr]
         add_effects(session, decision, [
-            Effect(policy_name=policy_name, option_index=option_index, position=i, name=e["name"],
+            OutboxEffect(policy_name=policy_name, option_index=option_index, position=i, name=e["name"],
                    irreversible=bool(e.get("irreversible")), status="planned", decision_id=0, conversation_id="",
                    idempotency_key="", arguments_json=json.dumps(e.get("arguments") or {}, sort_keys=True))
             for i, e in enumerate(effects)])

@@ -26,7 +26,7 @@ from sopagent.catalog import Catalog, parse_catalog
 from sopagent.effects import actions_of
 from sopagent.errors import ConversationError, PolicyError, SopAgentError
 from sopagent.kernel import render_with_results
-from sopagent.store import Conversation, Decision, Effect, OperatorAction, PolicyVersion, Store, utcnow
+from sopagent.store import Conversation, Decision, OutboxEffect, OperatorAction, PolicyVersion, Store, utcnow
 from sopagent.store.chain import commitment_of, row_hash
 from sopagent.store.store import idempotency_key, runner_identity
 
@@ -83,7 +83,7 @@ class EffectRunner:
         return done
 
     def run_decision(self, decision_id: int, decision: Decision | None = None,
-                     planned: list[Effect] | None = None) -> EffectsRun | None:
+                     planned: list[OutboxEffect] | None = None) -> EffectsRun | None:
         """Run a decision's due effects in order and chain their outcome; None when nothing was due
         (already run, held for approval, or being run by another runner). ``decision`` and ``planned``
         (its outbox rows) save reading them again when the caller has just recorded them; rows it
@@ -134,7 +134,7 @@ class EffectRunner:
         with self.store.session() as session:
             return session.get(Decision, decision_id)
 
-    def _finish(self, effect: Effect, status: str, result: Any, error: str | None, write_now: bool) -> None:
+    def _finish(self, effect: OutboxEffect, status: str, result: Any, error: str | None, write_now: bool) -> None:
         """An effect's outcome, on the row and, with ``write_now``, in the outbox at once."""
         effect.status = status
         effect.result_json = json.dumps(result, sort_keys=True) if result is not None else None
@@ -143,11 +143,11 @@ class EffectRunner:
         if not write_now:
             return
         with self.store.session() as session:
-            session.execute(update(Effect).where(col(Effect.id) == effect.id).values(
+            session.execute(update(OutboxEffect).where(col(OutboxEffect.id) == effect.id).values(
                 status=status, result_json=effect.result_json, error=error, updated_at=effect.updated_at))
             session.commit()
 
-    def _record(self, decision: Decision | None, rows: list[Effect], failed: bool) -> EffectsRun | None:
+    def _record(self, decision: Decision | None, rows: list[OutboxEffect], failed: bool) -> EffectsRun | None:
         if decision is None:
             return None
         decision_id = decision.id or 0
@@ -189,12 +189,12 @@ class EffectRunner:
             return EffectsRun(decision_id, recorded, reply, failed, error)
         return None
 
-    def _append_once(self, action: OperatorAction, rows: list[Effect],
+    def _append_once(self, action: OperatorAction, rows: list[OutboxEffect],
                      conversation: Conversation | None) -> OperatorAction:
         def write(session: Session, row: OperatorAction) -> None:
             for effect in rows:  # only rows no other runner recorded: else this whole record rolls back
-                written = session.execute(update(Effect).where(
-                    col(Effect.id) == effect.id, col(Effect.outcome_action_id).is_(None)).values(
+                written = session.execute(update(OutboxEffect).where(
+                    col(OutboxEffect.id) == effect.id, col(OutboxEffect.outcome_action_id).is_(None)).values(
                     status=effect.status, result_json=effect.result_json, error=effect.error,
                     updated_at=effect.updated_at, outcome_action_id=row.id))
                 if written.rowcount != 1:  # type: ignore[attr-defined]
@@ -209,11 +209,11 @@ class EffectRunner:
     def _unrecorded(self, policy_name: str | None) -> list[int]:
         """Decisions whose effects all finished but whose outcome was never chained (a runner died)."""
         with self.store.session() as session:
-            query = select(Effect).where(Effect.outcome_action_id.is_(None))  # type: ignore[union-attr]
+            query = select(OutboxEffect).where(OutboxEffect.outcome_action_id.is_(None))  # type: ignore[union-attr]
             if policy_name is not None:
-                query = query.where(Effect.policy_name == policy_name)
+                query = query.where(OutboxEffect.policy_name == policy_name)
             rows = session.exec(query).all()
-        by_decision: dict[int, list[Effect]] = {}
+        by_decision: dict[int, list[OutboxEffect]] = {}
         for effect in rows:
             by_decision.setdefault(effect.decision_id, []).append(effect)
         return sorted(d for d, effects in by_decision.items()
@@ -231,7 +231,7 @@ class EffectRunner:
         return self._catalogs[version_id]
 
 
-def plan_problem(decision: Decision, effect: Effect, resolution: OperatorAction | None = None) -> str | None:
+def plan_problem(decision: Decision, effect: OutboxEffect, resolution: OperatorAction | None = None) -> str | None:
     """Why an outbox row is not the action its decision's sealed record planned (None when it is).
 
     The runner asks this before it runs anything, so a row whose arguments, name or key were changed
@@ -291,7 +291,7 @@ def verify_outbox(store: Store) -> list[str]:
     return problems
 
 
-def _summary(rows: list[Effect], failed: bool) -> str:
+def _summary(rows: list[OutboxEffect], failed: bool) -> str:
     """The public line of an ``effects`` record: each action's name and status, never its error text
     (which may quote the customer's data; it is kept under the record's commitment)."""
     states = ", ".join(f"{e.name} {e.status}" for e in rows)

@@ -6,7 +6,7 @@ import csv
 import json
 from typing import Any, Iterable, Mapping, TextIO
 
-from sopagent.store import Decision, Effect, Store
+from sopagent.store import Decision, OutboxEffect, Store
 from sopagent.store.chain import ChainRow
 
 COLUMNS = (
@@ -30,7 +30,7 @@ def effects_by_decision(store: Store) -> dict[int, list[dict[str, Any]]]:
     return out
 
 
-def effect_record(effect: Effect) -> dict[str, Any]:
+def effect_record(effect: OutboxEffect) -> dict[str, Any]:
     """One action of a decision as exported and shown."""
     return {"name": effect.name, "arguments": json.loads(effect.arguments_json) if effect.arguments_json else None,
             "status": effect.status, "result": json.loads(effect.result_json) if effect.result_json else None,

@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sopagent.errors import ConversationError, StoreError
 from sopagent.effects import describe, shown_slots
-from sopagent.store import RESOLVING_ACTIONS, Conversation, Decision, Effect, OperatorAction, PolicyVersion, Store
+from sopagent.store import RESOLVING_ACTIONS, Conversation, Decision, OutboxEffect, OperatorAction, PolicyVersion, Store
 from sopagent.status import Status
 
 T = TypeVar("T")
@@ -197,7 +197,7 @@ def _options(options_json: str | None) -> list[OptionLine]:
             for i, o in enumerate(raw)]
 
 
-def effect_line(effect: Effect) -> EffectLine:
+def effect_line(effect: OutboxEffect) -> EffectLine:
     """An outbox row as the console shows it."""
     arguments = json.loads(effect.arguments_json) if effect.arguments_json is not None else None
     what = describe(effect.name, arguments) if arguments is not None else f"{effect.name}(erased)"
@@ -208,8 +208,8 @@ def effects_by_decision(session: Any, decision_ids: list[int]) -> dict[int, list
     """The outbox rows of these decisions, in order, as console lines."""
     if not decision_ids:
         return {}
-    rows = session.execute(select(Effect).where(Effect.decision_id.in_(decision_ids))  # type: ignore[attr-defined]
-                           .order_by(Effect.decision_id, Effect.option_index, Effect.position)).scalars().all()
+    rows = session.execute(select(OutboxEffect).where(OutboxEffect.decision_id.in_(decision_ids))  # type: ignore[attr-defined]
+                           .order_by(OutboxEffect.decision_id, OutboxEffect.option_index, OutboxEffect.position)).scalars().all()
     out: dict[int, list[EffectLine]] = {}
     for effect in rows:
         out.setdefault(effect.decision_id, []).append(effect_line(effect))

@@ -22,7 +22,7 @@ from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from sopagent.errors import ConversationError, StoreError
 from sopagent.store.chain import ChainReport, ChainRow, merge_by_seq, policy_digest, seal
-from sopagent.store.tables import (ChainHead, Conversation, Decision, Effect, OperatorAction, PolicyVersion, RequestKey,
+from sopagent.store.tables import (ChainHead, Conversation, Decision, OutboxEffect, OperatorAction, PolicyVersion, RequestKey,
                                    utcnow)
 from sopagent.status import Status
 
@@ -228,7 +228,7 @@ class Store:
             raise StoreError(f"cannot read the approval queue: {_short(exc)}", retryable=True) from exc
 
     def append_turn(self, decision: Decision, conversation: Conversation, expected_revision: int,
-                    effects: Sequence[Effect] = (), request_key: str | None = None) -> Decision:
+                    effects: Sequence[OutboxEffect] = (), request_key: str | None = None) -> Decision:
         """Commit a decision (chained), its planned effects (the outbox), the client's request key
         and the conversation's new state in one transaction.
 
@@ -269,16 +269,16 @@ class Store:
 
     # --- the effect outbox -------------------------------------------------------------------
 
-    def effects(self, decision_id: int | None = None, conversation_id: str | None = None) -> list[Effect]:
+    def effects(self, decision_id: int | None = None, conversation_id: str | None = None) -> list[OutboxEffect]:
         """Outbox rows of a decision or a conversation, in order."""
         try:
             with self.session() as session:
-                query = select(Effect).order_by(col(Effect.decision_id), col(Effect.option_index),
-                                                col(Effect.position))
+                query = select(OutboxEffect).order_by(col(OutboxEffect.decision_id), col(OutboxEffect.option_index),
+                                                col(OutboxEffect.position))
                 if decision_id is not None:
-                    query = query.where(Effect.decision_id == decision_id)
+                    query = query.where(OutboxEffect.decision_id == decision_id)
                 if conversation_id is not None:
-                    query = query.where(Effect.conversation_id == conversation_id)
+                    query = query.where(OutboxEffect.conversation_id == conversation_id)
                 return list(session.exec(query).all())
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read the effect outbox: {_short(exc)}", retryable=True) from exc
@@ -289,17 +289,17 @@ class Store:
         stale = _ago(stale_after_s)
         try:
             with self.session() as session:
-                query = select(Effect.decision_id, Effect.status, Effect.claimed_at, Effect.claimed_by).where(
-                    col(Effect.status).in_(("planned", "running")))
+                query = select(OutboxEffect.decision_id, OutboxEffect.status, OutboxEffect.claimed_at, OutboxEffect.claimed_by).where(
+                    col(OutboxEffect.status).in_(("planned", "running")))
                 if policy_name is not None:
-                    query = query.where(Effect.policy_name == policy_name)
+                    query = query.where(OutboxEffect.policy_name == policy_name)
                 rows = session.exec(query).all()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read the effect outbox: {_short(exc)}", retryable=True) from exc
         return sorted({decision_id for decision_id, status, claimed_at, claimed_by in rows
                        if status == "planned" or (claimed_at or "") < stale or claimer_gone(claimed_by)})
 
-    def claim_effect(self, effect: Effect, stale_after_s: float = 60.0) -> bool:
+    def claim_effect(self, effect: OutboxEffect, stale_after_s: float = 60.0) -> bool:
         """Move a planned effect, or one whose runner is gone or past its lease, to ``running`` for this
         process; True only for the one caller that did."""
         now = utcnow()
@@ -433,7 +433,7 @@ def idempotency_key(decision: Decision, option_index: int, position: int) -> str
     return f"sopa-{decision.hash[:32]}-{option_index}-{position}"
 
 
-def add_effects(session: Session, decision: Decision, effects: Sequence[Effect]) -> None:
+def add_effects(session: Session, decision: Decision, effects: Sequence[OutboxEffect]) -> None:
     """Write a decision's outbox rows inside the transaction that records it (or its resolution)."""
     for effect in effects:
         effect.decision_id = decision.id or 0

@@ -136,14 +136,17 @@ class ChainHead(SQLModel, table=True):
     length: int = 0
 
 
-class Effect(SQLModel, table=True):
-    """The outbox: one backend action a decision planned, and where it stands.
+class OutboxEffect(SQLModel, table=True):
+    """The outbox: one backend action a decision planned (a :class:`sopagent.effects.Effect`), and
+    where it stands.
 
     Written in the same transaction as its decision (or as the operator action that chose it), run
     after that commit by the effect runner (:mod:`sopagent.outbox`), once: a runner claims a row by
     moving it to ``running`` in one conditional update. Its outcome is appended to the audit chain
     (an ``effects`` action); this row is the queue's working copy.
     """
+
+    __tablename__ = "effect"
 
     id: int | None = Field(default=None, primary_key=True)
     decision_id: int = Field(foreign_key="decision.id", index=True)
