@@ -12,7 +12,7 @@ Rules (from the bank's procedures):
   a year old, and then a supervisor approves before the customer is told. Otherwise no credit.
 - Fee refund: at most EUR 50, at most once per 12 months; otherwise explain, or refer to a
   supervisor when the customer insists.
-- A complaint is acknowledged with a reference number.
+- A complaint is acknowledged with a reference number (logged only when the message is a complaint).
 - The customer can reach a human at any step; three failed identity checks hand over too.
 """
 
@@ -104,6 +104,11 @@ def human_on_request(turn: Turn[BankFacts, NorthbankDemo]) -> list[Option] | Non
     return None
 
 
+COMPLAINS = "Does the customer's latest message make a complaint about the bank or its service?"
+"""Asked before a complaint is logged: the request's JSON reading also reads requests for a person
+and things a card service does not do as complaints (BENCHMARKS.md, "Routing checks")."""
+
+
 def route(turn: Turn[Request, NorthbankDemo]) -> list[Option]:
     """Send a request where it belongs, verifying identity first when it touches the account."""
     intent = turn.facts.intent
@@ -112,7 +117,7 @@ def route(turn: Turn[Request, NorthbankDemo]) -> list[Option]:
         return [say("ask_identity", next="verify_identity")]
     if intent in NEEDS_VERIFICATION:
         return continue_with(turn, intent)
-    if intent == "complaint":
+    if intent == "complaint" and turn.check(COMPLAINS, at_least=0.65):
         complaint = turn.tools.log_complaint.plan(turn.known.get("customer_id"), "general")
         return [say("complaint_acknowledged", next="anything_else", do=[complaint], reference=complaint.result)]
     if intent == "nothing_else":

@@ -128,6 +128,12 @@ class Confirmation(OneOf):
                 "Which of these is it?")
 
 
+class YesNo(OneOf):
+    """A two-way yes/no reading (:meth:`Turn.check`)."""
+
+    options = {"yes": "Yes", "no": "No"}
+
+
 class ClearYes(OneOf):
     """The two-way reading behind an irreversible action (:meth:`Turn.confirmed`)."""
 
@@ -250,6 +256,15 @@ class Turn(Generic[F, T]):
         answer = self.read(ClearYes.question, ClearYes, under_policy_text=True)
         self.confirmation = answer.probabilities.get("yes", 0.0) if isinstance(answer, OneOf) else 0.0
         return self.confirmation >= self.action_confidence
+
+    def check(self, question: str, at_least: float) -> bool:
+        """True when the model answers yes to a yes/no ``question`` about the customer's latest message
+        with probability at least ``at_least``: one two-way reading (:class:`YesNo`) asked under the
+        policy's text right after the step's own reading (only the question is new to a cached prompt),
+        recorded with the decision. Use it before an action that a single JSON field would otherwise
+        decide (card services logs a complaint only when it holds; BENCHMARKS.md, "Routing checks")."""
+        answer = self.read(question, YesNo, under_policy_text=True)
+        return isinstance(answer, OneOf) and answer.probabilities.get("yes", 0.0) >= at_least
 
     def read(self, question: str, schema: type[R], under_policy_text: bool = False) -> R:
         """Ask the model one more question about the conversation, its answer constrained to ``schema``.

@@ -133,7 +133,8 @@ async def test_list_updates_by_itself_when_an_agent_writes(seeded: Store, card_p
         await settle(pilot)
         table = app.screen.query_one("#conversations", DataTable)
         assert table.row_count == 4
-        agent = Agent(card_policy, ScriptedModel(facts=[{"intent": "complaint", "handoff": OK}]), Store(seeded.url))
+        agent = Agent(card_policy, ScriptedModel(facts=[{"intent": "complaint", "handoff": OK}], choices=[[0.7, 0.3]]),
+                      Store(seeded.url))
         cid = agent.start(customer_ref="cust-new")
         agent.respond(cid, "I want to complain")
         for _ in range(40):

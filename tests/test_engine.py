@@ -119,7 +119,8 @@ def test_failing_action_sends_the_fallback_and_records_the_failure(card_policy, 
         def log_complaint(self, customer_id: str | None, topic: str) -> str:
             raise RuntimeError("complaints system down")
 
-    agent = Agent(card_policy, ScriptedModel(facts=[{"intent": "complaint", "handoff": OK}]), store, tools=BrokenBank())
+    agent = Agent(card_policy, ScriptedModel(facts=[{"intent": "complaint", "handoff": OK}], choices=[[0.7, 0.3]]),
+                  store, tools=BrokenBank())
     cid = agent.start()
     result = agent.respond(cid, "I want to complain")
     assert result.status == "escalated" and result.error == "actions failed, fallback sent: log_complaint failed"
@@ -241,3 +242,14 @@ def test_a_question_told_in_the_system_text_cannot_name_the_message(tmp_path: Pa
     policy.step(facts=Kind, name="s")(lambda turn: [])
     assert "Which kind is the customer's latest message? Answer with the letter only." in Kind.system_instructions()
     assert Kind.system_instructions().startswith("A) lost card\nB) fee refund\n")
+
+
+@pytest.mark.parametrize("reading, response", [([0.7, 0.3], "complaint_acknowledged"), ([0.55, 0.45], "ask_how_to_help")])
+def test_a_complaint_is_logged_only_when_a_second_reading_confirms_it(card_policy, store, reading, response) -> None:
+    agent = Agent(card_policy, ScriptedModel(facts=[{"intent": "complaint", "handoff": OK}], choices=[reading, 0]),
+                  store)
+    result = agent.respond(agent.start(), "could you open a savings account for me")
+    assert result.response_id == response
+    assert [e["name"] for e in result.effects] == (["log_complaint"] if response == "complaint_acknowledged" else [])
+    [check] = result.facts["follow_up_readings"]
+    assert check["schema"] == "YesNo" and check["answer"]["probabilities"]["yes"] == reading[0]
