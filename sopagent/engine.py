@@ -162,8 +162,7 @@ class Agent:
         self.store = store
         self.tools = tools if tools is not None else policy.make_tools()
         self.gate = GateSettings.of(policy, confidence_threshold, approve_when_confidence_unknown)
-        self.confidence_threshold = self.gate.confidence_threshold
-        self.approve_when_confidence_unknown = self.gate.approve_when_confidence_unknown
+        """When a reply waits for an operator and when an action may be planned (the kernel's gate)."""
         catalog = policy.catalog
         self.policy_version = store.policy_version(
             policy.name, policy.version, policy.source_text, policy.source_sha256,
