@@ -373,7 +373,10 @@ class Agent:
         sent, status, error, ended = verdict.sent, verdict.status, outcome.error, verdict.ended
         if planned and verdict.status == Status.SENT:
             run = self.effects.run_decision(stored.id or 0, stored, planned)
-            if run is not None:
+            if run is None:  # recorded meanwhile by another runner: say what that record says
+                recorded = self.store.effects_outcome(stored.id or 0)
+                sent = recorded.sent_text if recorded is not None else None
+            else:
                 sent = run.reply
                 if run.failed:
                     # the public summary (names and statuses): the error text may quote personal data
