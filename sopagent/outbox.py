@@ -147,9 +147,7 @@ class EffectRunner:
                 status=status, result_json=effect.result_json, error=error, updated_at=effect.updated_at))
             session.commit()
 
-    def _record(self, decision: Decision | None, rows: list[OutboxEffect], failed: bool) -> EffectsRun | None:
-        if decision is None:
-            return None
+    def _record(self, decision: Decision, rows: list[OutboxEffect], failed: bool) -> EffectsRun | None:
         decision_id = decision.id or 0
         catalog = self._catalog(decision.policy_version_id)
         views = json.loads(decision.options_json or "[]")
@@ -201,24 +199,16 @@ class EffectRunner:
                     raise ConversationError(f"the effects of decision {row.decision_id} were already recorded")
                 effect.outcome_action_id = row.id
 
-        try:
-            return self.store.append_action(action, conversation, None, write)
-        except ConversationError:
-            raise
+        return self.store.append_action(action, conversation, None, write)
 
     def _unrecorded(self, policy_name: str | None) -> list[int]:
-        """Decisions whose effects all finished but whose outcome was never chained (a runner died)."""
+        """Decisions with a finished effect whose outcome was never chained (a runner died before it)."""
         with self.store.session() as session:
-            query = select(OutboxEffect).where(OutboxEffect.outcome_action_id.is_(None))  # type: ignore[union-attr]
+            query = select(OutboxEffect.decision_id).where(
+                col(OutboxEffect.outcome_action_id).is_(None), col(OutboxEffect.status).in_(("done", "failed")))
             if policy_name is not None:
                 query = query.where(OutboxEffect.policy_name == policy_name)
-            rows = session.exec(query).all()
-        by_decision: dict[int, list[OutboxEffect]] = {}
-        for effect in rows:
-            by_decision.setdefault(effect.decision_id, []).append(effect)
-        return sorted(d for d, effects in by_decision.items()
-                      if all(e.status in ("done", "failed", "cancelled") for e in effects)
-                      and any(e.status != "cancelled" for e in effects))
+            return sorted(set(session.exec(query).all()))
 
     def _catalog(self, version_id: int) -> Catalog:
         if version_id not in self._catalogs:

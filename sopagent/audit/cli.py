@@ -91,11 +91,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     store = _store(args)
     rows = select_rows(store, _filter(args))
-    actions: dict[int, list[str]] = {}
-    for effect in store.effects():
-        actions.setdefault(effect.decision_id, []).append(f"{effect.name} {effect.status}")
+    actions = store.effects_by_decision()
     for row in rows:
-        done = actions.get(row.id or 0, []) if isinstance(row, Decision) else []
+        done = [f"{e.name} {e.status}" for e in actions.get(row.id or 0, [])] if isinstance(row, Decision) else []
         print(summary_line(row) + (f"  actions: {', '.join(done)}" if done else ""))
     print(f"{len(rows)} records", file=sys.stderr)
     return 0

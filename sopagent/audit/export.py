@@ -24,10 +24,8 @@ EffectsByDecision = Mapping[int, list[dict[str, Any]]]
 
 def effects_by_decision(store: Store) -> dict[int, list[dict[str, Any]]]:
     """Every decision's outbox rows as exported (see :data:`COLUMNS`)."""
-    out: dict[int, list[dict[str, Any]]] = {}
-    for effect in store.effects():
-        out.setdefault(effect.decision_id, []).append(effect_record(effect))
-    return out
+    return {decision_id: [effect_record(e) for e in effects]
+            for decision_id, effects in store.effects_by_decision().items()}
 
 
 def effect_record(effect: OutboxEffect) -> dict[str, Any]:

@@ -22,8 +22,8 @@ from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from sopagent.errors import ConversationError, StoreError
 from sopagent.store.chain import ChainReport, ChainRow, merge_by_seq, policy_digest, seal
-from sopagent.store.tables import (ChainHead, Conversation, Decision, OutboxEffect, OperatorAction, PolicyVersion, RequestKey,
-                                   utcnow)
+from sopagent.store.tables import (ChainHead, Conversation, Decision, OperatorAction, OutboxEffect, PolicyVersion,
+                                   RequestKey, utcnow)
 from sopagent.status import Status
 
 DB_ENV = "SOPAGENT_DB"
@@ -223,7 +223,8 @@ class Store:
         try:
             with self.session() as session:
                 return list(session.exec(select(Decision).where(
-                    Decision.status == Status.PENDING.value, col(Decision.id).not_in(settled)).order_by(col(Decision.seq))).all())
+                    Decision.status == Status.PENDING.value, col(Decision.id).not_in(settled))
+                    .order_by(col(Decision.seq))).all())
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read the approval queue: {_short(exc)}", retryable=True) from exc
 
@@ -282,6 +283,13 @@ class Store:
                 return list(session.exec(query).all())
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read the effect outbox: {_short(exc)}", retryable=True) from exc
+
+    def effects_by_decision(self) -> dict[int, list[OutboxEffect]]:
+        """Every outbox row, grouped by decision id, each decision's in order."""
+        grouped: dict[int, list[OutboxEffect]] = {}
+        for effect in self.effects():
+            grouped.setdefault(effect.decision_id, []).append(effect)
+        return grouped
 
     def runnable_decisions(self, policy_name: str | None = None, stale_after_s: float = 60.0) -> list[int]:
         """Decisions with effects to run: planned, or claimed by a runner that is gone from this host
