@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 
 from sopagent import prompts
-from sopagent.engine import facts_prompt, read_facts, read_follow_up
+from sopagent.engine import read_follow_up, read_message
 from sopagent.models import load_model
 from sopagent.policy import ClearYes, Policy, load_policy
 
@@ -51,7 +51,7 @@ def main() -> None:
             for text in answers:
                 context = prompts.conversation_text(history, text)
                 started = time.perf_counter()
-                facts, _ = read_facts(model, facts_prompt(system, context, schema, text), schema)
+                facts = read_message(model, system, context, schema, text).facts
                 timings["four-way reading"].append(time.perf_counter() - started)
                 started = time.perf_counter()
                 answer, _ = read_follow_up(model, context, ClearYes.question, ClearYes, system)

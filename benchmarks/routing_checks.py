@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from sopagent import prompts
-from sopagent.engine import facts_prompt, read_facts, read_follow_up
+from sopagent.engine import read_follow_up, read_message
 from sopagent.models import load_model
 from sopagent.policy import YesNo, load_policy
 
@@ -50,7 +50,7 @@ def main() -> None:
     for kind, messages in MESSAGES.items():
         for text in messages:
             context = prompts.conversation_text([], text)
-            facts, _ = read_facts(model, facts_prompt(system, context, schema, text), schema)
+            facts = read_message(model, system, context, schema, text).facts
             shown = []
             for name, question in QUESTIONS.items():
                 answer, _ = read_follow_up(model, context, question, YesNo, system)

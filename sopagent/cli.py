@@ -13,6 +13,7 @@ from typing import Any, Sequence, TextIO
 
 from sopagent.effects import describe, shown_slots
 from sopagent.errors import AuthoringError, RunError, SopAgentError
+from sopagent.grounding import facts_lines
 from sopagent.status import Status
 
 
@@ -55,7 +56,9 @@ def _load_agent(args: argparse.Namespace) -> Any:
 def format_explain(result: Any) -> str:
     """The ``--explain`` block for one turn."""
     lines = [f"  step: {result.step} -> {result.next_step}   status: {result.status}   chosen by: {result.chosen_by}"]
-    lines.append(f"  facts: {json.dumps(result.facts, ensure_ascii=False)}")
+    taken, *not_taken = facts_lines(result.facts)
+    lines.append(f"  facts: {taken}")
+    lines.extend(f"  {line}" for line in not_taken)
     lines.append("  allowed options:")
     for index, option in enumerate(result.options):
         mark = "*" if index == result.chosen_index else " "

@@ -29,7 +29,7 @@ from sopagent import prompts
 from sopagent.errors import ConstraintViolationError, ConversationError, ModelError, PolicyError
 from sopagent.models.base import CallStats, ChatPrompt, DecisionModel
 from sopagent.effects import Effect
-from sopagent.grounding import UNGROUNDED, ground
+from sopagent.grounding import FIELD_PROBABILITIES, UNGROUNDED, settle_facts
 from sopagent.kernel import (HOLDING_STEP, ChosenBy, GateSettings, Outcome, Status, check_actions, fallback_outcome,
                              option_view, run_step, settle, views_json)
 from sopagent.outbox import EffectRunner
@@ -115,11 +115,34 @@ def read_constrained(model: DecisionModel, prompt: ChatPrompt, schema: type[Base
     return schema(label=labels[choice.index], probabilities=probabilities), choice.stats
 
 
-def read_facts(model: DecisionModel, prompt: ChatPrompt, schema: type[BaseModel]) -> tuple[BaseModel, float]:
-    """A step's facts read by ``model`` from :func:`facts_prompt`'s prompt, and the ms it waited for a
-    shared model (:func:`read_constrained`)."""
-    facts, stats = read_constrained(model, prompt, schema)
-    return facts, stats.queued_ms
+@dataclass
+class MessageReading:
+    """A step's facts as read from the customer's latest message, and what was not taken."""
+
+    facts: BaseModel
+    probabilities: dict[str, float] = field(default_factory=dict)
+    """Each field value's probability as the model decoded it (empty where the backend cannot say)."""
+    ungrounded: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Values read but not taken, by field: ``{"value", "why"}`` (:func:`sopagent.grounding.settle_facts`)."""
+    queued_ms: float = 0.0
+    """How long the call waited for a shared model."""
+
+
+def read_message(model: DecisionModel, system: str, context: str, schema: type[BaseModel], message: str,
+                 fact_confidence: float = 0.0) -> MessageReading:
+    """A step's facts read from the customer's latest ``message`` (in ``context``): constrained JSON,
+    or one label for a :class:`OneOf`, then settled: a value the message does not support, one decoded
+    with a probability below ``fact_confidence``, or one not valid for its field is not taken."""
+    if not schema.model_fields:
+        return MessageReading(schema())
+    prompt = facts_prompt(system, context, schema, message)
+    if issubclass(schema, OneOf):
+        facts, stats = read_constrained(model, prompt, schema)
+        return MessageReading(facts, queued_ms=stats.queued_ms)
+    extraction = model.extract(prompt, schema)
+    facts, dropped = settle_facts(extraction.facts, message, extraction.probabilities, fact_confidence,
+                                  extraction.invalid)
+    return MessageReading(facts, dict(extraction.probabilities), dropped, extraction.stats.queued_ms)
 
 
 def read_follow_up(model: DecisionModel, context: str, question: str, schema: type[BaseModel],
@@ -222,11 +245,11 @@ class Agent:
         else:
             context = prompts.conversation_text(history, text)
             try:
-                facts, queued_ms = self._extract(step_name, context, text)
-                clock.lap("extract", queued_ms)
-                facts, ungrounded = ground(facts, text)  # a value the message does not support is not given
+                reading = self._read(step_name, context, text)
+                clock.lap("extract", reading.queued_ms)
+                facts = reading.facts
                 known.update({k: v for k, v in facts.model_dump(mode="json").items() if v is not None})
-                outcome = self._decide(conversation, step_name, facts, known, context, clock, ungrounded, text)
+                outcome = self._decide(conversation, step_name, reading, known, context, clock, text)
             except (ModelError, PolicyError) as exc:
                 outcome = fallback_outcome(self.policy, step_name, exc)
 
@@ -277,43 +300,40 @@ class Agent:
         context = prompts.transcript_text(transcript)
         facts: BaseModel = NoFacts()
         try:
-            queued_ms = 0.0
-            ungrounded: dict[str, dict[str, Any]] = {}
+            reading = MessageReading(facts)
             if customer_text is not None:
-                facts, queued_ms = self._extract(step, context, customer_text)
-                facts, ungrounded = ground(facts, customer_text)
-            clock.lap("extract", queued_ms)
+                reading = self._read(step, context, customer_text)
+            clock.lap("extract", reading.queued_ms)
+            facts = reading.facts
             known.update({k: v for k, v in facts.model_dump(mode="json").items() if v is not None})
-            outcome = self._decide(conversation, step, facts, known, context, clock, ungrounded, customer_text or "")
+            outcome = self._decide(conversation, step, reading, known, context, clock, customer_text or "")
         except (ModelError, PolicyError) as exc:
             outcome = fallback_outcome(self.policy, step, exc)
         return self._commit(conversation, step, customer_text or "", facts, known, outcome, clock)
 
     # --- stages --------------------------------------------------------------------------------
 
-    def _extract(self, step_name: str, context: str, text: str = "") -> tuple[BaseModel, float]:
-        """The step's facts, and the ms the call waited for a shared model."""
-        schema = self.policy.steps[step_name].facts
-        if not schema.model_fields:
-            return schema(), 0.0
-        return read_facts(self.model, facts_prompt(self._system, context, schema, text), schema)
+    def _read(self, step_name: str, context: str, text: str) -> MessageReading:
+        """The step's facts read from the customer's message (:func:`read_message`)."""
+        return read_message(self.model, self._system, context, self.policy.steps[step_name].facts, text,
+                            self.gate.fact_confidence)
 
-    def _decide(self, conversation: Conversation, step_name: str, facts: BaseModel, known: dict[str, Any],
-                context: str, clock: "_Clock", ungrounded: dict[str, dict[str, Any]] | None = None,
-                message: str = "") -> Outcome:
+    def _decide(self, conversation: Conversation, step_name: str, reading: MessageReading, known: dict[str, Any],
+                context: str, clock: "_Clock", message: str = "") -> Outcome:
         def reader(question: str, schema: type[BaseModel], under_policy_text: bool = False) -> BaseModel:
             if under_policy_text:  # after the step reading's own prompt: only the question is new to it
                 return read_follow_up(self.model, context, question, schema, self._system)[0]
             return read_follow_up(self._reading_model(), context, question, schema)[0]
 
-        turn: Turn[Any, Any] = Turn(facts=facts, known=known, tools=self.tools, step=step_name,
+        turn: Turn[Any, Any] = Turn(facts=reading.facts, known=known, tools=self.tools, step=step_name,
                                     conversation_id=conversation.id, reader=reader,
-                                    action_confidence=self.gate.action_confidence, ungrounded=ungrounded or {},
-                                    message=message)
+                                    action_confidence=self.gate.action_confidence, ungrounded=reading.ungrounded,
+                                    probabilities=reading.probabilities, message=message)
         options = run_step(self.policy, step_name, turn)
         clock.lap("policy")  # follow-up readings (turn.read) included
 
-        outcome = Outcome(options=options, readings=turn.readings, ungrounded=turn.ungrounded)
+        outcome = Outcome(options=options, readings=turn.readings, ungrounded=turn.ungrounded,
+                          fact_probabilities=reading.probabilities)
         if len(options) == 1:
             outcome.chosen_index, outcome.probabilities = 0, [1.0]
         else:
@@ -348,6 +368,8 @@ class Agent:
             facts_json[FOLLOW_UP_READINGS] = outcome.readings
         if outcome.ungrounded:
             facts_json[UNGROUNDED] = outcome.ungrounded
+        if outcome.fact_probabilities:
+            facts_json[FIELD_PROBABILITIES] = outcome.fact_probabilities
         revision = conversation.revision
         conversation.step = verdict.next_step if verdict.next_step != END else conversation.step
         conversation.status = verdict.conversation_status

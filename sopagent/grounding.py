@@ -12,9 +12,14 @@ find as *not given* (``None``), so the procedure asks instead of acting on a gue
   too when the message writes any year; a numeric date whose day and month could be swapped
   (``03/04/1990``) is *ambiguous* and not taken either way.
 
-Enum (``Literal``) values are chosen, not copied, and are not checked here; a required field is
-never dropped. A field opts out with ``Field(..., json_schema_extra=NOT_GROUNDED)`` when its value
-is rightly derived rather than copied.
+Enum (``Literal``) values are chosen, not copied, and are not checked against the words; a required
+field is never dropped. A field opts out with ``Field(..., json_schema_extra=NOT_GROUNDED)`` when its
+value is rightly derived rather than copied.
+
+Every value is also weighed by the probability the model decoded it with (its choice between null
+and a value included, :attr:`sopagent.models.base.Extraction.probabilities`): an optional value, an
+enum's included, read with less than the policy's ``fact_confidence`` is *unsure* and not taken
+either (:func:`settle_facts`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
-from sopagent.policy import OneOf
+from sopagent.policy import FOLLOW_UP_READINGS, OneOf
 
 NOT_GROUNDED = {"grounded": False}
 """``json_schema_extra`` of a field whose value is derived, not copied from the message."""
@@ -35,7 +40,10 @@ NOT_GROUNDED = {"grounded": False}
 UNGROUNDED = "ungrounded"
 """Key of a decision's facts that lists the values dropped as not given: field -> {value, why}."""
 
-Why = Literal["not in the message", "ambiguous"]
+FIELD_PROBABILITIES = "field_probabilities"
+"""Key of a decision's facts that holds each field value's probability as the model decoded it."""
+
+Why = Literal["not in the message", "ambiguous", "unsure", "invalid"]
 
 _MONTHS = {name.lower(): number for number, name in enumerate(calendar.month_name) if name}
 _MONTHS.update({name.lower(): number for number, name in enumerate(calendar.month_abbr) if name})
@@ -61,6 +69,45 @@ def ground(facts: BaseModel, message: str) -> tuple[BaseModel, dict[str, dict[st
             dropped[name] = {"value": value.isoformat() if isinstance(value, dt.date) else value, "why": why}
             updates[name] = None
     return (facts.model_copy(update=updates) if updates else facts), dropped
+
+
+def settle_facts(facts: BaseModel, message: str, probabilities: dict[str, float], at_least: float,
+                 invalid: dict[str, Any] | None = None) -> tuple[BaseModel, dict[str, dict[str, Any]]]:
+    """``facts`` with what the customer did not clearly give set back to its default, and why each was
+    dropped: values the message does not support (:func:`ground`), optional values decoded with a
+    probability below ``at_least`` ("unsure", the probability recorded), and values that were not valid
+    for their field (``invalid``, already left out of ``facts`` by the backend)."""
+    facts, dropped = ground(facts, message)
+    dropped.update({name: {"value": value, "why": "invalid"} for name, value in (invalid or {}).items()})
+    if isinstance(facts, OneOf) or not probabilities:
+        return facts, dropped
+    updates: dict[str, Any] = {}
+    for name, info in type(facts).model_fields.items():
+        value, probability = getattr(facts, name), probabilities.get(name)
+        if probability is None or info.is_required() or value is None or value == info.default:
+            continue
+        if probability < at_least:
+            dropped[name] = {"value": value.isoformat() if isinstance(value, dt.date) else value, "why": "unsure",
+                             "probability": probability}
+            updates[name] = info.default
+    return (facts.model_copy(update=updates) if updates else facts), dropped
+
+
+def facts_lines(recorded: dict[str, Any]) -> list[str]:
+    """A decision's recorded facts for people: the values taken (with the probability each was read
+    with, where known), then one line per value not taken and why. Follow-up readings are left out."""
+    facts = {k: v for k, v in recorded.items() if k not in (FOLLOW_UP_READINGS, UNGROUNDED, FIELD_PROBABILITIES)}
+    ungrounded: dict[str, dict[str, Any]] = recorded.get(UNGROUNDED) or {}
+    probabilities: dict[str, float] = recorded.get(FIELD_PROBABILITIES) or {}
+    taken = ", ".join(f"{name}={value!r}" + (f" (p {probabilities[name]:.2f})" if name in probabilities
+                                              and name not in ungrounded else "") for name, value in facts.items())
+    lines = [taken or "none needed at this step"]
+    for name, dropped in ungrounded.items():
+        why = dropped.get("why")
+        if why == "unsure":
+            why = f"unsure: p {dropped.get('probability', 0.0):.2f}, below the policy's fact_confidence"
+        lines.append(f"not taken: {name}={dropped.get('value')!r} ({why}): treated as not given")
+    return lines
 
 
 def why_not_grounded(value: Any, message: str) -> Why | None:

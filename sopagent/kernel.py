@@ -34,6 +34,8 @@ class GateSettings:
     """A model choice whose probability is unknown waits for an operator."""
     action_confidence: float = 0.8
     """An irreversible action needs a reading at least this probable."""
+    fact_confidence: float = 0.0
+    """An optional fact read with less probability than this is not taken."""
 
     @classmethod
     def of(cls, policy: Policy, confidence_threshold: float | None = None,
@@ -42,7 +44,7 @@ class GateSettings:
         return cls(policy.confidence_threshold if confidence_threshold is None else confidence_threshold,
                    policy.approve_when_confidence_unknown if approve_when_confidence_unknown is None
                    else approve_when_confidence_unknown,
-                   policy.action_confidence)
+                   policy.action_confidence, policy.fact_confidence)
 
 
 @dataclass
@@ -57,6 +59,8 @@ class Outcome:
     readings: list[dict[str, Any]] = field(default_factory=list)
     ungrounded: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Values the model read that the customer's message does not support (dropped as not given)."""
+    fact_probabilities: dict[str, float] = field(default_factory=dict)
+    """Each fact's probability as the model decoded it."""
 
     @property
     def chosen(self) -> Option:

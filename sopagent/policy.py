@@ -45,6 +45,9 @@ F = TypeVar("F", bound=BaseModel)
 T = TypeVar("T")
 R = TypeVar("R", bound=BaseModel)
 
+FACT_CONFIDENCE = 0.0
+"""The default ``Policy(fact_confidence=...)``: the probability below which an optional fact is unsure."""
+
 FOLLOW_UP_READINGS = "follow_up_readings"
 """Key of a decision's facts that holds the step's :meth:`Turn.read` readings."""
 
@@ -217,10 +220,12 @@ class Turn(Generic[F, T]):
     """The policy's bar for the reading behind an irreversible action (see :meth:`confirmed`)."""
     message: str = ""
     """The customer's latest message as written (empty when the agent acts without one)."""
+    probabilities: dict[str, float] = field(default_factory=dict)
+    """Each fact's probability as the model decoded it (empty where the backend cannot measure it)."""
     ungrounded: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Values the model read that the customer's message does not support, by field: ``{"value": ...,
-    "why": "not in the message" | "ambiguous"}``. They are ``None`` in :attr:`facts` (not given), so
-    the step asks again; a step can use this to ask better (a date written both ways: ask for the
+    "why": "not in the message" | "ambiguous" | "unsure" | "invalid"}`` (an unsure value with its
+    ``probability``). They are back at their default in :attr:`facts` (not given), so the step asks again; a step can use this to ask better (a date written both ways: ask for the
     month as a word)."""
     confirmation: float | None = None
     """The probability of "a clear yes" that :meth:`confirmed` read, once it did; the engine checks it
@@ -320,6 +325,7 @@ class Policy:
         tools: Callable[[], Any] | None = None,
         approve_when_confidence_unknown: bool = False,
         action_confidence: float = 0.65,
+        fact_confidence: float = FACT_CONFIDENCE,
     ) -> None:
         """
         Args:
@@ -339,10 +345,13 @@ class Policy:
                 that plans one on a weaker reading). The default suits the embedded model's
                 two-way reading, where a clear yes read 0.76-0.84 and anything else 0.36-0.56 on
                 the confirmation set of BENCHMARKS.md, "Confirmations".
+            fact_confidence: an optional fact the model decoded with less than this probability is
+                unsure and treated as not given, so the step asks for it (recorded as "not taken").
         """
-        if not 0.0 <= action_confidence <= 1.0:
-            raise PolicyError(f"action_confidence={action_confidence!r} is not a probability",
-                              fix="pass a number between 0 and 1, e.g. action_confidence=0.65")
+        for setting, value in (("action_confidence", action_confidence), ("fact_confidence", fact_confidence)):
+            if not 0.0 <= value <= 1.0:
+                raise PolicyError(f"{setting}={value!r} is not a probability",
+                                  fix=f"pass a number between 0 and 1, e.g. {setting}=0.65")
         self.name = name
         self.version = version
         self.catalog_path = catalog
@@ -352,6 +361,7 @@ class Policy:
         self.confidence_threshold = confidence_threshold
         self.approve_when_confidence_unknown = approve_when_confidence_unknown
         self.action_confidence = action_confidence
+        self.fact_confidence = fact_confidence
         self.description = description
         self.tools_factory = tools
         self.steps: dict[str, Step] = {}

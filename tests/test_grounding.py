@@ -7,10 +7,13 @@ import json
 from decimal import Decimal
 
 import pytest
+from pydantic import ValidationError
 
 from sopagent import Agent, ScriptedModel, Store
 from sopagent.audit.explain import explain_decision
-from sopagent.grounding import UNGROUNDED, ground, why_not_grounded
+from sopagent.grounding import FIELD_PROBABILITIES, UNGROUNDED, ground, settle_facts, why_not_grounded
+from sopagent.models.base import PROBABILITIES_KEY, validate_facts
+from sopagent.models.local import field_probabilities
 
 OK = "not_requested"
 FEE = {"intent": "fee_refund", "handoff": OK}
@@ -78,3 +81,50 @@ def test_a_date_that_reads_two_ways_is_asked_again_with_the_month_as_a_word(card
 def test_a_one_of_label_is_chosen_not_copied(card_policy) -> None:
     confirmation = card_policy.steps["confirm_block"].facts(label="human", probabilities={"human": 0.6})
     assert ground(confirmation, "let me talk to somebody from your team") == (confirmation, {})
+
+
+def test_each_field_value_gets_the_probability_of_the_tokens_that_wrote_it() -> None:
+    raw = '{"card_last4": "4821", "date_of_birth": null, "handoff": "not_requested"}'
+    steps = [(b'{"card_last4":', 1.0), (b' "48', 0.9), (b'21"', 0.5), (b', "date_of_birth":', 1.0), (b" null", 0.25),
+             (b', "handoff":', 1.0), (b' "not', 0.8), (b'_requested"', 1.0), (b"}", 1.0)]
+    assert field_probabilities(raw, steps) == {"card_last4": 0.45, "date_of_birth": 0.25, "handoff": 0.8}
+    assert field_probabilities("not json", steps) == {}
+
+
+def test_an_optional_value_not_valid_for_its_field_is_set_aside_and_a_required_one_refuses(card_policy) -> None:
+    identity = card_policy.steps["verify_identity"].facts
+    facts, invalid = validate_facts(identity, '{"card_last4": "4821", "date_of_birth": "1985-02-30", '
+                                              '"handoff": "not_requested"}')
+    assert facts.card_last4 == "4821" and facts.date_of_birth is None and invalid == {"date_of_birth": "1985-02-30"}
+    with pytest.raises(ValidationError):
+        validate_facts(card_policy.steps["welcome"].facts, '{"intent": "buy_a_boat", "handoff": "not_requested"}')
+
+
+def test_a_value_read_below_the_policys_fact_confidence_is_unsure_and_not_taken(card_policy) -> None:
+    choice = card_policy.steps["fee_refund"].facts(fee_type="annual", handoff="requested")
+    settled, dropped = settle_facts(choice, "annual fee please", {"fee_type": 0.41, "handoff": 0.3}, 0.5)
+    assert settled.fee_type is None and settled.handoff == OK  # back at their defaults: not given
+    assert dropped == {"fee_type": {"value": "annual", "why": "unsure", "probability": 0.41},
+                       "handoff": {"value": "requested", "why": "unsure", "probability": 0.3}}
+    kept, none = settle_facts(choice, "annual fee please", {"fee_type": 0.9, "handoff": 0.3}, 0.2)
+    assert kept == choice and none == {}
+    assert settle_facts(choice, "annual fee please", {}, 0.99) == (choice, {})  # unknown: nothing to weigh
+
+
+def test_an_unsure_fee_type_is_asked_for_and_recorded_with_its_probability(card_policy, store: Store) -> None:
+    identity = {"card_last4": "4821", "date_of_birth": "1985-03-14", "handoff": OK}
+    unsure = {"fee_type": "annual", "handoff": OK, PROBABILITIES_KEY: {"fee_type": 0.3, "handoff": 0.97}}
+    model = ScriptedModel(facts=[FEE, identity, unsure])
+    card_policy.fact_confidence = 0.5  # this test's own copy of the policy
+    agent = Agent(card_policy, model, store)
+    cid = agent.start()
+    agent.respond(cid, "I want a fee refunded")
+    agent.respond(cid, "4821, 14 March 1985")
+    result = agent.respond(cid, "the annual one? or maybe another, not sure")
+    assert result.response_id == "ask_fee_type" and result.facts["fee_type"] is None
+    recorded = json.loads(store.decisions(cid)[-1].facts_json)
+    assert recorded[FIELD_PROBABILITIES] == {"fee_type": 0.3, "handoff": 0.97}
+    assert recorded[UNGROUNDED]["fee_type"] == {"value": "annual", "why": "unsure", "probability": 0.3}
+    shown = explain_decision(store, result.decision_id)
+    assert "handoff='not_requested' (p 0.97)" in shown
+    assert "not taken: fee_type='annual' (unsure: p 0.30, below the policy's fact_confidence)" in shown

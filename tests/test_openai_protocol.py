@@ -102,9 +102,13 @@ def test_openai_requests_are_strict_json_schema_with_unsupported_keywords_moved_
     identity = card_policy.steps["verify_identity"].facts
     server.answers.append((200, completion(json.dumps({"card_last4": "12x4", "date_of_birth": None,
                                                        "handoff": OK}))))
+    request = card_policy.steps["welcome"].facts
+    server.answers.append((200, completion(json.dumps({"intent": "buy_a_boat", "handoff": OK}))))
     model = model_for(server, "openai")
+    extraction = model.extract(PROMPT, identity)  # the pattern was not sent, so it is checked after decoding
+    assert extraction.facts.card_last4 is None and extraction.invalid == {"card_last4": "12x4"}
     with pytest.raises(BackendError, match="did not validate") as caught:
-        model.extract(PROMPT, identity)  # the pattern was not sent, so it is checked after decoding
+        model.extract(PROMPT, request)  # a required field that is not valid makes the answer unusable
     assert caught.value.retryable is False
     sent = server.requests[0]["body"]["response_format"]
     assert sent["type"] == "json_schema" and sent["json_schema"]["strict"] is True

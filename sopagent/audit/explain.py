@@ -6,7 +6,7 @@ import json
 
 from sopagent.effects import describe, shown_slots
 from sopagent.errors import ConversationError
-from sopagent.grounding import UNGROUNDED
+from sopagent.grounding import facts_lines
 from sopagent.policy import FOLLOW_UP_READINGS
 from sopagent.store import Conversation, Decision, OperatorAction, PolicyVersion, Store
 from sopagent.status import Status
@@ -51,11 +51,9 @@ def explain_decision(store: Store, decision_id: int) -> str:
     if decision.facts_json:
         facts = json.loads(decision.facts_json)
         readings = facts.pop(FOLLOW_UP_READINGS, None) or []
-        ungrounded = facts.pop(UNGROUNDED, None) or {}
-        lines.append("  facts read from the message: " + (", ".join(f"{k}={v!r}" for k, v in facts.items())
-                                                            or "none needed at this step"))
-        for name, dropped in ungrounded.items():
-            lines.append(f"  not taken: {name}={dropped.get('value')!r} ({dropped.get('why')}): treated as not given")
+        taken, *not_taken = facts_lines(facts)
+        lines.append("  facts read from the message: " + taken)
+        lines.extend(f"  {line}" for line in not_taken)
         for reading in readings:
             if "check" in reading:  # a check made in code, not a model reading
                 lines.append(f"  the step checked {reading['check']}: {reading.get('answer')}")

@@ -24,8 +24,8 @@ from sopagent import prompts
 from sopagent.audit.query import AuditFilter, select_rows
 from sopagent.catalog import parse_catalog
 from sopagent.effects import describe
-from sopagent.grounding import UNGROUNDED, ground
-from sopagent.engine import facts_prompt, read_facts, read_follow_up
+from sopagent.grounding import FIELD_PROBABILITIES, UNGROUNDED
+from sopagent.engine import facts_prompt, read_follow_up, read_message
 from sopagent.kernel import (HOLDING_STEP, ChosenBy, GateSettings, Outcome, Status, check_actions, fallback_outcome,
                              run_step, settle)
 from sopagent.errors import ModelError, PolicyError, StoreError
@@ -220,8 +220,8 @@ class _Replayer:
                 facts = self._recorded_facts(row, schema) if reuse else None  # type: ignore[assignment]
                 if facts is None:
                     model_used = True
-                    facts, _ = read_facts(self.model(), prompt, schema)
-                    facts, _ = ground(facts, text)
+                    facts = read_message(self.model(), self.system, context, schema, text,
+                                         self.gate.fact_confidence).facts
             known.update({k: v for k, v in facts.model_dump(mode="json").items() if v is not None})
             recorded_readings = self._recorded_readings(row) if old_context == context else []
 
@@ -311,6 +311,7 @@ class _Replayer:
             recorded = json.loads(row.facts_json or "{}")
             recorded.pop(FOLLOW_UP_READINGS, None)
             recorded.pop(UNGROUNDED, None)
+            recorded.pop(FIELD_PROBABILITIES, None)
             return schema.model_validate(recorded)
         except (ValidationError, ValueError, AttributeError):
             return None

@@ -12,6 +12,7 @@ from rich.cells import cell_len
 from rich.text import Text
 
 from sopagent.console.queries import Entry
+from sopagent.grounding import facts_lines
 from sopagent.status import Status
 
 STATUS_STYLE = {
@@ -40,7 +41,10 @@ def decision_text(entry: Entry, wide: bool = False) -> Text:
     out.append_text(status_text(entry.status))
     out.append(f"  by {chooser(entry)}\n", style="dim")
     if entry.facts:
-        out.append("  facts " + json.dumps(entry.facts, ensure_ascii=False, default=str) + "\n", style="dim")
+        taken, *not_taken = facts_lines(entry.facts)
+        out.append(f"  facts {taken}\n", style="dim")
+        for line in not_taken:
+            out.append(f"  {line}\n", style="yellow")
     for option in entry.options:
         chosen = option.index == entry.chosen_index
         prob = "  n/a" if option.probability is None else f"{option.probability:5.0%}"

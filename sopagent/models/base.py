@@ -10,13 +10,17 @@ A backend does exactly two things, both with a constrained output space:
 
 from __future__ import annotations
 
+import json
 import string
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+
+PROBABILITIES_KEY = "_probabilities"
+"""Where a test model's scripted facts give each field's probability (field -> probability)."""
 
 OPTION_LABELS = string.ascii_uppercase
 """Options are labelled A, B, C...: one token each, so a choice costs one decoded token."""
@@ -27,6 +31,31 @@ def facts_json_schema(schema: type[BaseModel]) -> dict[str, Any]:
     document = schema.model_json_schema()
     document["required"] = list(document.get("properties", {}))
     return document
+
+
+def validate_facts(schema: type[M], raw: str) -> tuple[M, dict[str, Any]]:
+    """``raw`` (a JSON answer) validated against ``schema``, and the optional fields whose value was not
+    valid for them (30 February, a code of the wrong length), left at their default so the procedure
+    asks for them. Raises pydantic's ValidationError when a required field or the whole answer is
+    invalid."""
+    try:
+        return schema.model_validate_json(raw), {}
+    except ValidationError as exc:
+        error = exc
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise error from None
+    if not isinstance(data, dict):
+        raise error
+    invalid: dict[str, Any] = {}
+    for problem in error.errors():
+        name = problem["loc"][0] if problem["loc"] else None
+        info = schema.model_fields.get(name) if isinstance(name, str) else None
+        if info is None or info.is_required() or name not in data:
+            raise error
+        invalid[name] = data.pop(name)
+    return schema.model_validate(data), invalid
 
 
 def check_option_count(n_options: int) -> None:
@@ -84,6 +113,11 @@ class Extraction:
     facts: BaseModel
     raw: str
     stats: CallStats = field(default_factory=CallStats)
+    probabilities: dict[str, float] = field(default_factory=dict)
+    """Each field value's probability as the model decoded it (its choice between null and a value
+    included); empty where the backend cannot measure it."""
+    invalid: dict[str, Any] = field(default_factory=dict)
+    """Optional fields whose decoded value was not valid for them (left at their default), by field."""
 
 
 @dataclass

@@ -5,6 +5,7 @@ model answers any number of concurrent conversations, so it drives HTTP servers,
 front-end development without a real model. A customer message that is a JSON object is read as:
 
 * fields of the step's facts schema -> the extracted facts (other keys are ignored);
+* ``"_probabilities": {"field": p}`` -> each field's probability, as a measuring backend gives it;
 * ``"_choose": N`` -> the option index picked when the policy leaves a choice (default 0);
 * ``"_sleep": S`` -> seconds the call takes (added to the model's fixed ``delay_s``);
 * ``"_fail": "why"`` -> the call raises :class:`~sopagent.errors.ModelError`.
@@ -22,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sopagent.errors import ConstraintViolationError, ModelError
-from sopagent.models.base import CallStats, ChatPrompt, Choice, Extraction, M
+from sopagent.models.base import PROBABILITIES_KEY, CallStats, ChatPrompt, Choice, Extraction, M
 
 LATEST = "Customer (latest message): "
 
@@ -44,7 +45,9 @@ class EchoModel:
             value = schema.model_validate(facts)
         except ValidationError as exc:
             raise ModelError(f"facts did not validate against {schema.__name__}: {exc.errors()[0]['msg']}") from exc
-        return Extraction(facts=value, raw=json.dumps(facts), stats=CallStats(ms=self.delay_s * 1000))
+        probabilities = script.get(PROBABILITIES_KEY) if isinstance(script.get(PROBABILITIES_KEY), dict) else {}
+        return Extraction(facts=value, raw=json.dumps(facts), stats=CallStats(ms=self.delay_s * 1000),
+                          probabilities={k: float(v) for k, v in probabilities.items()})
 
     def choose(self, prompt: ChatPrompt, n_options: int) -> Choice:
         """The option named by ``_choose`` (default 0), probability 1."""

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from sopagent.errors import ModelError, ModelUnavailableError
 from sopagent.models.base import OPTION_LABELS, CallStats, ChatPrompt, facts_json_schema
-from sopagent.models.local import MAX_FACTS_TOKENS, LocalConstrainedModel
+from sopagent.models.local import MAX_FACTS_TOKENS, FactsAnswer, LocalConstrainedModel, field_probabilities
 from sopagent.models.llamacpp_build import ensure_runnable_build
 
 try:  # imported lazily by users who only need the scripted model
@@ -110,6 +110,29 @@ class ProbabilityRecorder(OutlinesLogitsProcessor):
                 shifted = np.exp(row[finite] - row[finite].max())
                 probs[finite] = shifted / shifted.sum()
             self.first = probs[self.token_ids]
+        return out
+
+
+class StepRecorder(OutlinesLogitsProcessor):
+    """Wraps an Outlines processor and keeps, for every decoded step, the probability the constrained
+    distribution gave the token greedy decoding takes (its most likely one)."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__("numpy")
+        self.inner = inner
+        self.steps: list[tuple[int, float]] = []
+
+    def reset(self) -> None:
+        self.inner.reset()
+        self.steps = []
+
+    def process_logits(self, input_ids: Any, logits: Any) -> Any:
+        out = self.inner.process_logits(input_ids, logits)
+        row = np.asarray(out[0], dtype=np.float64)
+        best = int(np.argmax(row))
+        finite = row[np.isfinite(row)]
+        total = np.exp(finite - row[best]).sum() if finite.size else 0.0
+        self.steps.append((best, float(1.0 / total) if total > 0 else 0.0))
         return out
 
 
@@ -198,28 +221,37 @@ class LlamaCppModel(LocalConstrainedModel):
                           generated_tokens=int(completion["usage"]["completion_tokens"]))
         return choice["text"], stats, choice["finish_reason"]
 
-    def _run_facts(self, text: str, processor: Any, schema: type[BaseModel]) -> tuple[str, CallStats]:
-        """The JSON answer with its opening prefilled and decoding stopped at its closing brace.
+    def _run_facts(self, text: str, processor: Any, schema: type[BaseModel]) -> FactsAnswer:
+        """The JSON answer with its opening prefilled and decoding stopped at its closing brace, and
+        each field value's probability (:func:`field_probabilities`).
 
         Falls back to decoding every token when the schema is not flat, the opening is not what the
         constraint starts with, or a brace inside a string value ended the answer early.
         """
         opening = self._opening(schema, processor) if self.prefill_json else None
-        if opening is None:
-            return self._run(text, processor, MAX_FACTS_TOKENS)
-        prefilled = PrefilledProcessor(processor, opening.token_ids)
-        prefilled.reset()
-        tokens = self._prompt_tokens(text) + opening.token_ids
-        out, stats, finish = self._generate(tokens, prefilled, MAX_FACTS_TOKENS, stop=[ANSWER_END])
-        raw = opening.text + out + (ANSWER_END if finish == "stop" else "")
-        try:
-            json.loads(raw)
-        except ValueError:
-            processor.reset()
-            raw, again = self._run(text, processor, MAX_FACTS_TOKENS)
-            again.ms += stats.ms  # the call cut short counts too
-            return raw, again
-        return raw, stats
+        if opening is not None:
+            recorder = StepRecorder(PrefilledProcessor(processor, opening.token_ids))
+            recorder.reset()
+            tokens = self._prompt_tokens(text) + opening.token_ids
+            out, stats, finish = self._generate(tokens, recorder, MAX_FACTS_TOKENS, stop=[ANSWER_END])
+            raw = opening.text + out + (ANSWER_END if finish == "stop" else "")
+            try:
+                json.loads(raw)
+            except ValueError:
+                cut_short_ms = stats.ms
+            else:
+                steps = [(token, 1.0) for token in opening.token_ids] + recorder.steps
+                return FactsAnswer(raw, stats, field_probabilities(raw, self._token_texts(steps)))
+        else:
+            cut_short_ms = 0.0
+        recorder = StepRecorder(processor)
+        recorder.reset()
+        raw, stats = self._run(text, recorder, MAX_FACTS_TOKENS)
+        stats.ms += cut_short_ms  # an answer cut short counts too
+        return FactsAnswer(raw, stats, field_probabilities(raw, self._token_texts(recorder.steps)))
+
+    def _token_texts(self, steps: list[tuple[int, float]]) -> list[tuple[bytes, float]]:
+        return [(self.llama.detokenize([token]), probability) for token, probability in steps]
 
     def _opening(self, schema: type[BaseModel], processor: Any) -> AnswerOpening | None:
         """``{"first_field":`` for a flat facts schema whose constraint accepts it (cached per schema)."""

@@ -11,16 +11,80 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from sopagent.errors import ConstraintNotEnforcedError, ConstraintViolationError, ModelError
 from sopagent.models.base import OPTION_LABELS, SELF_TEST_PROMPT, CallStats, ChatPrompt, Choice, Extraction, M, \
-    check_option_count, facts_json_schema
+    check_option_count, facts_json_schema, validate_facts
 
 MAX_FACTS_TOKENS = 256
 SELF_TEST_REGEX = r"zq[0-9]{2}"
+
+
+@dataclass
+class FactsAnswer:
+    """A constrained JSON answer, what it cost, and each field value's probability (empty where the
+    backend does not measure it)."""
+
+    raw: str
+    stats: CallStats
+    probabilities: dict[str, float] = field(default_factory=dict)
+
+
+def field_probabilities(raw: str, steps: list[tuple[bytes, float]]) -> dict[str, float]:
+    """Each top-level field's probability in the JSON answer ``raw``: the product of the probabilities
+    of the decoded tokens that wrote any part of its value (its choice between null and a value
+    included), from ``steps`` (each token's bytes and the probability it was decoded with, in order;
+    tokens prefilled with the prompt have probability 1). Empty when ``raw`` is not one JSON object."""
+    text = b"".join(token for token, _ in steps).decode("utf-8", errors="ignore")
+    spans = _value_spans(raw)
+    if not spans:
+        return {}
+    ends: list[tuple[int, float]] = []  # each token's end offset in the text, and its probability
+    written = b""
+    for token, probability in steps:
+        start = len(written.decode("utf-8", errors="ignore"))
+        written += token
+        ends.append((start, probability))
+    bounds = [(start, ends[i + 1][0] if i + 1 < len(ends) else len(text), p) for i, (start, p) in enumerate(ends)]
+    result: dict[str, float] = {}
+    for name, (first, last) in spans.items():
+        probability = 1.0
+        for start, end, p in bounds:
+            if start < last and end > first:
+                probability *= p
+        result[name] = round(probability, 4)
+    return result
+
+
+def _value_spans(raw: str) -> dict[str, tuple[int, int]]:
+    """Where each top-level field's value lies in a JSON object's text (parsed by the json module)."""
+    decoder = json.JSONDecoder()
+    spans: dict[str, tuple[int, int]] = {}
+    at = raw.find("{") + 1
+    if at == 0:
+        return {}
+    try:
+        while True:
+            at = _skip(raw, at, " \n\t,")
+            if at >= len(raw) or raw[at] == "}":
+                return spans
+            key, at = json.decoder.scanstring(raw, at + 1)  # type: ignore[attr-defined]
+            at = _skip(raw, at, " \n\t:")
+            _, end = decoder.raw_decode(raw, at)
+            spans[key] = (at, end)
+            at = end
+    except (ValueError, IndexError):
+        return {}
+
+
+def _skip(text: str, at: int, characters: str) -> int:
+    while at < len(text) and text[at] in characters:
+        at += 1
+    return at
 
 
 class LocalConstrainedModel:
@@ -48,9 +112,11 @@ class LocalConstrainedModel:
     def _run(self, text: str, processor: Any, max_tokens: int) -> tuple[str, CallStats]:
         raise NotImplementedError
 
-    def _run_facts(self, text: str, processor: Any, schema: type[BaseModel]) -> tuple[str, CallStats]:
-        """The constrained JSON answer for ``schema`` (a backend may decode it faster, never differently)."""
-        return self._run(text, processor, MAX_FACTS_TOKENS)
+    def _run_facts(self, text: str, processor: Any, schema: type[BaseModel]) -> FactsAnswer:
+        """The constrained JSON answer for ``schema`` (a backend may decode it faster, never
+        differently), with each field's probability where the backend measures it."""
+        raw, stats = self._run(text, processor, MAX_FACTS_TOKENS)
+        return FactsAnswer(raw, stats)
 
     def _recorder(self, inner: Any, token_ids: list[int]) -> Any:
         """A processor wrapping ``inner`` that keeps the first step's probabilities in ``.first``."""
@@ -97,14 +163,15 @@ class LocalConstrainedModel:
         """Facts as JSON constrained to ``schema`` while decoding, validated again after."""
         processor, constraint_ms = self.processor(self.facts_regex(schema))
         processor.reset()
-        raw, stats = self._run_facts(self.render(prompt), processor, schema)
+        answer = self._run_facts(self.render(prompt), processor, schema)
+        raw, stats = answer.raw, answer.stats
         stats.constraint_ms = constraint_ms
         try:
-            facts = schema.model_validate_json(raw)
+            facts, invalid = validate_facts(schema, raw)
         except ValidationError as exc:
             raise self.validation_error(f"{self.name}: the facts did not validate against {schema.__name__}: "
                                         f"{exc.errors()[0]['msg']} (raw: {raw[:120]!r})", retryable=False) from exc
-        return Extraction(facts=facts, raw=raw, stats=stats)
+        return Extraction(facts=facts, raw=raw, stats=stats, probabilities=answer.probabilities, invalid=invalid)
 
     def choose(self, prompt: ChatPrompt, n_options: int) -> Choice:
         """One of ``n_options`` labels (one decoded token) with every option's probability."""

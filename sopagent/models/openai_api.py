@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from sopagent.errors import (BackendError, ConstraintNotEnforcedError, ConstraintViolationError,
                              ModelUnavailableError)
 from sopagent.models.base import (OPTION_LABELS, SELF_TEST_PROMPT, CallStats, ChatPrompt, Choice, Extraction, M,
-                                  check_option_count, facts_json_schema)
+                                  check_option_count, facts_json_schema, validate_facts)
 from sopagent.models.spec import ModelSpec
 
 try:
@@ -222,11 +222,11 @@ class OpenAIChatModel:
         """Facts as JSON constrained by the server, validated again with the Pydantic model."""
         raw, _, stats = self.complete(prompt, facts_json_schema(schema), schema.__name__, MAX_FACTS_TOKENS)
         try:
-            facts = schema.model_validate_json(raw)
+            facts, invalid = validate_facts(schema, raw)
         except ValidationError as exc:
             raise BackendError(f"{self.name}: the facts did not validate against {schema.__name__}: "
                                f"{exc.errors()[0]['msg']} (raw: {raw[:120]!r})", retryable=False) from exc
-        return Extraction(facts=facts, raw=raw, stats=stats)
+        return Extraction(facts=facts, raw=raw, stats=stats, invalid=invalid)
 
     def choose(self, prompt: ChatPrompt, n_options: int) -> Choice:
         """One of ``n_options`` labels; probabilities from logprobs where the server returns them."""

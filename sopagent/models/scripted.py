@@ -13,13 +13,14 @@ from typing import Any, Iterable
 from pydantic import ValidationError
 
 from sopagent.errors import ConstraintViolationError, ModelError
-from sopagent.models.base import CallStats, ChatPrompt, Choice, Extraction, M
+from sopagent.models.base import PROBABILITIES_KEY, CallStats, ChatPrompt, Choice, Extraction, M
 
 
 class ScriptedModel:
     """Returns scripted facts and choices in order; an exhausted script is a ModelError.
 
-    A scripted choice may be an int (the option index) or a list of probabilities (the highest
+    A facts entry may give each field's probability under ``"_probabilities"`` (field -> probability),
+    as a backend that measures them would. A scripted choice may be an int (the option index) or a list of probabilities (the highest
     is picked). A scripted facts entry that does not validate is a ModelError, exactly as a
     malformed answer from a real model would be. An entry that is an Exception is raised.
     """
@@ -38,11 +39,13 @@ class ScriptedModel:
         entry = self.facts.popleft()
         if isinstance(entry, Exception):
             raise entry
+        entry = dict(entry)
+        probabilities = entry.pop(PROBABILITIES_KEY, {})
         try:
             facts = schema.model_validate(entry)
         except ValidationError as exc:
             raise ModelError(f"facts did not validate against {schema.__name__}: {exc.errors()[0]['msg']}") from exc
-        return Extraction(facts=facts, raw=str(entry), stats=CallStats())
+        return Extraction(facts=facts, raw=str(entry), stats=CallStats(), probabilities=dict(probabilities))
 
     def choose(self, prompt: ChatPrompt, n_options: int) -> Choice:
         self.prompts.append(prompt)
