@@ -25,12 +25,12 @@ Limits of this example (handed to a human agent instead):
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from retail_backend import Order, RetailDemo
-from sopagent import END, Confirmation, Facts, Option, Policy, Turn, say
+from sopagent import END, Confirmation, Facts, OneToken, Option, Policy, Turn, say
 
 policy = Policy(
     name="retail_orders",
@@ -104,17 +104,28 @@ class Identity(ShopFacts):
 
 class CancelRequest(ShopFacts):
     order_id: str | None = order_id_field("to cancel")
-    reason: Literal["no longer needed", "ordered by mistake", "other reason"] | None = Field(
-        None, description=("the reason the customer gives for cancelling: no longer needed, ordered by mistake, "
-                           "or other reason (any other reason); null if the latest message gives no reason"))
+    reason: Annotated[Literal["no longer needed", "ordered by mistake", "other reason"] | None, OneToken(
+        question="What reason for cancelling does the latest message give?",
+        not_said="the message gives no reason for cancelling",
+        options={"no longer needed": "the customer no longer needs or wants the item",
+                 "ordered by mistake": "the customer ordered it by mistake or by accident",
+                 "other reason": "some other reason (a better price elsewhere, paying differently, a late delivery)"},
+    )] = Field(None, description=("the reason the customer gives for cancelling: no longer needed, ordered by "
+                                  "mistake, or other reason (any other reason); null if the latest message gives "
+                                  "no reason"))
     asks_for_human: Literal["no", "yes"] = asks_for_human_field()
 
 
 class ReturnRequest(ShopFacts):
     order_id: str | None = order_id_field("to return")
-    refund_to: Literal["original payment method", "gift card"] | None = Field(
-        None, description=("where the customer says the refund should go: original payment method, or gift card; "
-                           "null if the latest message does not say"))
+    refund_to: Annotated[Literal["original payment method", "gift card"] | None, OneToken(
+        question="Where does the latest message say the refund should go?",
+        not_said="the message does not say where the refund should go",
+        options={"original payment method": "back to the original payment method (the card or account the "
+                                            "customer paid with)",
+                 "gift card": "onto a gift card"},
+    )] = Field(None, description=("where the customer says the refund should go: original payment method, or "
+                                  "gift card; null if the latest message does not say"))
     asks_for_human: Literal["no", "yes"] = asks_for_human_field()
 
 

@@ -33,7 +33,7 @@ from sopagent.grounding import FIELD_PROBABILITIES, UNGROUNDED, settle_facts
 from sopagent.kernel import (HOLDING_STEP, ChosenBy, GateSettings, Outcome, Status, check_actions, fallback_outcome,
                              option_view, run_step, settle, views_json)
 from sopagent.outbox import EffectRunner
-from sopagent.policy import END, FOLLOW_UP_READINGS, NoFacts, OneOf, Option, Policy, Turn
+from sopagent.policy import END, FOLLOW_UP_READINGS, NOT_SAID, NoFacts, OneOf, Option, Policy, Turn, one_token_fields
 from sopagent.store import Conversation, Decision, OutboxEffect, Store, utcnow
 from sopagent.store.store import runner_identity
 
@@ -124,6 +124,8 @@ class MessageReading:
     """Each field value's probability as the model decoded it (empty where the backend cannot say)."""
     ungrounded: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Values read but not taken, by field: ``{"value", "why"}`` (:func:`sopagent.grounding.settle_facts`)."""
+    readings: list[dict[str, Any]] = field(default_factory=list)
+    """The one-token readings of :class:`~sopagent.policy.OneToken` fields (question and answer)."""
     queued_ms: float = 0.0
     """How long the call waited for a shared model."""
 
@@ -140,9 +142,42 @@ def read_message(model: DecisionModel, system: str, context: str, schema: type[B
         facts, stats = read_constrained(model, prompt, schema)
         return MessageReading(facts, queued_ms=stats.queued_ms)
     extraction = model.extract(prompt, schema)
-    facts, dropped = settle_facts(extraction.facts, message, extraction.probabilities, fact_confidence,
-                                  extraction.invalid)
-    return MessageReading(facts, dict(extraction.probabilities), dropped, extraction.stats.queued_ms)
+    reading = MessageReading(extraction.facts, dict(extraction.probabilities), queued_ms=extraction.stats.queued_ms)
+    if extraction.probabilities:  # the backend measures probabilities: marked fields are read by themselves
+        read_one_token_fields(model, system, context, message, reading)
+    reading.facts, dropped = settle_facts(reading.facts, message, reading.probabilities, fact_confidence,
+                                          extraction.invalid)
+    reading.ungrounded.update(dropped)
+    return reading
+
+
+def read_one_token_fields(model: DecisionModel, system: str, context: str, message: str,
+                          reading: MessageReading) -> None:
+    """Read each :class:`~sopagent.policy.OneToken` field of ``reading.facts`` with one constrained token
+    (its values after an explicit "not said"), asked under the policy's text right after the JSON
+    reading; the value taken is the label read with at least the field's ``at_least``, else the
+    field's default (a JSON value that differs is recorded as not taken)."""
+    facts = reading.facts
+    updates: dict[str, Any] = {}
+    for name, marker in one_token_fields(type(facts)).items():
+        question = f'The customer\'s latest message is: "{message}"\n{marker.question}'
+        answer, stats = read_follow_up(model, context, question, marker.labels, system)
+        reading.queued_ms += stats.queued_ms
+        label = answer.label if isinstance(answer, OneOf) and answer.label else NOT_SAID
+        probability = answer.probabilities.get(label, 0.0) if isinstance(answer, OneOf) else 0.0
+        reading.readings.append({"question": question, "schema": "OneToken", "field": name,
+                                 "answer": answer.model_dump(mode="json"), "under_policy_text": True})
+        default, read_before = type(facts).model_fields[name].default, getattr(facts, name)
+        value = label if label != NOT_SAID and probability >= marker.at_least else default
+        if label != NOT_SAID and value == default:
+            reading.ungrounded[name] = {"value": label, "why": "unsure", "probability": round(probability, 4)}
+        elif label == NOT_SAID and read_before != default:
+            reading.ungrounded[name] = {"value": read_before, "why": "not said", "probability": round(
+                answer.probabilities.get(read_before, 0.0) if isinstance(answer, OneOf) else 0.0, 4)}
+        reading.probabilities[name] = round(probability, 4)
+        updates[name] = value
+    if updates:
+        reading.facts = facts.model_copy(update=updates)
 
 
 def read_follow_up(model: DecisionModel, context: str, question: str, schema: type[BaseModel],
@@ -332,7 +367,7 @@ class Agent:
         options = run_step(self.policy, step_name, turn)
         clock.lap("policy")  # follow-up readings (turn.read) included
 
-        outcome = Outcome(options=options, readings=turn.readings, ungrounded=turn.ungrounded,
+        outcome = Outcome(options=options, readings=reading.readings + turn.readings, ungrounded=turn.ungrounded,
                           fact_probabilities=reading.probabilities)
         if len(options) == 1:
             outcome.chosen_index, outcome.probabilities = 0, [1.0]

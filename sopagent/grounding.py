@@ -43,7 +43,7 @@ UNGROUNDED = "ungrounded"
 FIELD_PROBABILITIES = "field_probabilities"
 """Key of a decision's facts that holds each field value's probability as the model decoded it."""
 
-Why = Literal["not in the message", "ambiguous", "unsure", "invalid"]
+Why = Literal["not in the message", "ambiguous", "unsure", "not said", "invalid"]
 
 _MONTHS = {name.lower(): number for number, name in enumerate(calendar.month_name) if name}
 _MONTHS.update({name.lower(): number for number, name in enumerate(calendar.month_abbr) if name})

@@ -7,14 +7,21 @@ random tokens, so a plain hash is enough: there is nothing to brute-force). A ke
 * ``operator`` -- a person or tool acting on conversations: approve, override, escalate.
 
 The key's name is the operator name recorded in the audit chain for operator actions.
+
+Every key belongs to a *tenant* (a bank, a brand, a channel group; ``default`` unless given). A
+conversation belongs to the tenant of the key that started it (:class:`ConversationOwner`), and every
+route answers 404 for a conversation, a decision or a reply of another tenant, as for one that does
+not exist.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from typing import Literal
 
+from sqlalchemy import inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, SQLModel, col, select
 
@@ -24,6 +31,8 @@ from sopagent.store import Store, utcnow
 Scope = Literal["customer", "operator"]
 SCOPES: tuple[str, ...] = ("customer", "operator")
 KEY_PREFIX = "sop_"
+DEFAULT_TENANT = "default"
+TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 class ApiKey(SQLModel, table=True):
@@ -36,6 +45,17 @@ class ApiKey(SQLModel, table=True):
     key_sha256: str = Field(index=True, unique=True)
     created_at: str = Field(default_factory=utcnow)
     revoked_at: str | None = None
+    tenant: str = Field(default=DEFAULT_TENANT, index=True)
+    """The tenant whose conversations this key may start, read and act on."""
+
+
+class ConversationOwner(SQLModel, table=True):
+    """Which tenant a conversation belongs to: the tenant of the key that started it."""
+
+    conversation_id: str = Field(primary_key=True)
+    tenant: str = Field(index=True)
+    key_id: str
+    created_at: str = Field(default_factory=utcnow)
 
 
 def digest(key: str) -> str:
@@ -44,22 +64,32 @@ def digest(key: str) -> str:
 
 
 def ensure_table(store: Store) -> None:
-    """Create the key table if this database has none yet."""
+    """Create the key and ownership tables if this database has none yet (and give keys made before
+    tenants existed the ``default`` tenant)."""
     try:
-        SQLModel.metadata.create_all(store.engine, tables=[ApiKey.__table__])  # type: ignore[list-item]
+        SQLModel.metadata.create_all(store.engine, tables=[ApiKey.__table__, ConversationOwner.__table__])  # type: ignore[list-item]
+        columns = {column["name"] for column in inspect(store.engine).get_columns(ApiKey.__tablename__)}
+        if "tenant" not in columns:
+            with store.engine.begin() as connection:
+                connection.execute(text(f"ALTER TABLE {ApiKey.__tablename__} ADD COLUMN tenant VARCHAR "
+                                        f"NOT NULL DEFAULT '{DEFAULT_TENANT}'"))
     except SQLAlchemyError as exc:
-        raise StoreError(f"cannot create the API key table: {exc}", retryable=True) from exc
+        raise StoreError(f"cannot create the API key tables: {exc}", retryable=True) from exc
 
 
-def create_key(store: Store, scope: str, name: str) -> tuple[ApiKey, str]:
-    """Create a key; return its row and the secret (shown once, never stored)."""
+def create_key(store: Store, scope: str, name: str, tenant: str = DEFAULT_TENANT) -> tuple[ApiKey, str]:
+    """Create a key of ``tenant``; return its row and the secret (shown once, never stored)."""
     if scope not in SCOPES:
         raise ApiKeyError(f"unknown scope {scope!r}; use one of: {', '.join(SCOPES)}")
     if not name.strip():
         raise ApiKeyError("a key needs a name (the operator or channel it belongs to); pass --name NAME")
+    if not TENANT_PATTERN.fullmatch(tenant):
+        raise ApiKeyError(f"tenant {tenant!r} is not a tenant name; use lower-case letters, digits, - and _ "
+                          "(e.g. --tenant northbank)")
     ensure_table(store)
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(id="key_" + secrets.token_hex(6), name=name.strip(), scope=scope, key_sha256=digest(secret))
+    row = ApiKey(id="key_" + secrets.token_hex(6), name=name.strip(), scope=scope, key_sha256=digest(secret),
+                 tenant=tenant)
     try:
         with store.session() as session:
             session.add(row)
@@ -101,3 +131,25 @@ def authenticate(store: Store, presented: str) -> ApiKey | None:
     if row is None or row.revoked_at is not None:
         return None
     return row
+
+
+def claim_conversation(store: Store, conversation_id: str, key: ApiKey) -> None:
+    """Record that ``conversation_id`` belongs to ``key``'s tenant (when the key starts it)."""
+    try:
+        with store.session() as session:
+            session.add(ConversationOwner(conversation_id=conversation_id, tenant=key.tenant, key_id=key.id))
+            session.commit()
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot record who owns conversation {conversation_id}: {type(exc).__name__}",
+                         retryable=True) from exc
+
+
+def tenant_of(store: Store, conversation_id: str) -> str | None:
+    """The tenant ``conversation_id`` belongs to; None for a conversation no key started (the CLI's)."""
+    try:
+        with store.session() as session:
+            row = session.get(ConversationOwner, conversation_id)
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot read who owns conversation {conversation_id}: {type(exc).__name__}",
+                         retryable=True) from exc
+    return row.tenant if row is not None else None

@@ -29,7 +29,7 @@ import inspect
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Generic, Mapping, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Generic, Literal, Mapping, Sequence, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -112,6 +112,63 @@ class OneOf(Facts):
         if not cls.question_in_system:
             return cls.lettered_options()
         return f"{cls.lettered_options()}\nFor each conversation you are shown, answer: {cls.question} {LETTER_ONLY}"
+
+
+NOT_SAID = "not said"
+"""The label a :class:`OneToken` field's reading takes when the message does not give the value."""
+
+
+@dataclass(frozen=True)
+class OneToken:
+    """Marks an enum (``Literal``) field of a facts model as read by itself with one constrained token.
+
+    Use it where a JSON reading guesses: the engine asks ``question`` about the customer's latest
+    message with the field's values as lettered ``options`` (value -> description) after an explicit
+    ``not_said`` option, and takes the value only when the model gives it at least ``at_least``;
+    otherwise the field keeps its default (not given) and the step asks. Annotate the field::
+
+        refund_to: Annotated[Literal["original payment method", "gift card"] | None, OneToken(
+            question="Where does the latest message say the refund should go?",
+            not_said="the message does not say where the refund should go",
+            options={"original payment method": "back to the card or account the customer paid with",
+                     "gift card": "onto a gift card"})] = None
+
+    The reading runs with backends that measure probabilities (the embedded model); with others the
+    JSON value stands. It costs one prompt evaluation of the question and one decoded token.
+    """
+
+    question: str
+    not_said: str
+    options: dict[str, str]
+    at_least: float = 0.6
+    labels: type[OneOf] = field(init=False, repr=False, compare=False)
+    """The reading's labels: :data:`NOT_SAID` first, then the field's values."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", type("FieldReading", (OneOf,), {
+            "options": {NOT_SAID: self.not_said, **self.options}, "__module__": __name__}))
+
+
+def one_token_fields(schema: type[BaseModel]) -> dict[str, OneToken]:
+    """The fields of ``schema`` marked :class:`OneToken`, by name; a marker whose options are not the
+    field's values is a PolicyError."""
+    found = {}
+    for name, info in schema.model_fields.items():
+        for marker in info.metadata:
+            if isinstance(marker, OneToken):
+                values = {arg for arg in _literal_values(info.annotation)}
+                if not set(marker.options) <= values or not marker.options:
+                    raise PolicyError(f"{schema.__name__}.{name}: OneToken options {sorted(marker.options)} are not "
+                                      f"values of the field ({sorted(map(str, values))})",
+                                      fix="give OneToken(options=...) one description per Literal value of the field")
+                found[name] = marker
+    return found
+
+
+def _literal_values(annotation: Any) -> list[Any]:
+    if get_origin(annotation) is Literal:
+        return list(get_args(annotation))
+    return [value for arg in get_args(annotation) for value in _literal_values(arg)]
 
 
 class Confirmation(OneOf):

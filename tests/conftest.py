@@ -26,6 +26,12 @@ def card_policy():
     return load_policy(POLICIES / "card_services.py")
 
 
+@pytest.fixture
+def retail_policy():
+    """The retail orders example policy."""
+    return load_policy(POLICIES / "retail_orders.py")
+
+
 @pytest.fixture(scope="session")
 def embedded_model():
     """The real embedded model through llama.cpp and Outlines (constraint self-test passed)."""

@@ -128,3 +128,42 @@ def test_an_unsure_fee_type_is_asked_for_and_recorded_with_its_probability(card_
     shown = explain_decision(store, result.decision_id)
     assert "handoff='not_requested' (p 0.97)" in shown
     assert "not taken: fee_type='annual' (unsure: p 0.30, below the policy's fact_confidence)" in shown
+
+
+def test_a_one_token_field_is_read_by_itself_and_taken_only_above_its_bar(retail_policy, store: Store) -> None:
+    shown = {"full_name": "Noah Brown", "zip_code": "80279", "email": None, "asks_for_human": "no"}
+    measured = {PROBABILITIES_KEY: {"order_id": 0.5, "refund_to": 0.9, "asks_for_human": 0.9}}
+    model = ScriptedModel(facts=[{"intent": "return_order", "asks_for_human": "no"}, shown,
+                                 {"order_id": "#W2306951", "refund_to": "gift card", "asks_for_human": "no", **measured},
+                                 {"order_id": None, "refund_to": "gift card", "asks_for_human": "no", **measured}],
+                          choices=[[0.35, 0.41, 0.24], [0.12, 0.83, 0.05]])  # not said, original method, gift card
+    agent = Agent(retail_policy, model, store)
+    cid = agent.start()
+    agent.respond(cid, "I want to return my running shoes")
+    agent.respond(cid, "Noah Brown, 80279")
+    unsure = agent.respond(cid, "#W2306951, put the money wherever")
+    assert unsure.facts["refund_to"] is None  # 0.41 is below the field's bar: not given
+    assert unsure.facts[UNGROUNDED]["refund_to"] == {"value": "original payment method", "why": "unsure",
+                                                     "probability": 0.41}
+    assert [r["field"] for r in unsure.facts["follow_up_readings"] if r.get("schema") == "OneToken"] == ["refund_to"]
+    asked = model.prompts[-1].task
+    assert "Where does the latest message say the refund should go?" in asked
+    assert "the message does not say where the refund should go" in asked  # the explicit not-said option
+    read = agent.respond(cid, "refund to the card i paid with")
+    assert read.facts["refund_to"] == "original payment method" and read.facts[FIELD_PROBABILITIES]["refund_to"] == 0.83
+    assert UNGROUNDED not in read.facts  # the reading by itself replaced the JSON's guess
+    assert read.response_id != unsure.response_id
+
+
+def test_a_one_token_marker_must_name_the_fields_values() -> None:
+    from typing import Annotated, Literal
+
+    from sopagent import Facts, OneToken, PolicyError
+    from sopagent.policy import one_token_fields
+
+    class Wrong(Facts):
+        refund_to: Annotated[Literal["card", "gift card"] | None, OneToken(
+            question="Where should the refund go?", not_said="not said", options={"voucher": "a voucher"})] = None
+
+    with pytest.raises(PolicyError, match="voucher"):
+        one_token_fields(Wrong)

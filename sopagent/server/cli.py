@@ -55,9 +55,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     store = Store(args.db)
     if args.keys_command == "create":
-        row, secret = keys.create_key(store, args.scope, args.name or f"{args.scope}-key")
+        row, secret = keys.create_key(store, args.scope, args.name or f"{args.scope}-key", args.tenant)
         print(secret)
-        print(f"created {row.id} ({row.scope}, name {row.name!r}); the key is shown only once: store it now",
+        print(f"created {row.id} ({row.scope}, tenant {row.tenant}, name {row.name!r}); the key is shown only "
+              "once: store it now",
               file=sys.stderr)
         return 0
     if args.keys_command == "revoke":
@@ -66,7 +67,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         return 0
     for row in keys.list_keys(store):
         state = f"revoked {row.revoked_at}" if row.revoked_at else "active"
-        print(f"{row.id}  {row.scope:<8}  {row.name}  created {row.created_at}  {state}")
+        print(f"{row.id}  {row.scope:<8}  tenant {row.tenant}  {row.name}  created {row.created_at}  {state}")
     return 0
 
 
@@ -101,6 +102,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     create = keys_sub.add_parser("create", help="create a key and print it once")
     create.add_argument("--scope", required=True, choices=["customer", "operator"])
     create.add_argument("--name", help="channel or operator name (recorded with operator actions)")
+    create.add_argument("--tenant", default="default",
+                        help="the tenant whose conversations the key may start, read and act on (default: default)")
     create.add_argument("--db", help="audit store URL")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by its id (key_...)")
     revoke.add_argument("key_id")

@@ -52,17 +52,17 @@ def chat_completions(body: ChatCompletionRequest, request: Request, key: Custome
                      x_conversation_id: str | None = Header(None, max_length=100)) -> Any:
     """OpenAI-compatible chat completion; ``model`` is the policy name (see the module doc)."""
     service: Service = request.app.state.service
-    agent = service.agent(body.model)
+    service.agent(body.model)  # 404 for a policy this server does not run
     text = _last_user_text(body)
     cid = x_conversation_id or (body.metadata or {}).get("conversation_id")
     if cid:
-        conversation = service.conversation(cid)
+        conversation = service.owned_conversation(cid, key)
         if conversation.policy_name != body.model:
             raise ApiProblem(409, f"conversation {cid} runs policy {conversation.policy_name!r}, not {body.model!r}")
     elif body.user:
-        cid = service.open_conversation_of(body.model, body.user) or agent.start(customer_ref=body.user)
+        cid = service.open_conversation_of(body.model, body.user, key) or service.start(body.model, body.user, {}, key)
     else:
-        cid = agent.start()
+        cid = service.start(body.model, None, {}, key)
     result = service.turn(cid, text)
     if result.status == Status.ESCALATED:
         background.add_task(service.escalated, cid, result.decision_id, "agent", result.error)

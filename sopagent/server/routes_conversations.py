@@ -40,7 +40,7 @@ def reply_of(result: TurnResult, request: Request) -> Reply:
 def start_conversation(body: StartConversation, request: Request, key: CustomerKey) -> Started:
     """Open a conversation under a policy; returns its id."""
     service = _service(request)
-    cid = service.start(body.policy, body.customer_ref, body.metadata)
+    cid = service.start(body.policy, body.customer_ref, body.metadata, key)
     conversation = service.conversation(cid)
     return Started(conversation_id=cid, policy=body.policy, step=conversation.step, status=conversation.status)
 
@@ -58,6 +58,7 @@ def post_message(body: CustomerMessage, request: Request, key: CustomerKey, back
     person takes over) or ``received`` (an operator has the conversation; ``reply`` is null).
     """
     service = _service(request)
+    service.owned_conversation(conversation_id, key)
     result = service.turn(conversation_id, body.text, idempotency_key)
     if result.status == Status.ESCALATED:
         background.add_task(service.escalated, conversation_id, result.decision_id, "agent", result.error)
@@ -68,7 +69,7 @@ def post_message(body: CustomerMessage, request: Request, key: CustomerKey, back
 def read_conversation(request: Request, key: AnyKey, conversation_id: str = ConversationId) -> ConversationView:
     """A conversation with its decisions and operator actions in chain order."""
     service = _service(request)
-    conversation = service.conversation(conversation_id)
+    conversation = service.owned_conversation(conversation_id, key)
     decisions = [DecisionView(id=d.id or 0, turn=d.turn, step=d.step, status=d.status, response_id=d.response_id,
                               chosen_by=d.chosen_by, confidence=d.confidence, customer_text=d.customer_text,
                               sent_text=d.sent_text, next_step=d.next_step, error=d.error, created_at=d.created_at,
@@ -90,7 +91,7 @@ async def delivery(request: Request, key: AnyKey, decision_id: int = Path(ge=1, 
     """Long-poll a pending reply: returns as soon as an operator approved, overrode or escalated it,
     or after ``wait`` seconds with state ``pending`` (then poll again)."""
     service = _service(request)
-    decision: Decision = await run_in_threadpool(service.decision, decision_id)
+    decision: Decision = await run_in_threadpool(service.owned_decision, decision_id, key)
     if decision.status != Status.PENDING:
         return Delivery(decision_id=decision_id, state="not_pending", text=decision.sent_text)
     deadline = time.monotonic() + min(wait, service.config.long_poll_max_s)
@@ -115,6 +116,7 @@ async def operator_replies(request: Request, key: AnyKey, conversation_id: str =
     """Long-poll the catalog replies an operator sends after taking the conversation over: returns as
     soon as there is one after chain position ``after``, or after ``wait`` seconds with none."""
     service = _service(request)
+    await run_in_threadpool(service.owned_conversation, conversation_id, key)
     deadline = time.monotonic() + min(wait, service.config.long_poll_max_s)
     while True:
         conversation = await run_in_threadpool(service.conversation, conversation_id)

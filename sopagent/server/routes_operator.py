@@ -29,7 +29,7 @@ def _act(request: Request, key: OperatorKey, decision_id: int, kind: str, reason
          option_index: int | None = None) -> OperatorResult:
     """Record the operator's action; then run the actions it released and answer with their reply."""
     service: Service = request.app.state.service
-    decision = service.decision(decision_id)
+    decision = service.owned_decision(decision_id, key)
     ops = Operations(service.store, key.name)
     with service.locks.hold(decision.conversation_id):
         try:
@@ -58,7 +58,7 @@ def pending(request: Request, key: OperatorKey) -> list[DecisionView]:
                          chosen_by=d.chosen_by, confidence=d.confidence, customer_text=d.customer_text,
                          sent_text=d.sent_text, next_step=d.next_step, error=d.error, created_at=d.created_at,
                          options=options_of(d), effects=service.effects_of(d.id or 0))
-            for d in service.store.pending_decisions()]
+            for d in service.tenant_pending(key)]
 
 
 @router.post("/decisions/{decision_id}/approve", response_model=OperatorResult, responses=ERRORS)

@@ -11,7 +11,7 @@ from sqlmodel import col, select
 
 from sopagent.engine import Agent, TurnResult
 from sopagent.errors import ConversationError, StoreError
-from sopagent.keys import ensure_table
+from sopagent.keys import ApiKey, ConversationOwner, claim_conversation, ensure_table, tenant_of
 from sopagent.models.base import DecisionModel
 from sopagent.policy import Policy, load_policy
 from sopagent.server.config import ServeConfig
@@ -57,9 +57,28 @@ class Service:
         except ConversationError as exc:
             raise ApiProblem(404, str(exc)) from exc
 
-    def start(self, policy_name: str, customer_ref: str | None, metadata: dict[str, Any]) -> str:
-        """Open a conversation; return its id."""
-        return self.agent(policy_name).start(customer_ref=customer_ref, metadata=metadata)
+    def owned_conversation(self, conversation_id: str, key: ApiKey) -> Conversation:
+        """A conversation of ``key``'s tenant, or 404 (another tenant's is answered as unknown)."""
+        if tenant_of(self.store, conversation_id) != key.tenant:
+            raise ApiProblem(404, f"unknown conversation {conversation_id!r}")
+        return self.conversation(conversation_id)
+
+    def owned_decision(self, decision_id: int, key: ApiKey) -> Decision:
+        """A decision of a conversation of ``key``'s tenant, or 404."""
+        decision = self.decision(decision_id)
+        if tenant_of(self.store, decision.conversation_id) != key.tenant:
+            raise ApiProblem(404, f"unknown decision {decision_id}")
+        return decision
+
+    def start(self, policy_name: str, customer_ref: str | None, metadata: dict[str, Any], key: ApiKey) -> str:
+        """Open a conversation for ``key``'s tenant; return its id."""
+        conversation_id = self.agent(policy_name).start(customer_ref=customer_ref, metadata=metadata)
+        claim_conversation(self.store, conversation_id, key)
+        return conversation_id
+
+    def tenant_pending(self, key: ApiKey) -> list[Decision]:
+        """Decisions waiting for an operator in ``key``'s tenant's conversations, oldest first."""
+        return [d for d in self.store.pending_decisions() if tenant_of(self.store, d.conversation_id) == key.tenant]
 
     def turn(self, conversation_id: str, text: str, request_key: str | None = None) -> TurnResult:
         """One customer turn, serialized with the conversation's other turns across processes.
@@ -94,11 +113,13 @@ class Service:
                 "event": "conversation.escalated", "conversation_id": conversation_id,
                 "decision_id": decision_id, "by": by, "error": error})
 
-    def open_conversation_of(self, policy_name: str, customer_ref: str) -> str | None:
-        """The newest conversation of this customer under this policy that is not closed."""
+    def open_conversation_of(self, policy_name: str, customer_ref: str, key: ApiKey) -> str | None:
+        """The newest conversation of this customer of ``key``'s tenant under this policy that is not closed."""
         try:
             with self.store.session() as session:
-                found = session.exec(select(Conversation).where(
+                found = session.exec(select(Conversation).join(
+                    ConversationOwner, col(ConversationOwner.conversation_id) == col(Conversation.id)).where(
+                    ConversationOwner.tenant == key.tenant,
                     Conversation.policy_name == policy_name, Conversation.customer_ref == customer_ref,
                     Conversation.status != "closed").order_by(col(Conversation.created_at).desc())).first()
         except SQLAlchemyError as exc:
