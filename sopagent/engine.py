@@ -29,7 +29,7 @@ from sopagent import prompts
 from sopagent.errors import ConstraintViolationError, ConversationError, ModelError, PolicyError
 from sopagent.models.base import CallStats, ChatPrompt, DecisionModel
 from sopagent.effects import Effect
-from sopagent.grounding import FIELD_PROBABILITIES, UNGROUNDED, settle_facts
+from sopagent.grounding import FIELD_PROBABILITIES, MODEL_OUTPUT, UNGROUNDED, settle_facts
 from sopagent.kernel import (HOLDING_STEP, ChosenBy, GateSettings, Outcome, Status, check_actions, fallback_outcome,
                              option_view, run_step, settle, views_json)
 from sopagent.outbox import EffectRunner
@@ -405,6 +405,8 @@ class Agent:
             facts_json[UNGROUNDED] = outcome.ungrounded
         if outcome.fact_probabilities:
             facts_json[FIELD_PROBABILITIES] = outcome.fact_probabilities
+        if outcome.model_output is not None:
+            facts_json[MODEL_OUTPUT] = outcome.model_output
         revision = conversation.revision
         conversation.step = verdict.next_step if verdict.next_step != END else conversation.step
         conversation.status = verdict.conversation_status

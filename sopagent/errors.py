@@ -56,7 +56,15 @@ class RunError(SopAgentError):
 
 
 class ModelError(RunError):
-    """The model backend failed (load, timeout, malformed answer)."""
+    """The model backend failed (load, timeout, malformed answer).
+
+    The message never quotes what the model wrote (it may copy the customer's words); ``model_output``
+    holds it, and the engine records it with the decision's personal content, where erasure clears it.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False, model_output: str | None = None) -> None:
+        self.model_output = model_output
+        super().__init__(message, retryable=retryable)
 
 
 class ModelUnavailableError(ModelError):

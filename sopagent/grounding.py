@@ -43,6 +43,9 @@ UNGROUNDED = "ungrounded"
 FIELD_PROBABILITIES = "field_probabilities"
 """Key of a decision's facts that holds each field value's probability as the model decoded it."""
 
+MODEL_OUTPUT = "model_output"
+"""Key of a decision's facts that holds what the model wrote when its answer was unusable."""
+
 Why = Literal["not in the message", "ambiguous", "unsure", "not said", "invalid"]
 
 _MONTHS = {name.lower(): number for number, name in enumerate(calendar.month_name) if name}
@@ -96,12 +99,15 @@ def settle_facts(facts: BaseModel, message: str, probabilities: dict[str, float]
 def facts_lines(recorded: dict[str, Any]) -> list[str]:
     """A decision's recorded facts for people: the values taken (with the probability each was read
     with, where known), then one line per value not taken and why. Follow-up readings are left out."""
-    facts = {k: v for k, v in recorded.items() if k not in (FOLLOW_UP_READINGS, UNGROUNDED, FIELD_PROBABILITIES)}
+    facts = {k: v for k, v in recorded.items()
+             if k not in (FOLLOW_UP_READINGS, UNGROUNDED, FIELD_PROBABILITIES, MODEL_OUTPUT)}
     ungrounded: dict[str, dict[str, Any]] = recorded.get(UNGROUNDED) or {}
     probabilities: dict[str, float] = recorded.get(FIELD_PROBABILITIES) or {}
     taken = ", ".join(f"{name}={value!r}" + (f" (p {probabilities[name]:.2f})" if name in probabilities
                                               and name not in ungrounded else "") for name, value in facts.items())
     lines = [taken or "none needed at this step"]
+    if recorded.get(MODEL_OUTPUT) is not None:
+        lines.append(f"the model's unusable answer: {recorded[MODEL_OUTPUT]!r}")
     for name, dropped in ungrounded.items():
         why = dropped.get("why")
         if why == "unsure":

@@ -61,6 +61,9 @@ class Outcome:
     """Values the model read that the customer's message does not support (dropped as not given)."""
     fact_probabilities: dict[str, float] = field(default_factory=dict)
     """Each fact's probability as the model decoded it."""
+    model_output: str | None = None
+    """What the model wrote when its answer was unusable (personal: recorded with the facts, never in
+    the public error)."""
 
     @property
     def chosen(self) -> Option:
@@ -94,7 +97,8 @@ class Verdict:
 def fallback_outcome(policy: Policy, step_name: str, exc: Exception) -> Outcome:
     """The outcome of a failed turn: the policy's fallback reply, with the error recorded."""
     return Outcome(options=[Option(policy.fallback, next=step_name)], probabilities=[None], chosen_index=0,
-                   chosen_by=ChosenBy.FALLBACK, error=f"{type(exc).__name__}: {exc}")
+                   chosen_by=ChosenBy.FALLBACK, error=f"{type(exc).__name__}: {exc}",
+                   model_output=getattr(exc, "model_output", None))
 
 
 def run_step(policy: Policy, step_name: str, turn: Turn[Any, Any]) -> list[Option]:

@@ -117,3 +117,26 @@ def test_clearing_without_a_recorded_action_breaks_the_chain(card_policy, store:
     report = store.verify_chain()
     assert not report.intact and report.broken_id == 2 and "without a recorded erase" in (report.reason or "")
     assert isinstance(store.decisions()[0], Decision) and OperatorAction
+
+
+def test_an_unusable_model_answer_is_personal_content_never_the_public_error(card_policy, store: Store,
+                                                                             tmp_path: Path) -> None:
+    from sopagent.errors import ModelError
+    from sopagent.grounding import MODEL_OUTPUT
+
+    written = '{"card_last4": "4821", "date_of_birth": "1985-02-30", "intent": "' + SECRET + '"}'
+    model = ScriptedModel(facts=[ModelError("the facts did not validate against Request: Input should be "
+                                            "'lost_or_stolen_card', ... at intent", model_output=written)])
+    agent = Agent(card_policy, model, store)
+    cid = agent.start(customer_ref="cust-quill")
+    result = agent.respond(cid, f"{SECRET} here, born 30 Feb 1985")
+    assert result.status == "escalated" and "ModelError" in (result.error or "")
+    assert SECRET not in (result.error or "") and "1985" not in (result.error or "")  # what a webhook is sent
+    decision = store.decisions(cid)[-1]
+    assert SECRET not in (decision.error or "") and json.loads(decision.facts_json)[MODEL_OUTPUT] == written
+    assert "the model's unusable answer" in explain_decision(store, decision.id)
+    erase_customer(store, "cust-quill", "dpo", "GDPR request 2026-201")
+    for path in tmp_path.glob("audit.db*"):
+        raw = path.read_bytes()
+        for value in (SECRET, "1985-02-30", "cust-quill", "born 30 Feb"):
+            assert value.encode() not in raw, (path, value)

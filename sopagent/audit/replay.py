@@ -24,7 +24,7 @@ from sopagent import prompts
 from sopagent.audit.query import AuditFilter, select_rows
 from sopagent.catalog import parse_catalog
 from sopagent.effects import describe
-from sopagent.grounding import FIELD_PROBABILITIES, UNGROUNDED
+from sopagent.grounding import FIELD_PROBABILITIES, MODEL_OUTPUT, UNGROUNDED
 from sopagent.engine import facts_prompt, read_follow_up, read_message
 from sopagent.kernel import (HOLDING_STEP, ChosenBy, GateSettings, Outcome, Status, check_actions, fallback_outcome,
                              run_step, settle)
@@ -312,6 +312,7 @@ class _Replayer:
             recorded.pop(FOLLOW_UP_READINGS, None)
             recorded.pop(UNGROUNDED, None)
             recorded.pop(FIELD_PROBABILITIES, None)
+            recorded.pop(MODEL_OUTPUT, None)
             return schema.model_validate(recorded)
         except (ValidationError, ValueError, AttributeError):
             return None

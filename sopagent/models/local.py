@@ -170,7 +170,8 @@ class LocalConstrainedModel:
             facts, invalid = validate_facts(schema, raw)
         except ValidationError as exc:
             raise self.validation_error(f"{self.name}: the facts did not validate against {schema.__name__}: "
-                                        f"{exc.errors()[0]['msg']} (raw: {raw[:120]!r})", retryable=False) from exc
+                                        f"{exc.errors()[0]['msg']} at {'.'.join(map(str, exc.errors()[0]['loc'])) or 'the answer'}",
+                                        retryable=False, model_output=raw) from exc
         return Extraction(facts=facts, raw=raw, stats=stats, probabilities=answer.probabilities, invalid=invalid)
 
     def choose(self, prompt: ChatPrompt, n_options: int) -> Choice:

@@ -225,7 +225,8 @@ class OpenAIChatModel:
             facts, invalid = validate_facts(schema, raw)
         except ValidationError as exc:
             raise BackendError(f"{self.name}: the facts did not validate against {schema.__name__}: "
-                               f"{exc.errors()[0]['msg']} (raw: {raw[:120]!r})", retryable=False) from exc
+                               f"{exc.errors()[0]['msg']} at {'.'.join(map(str, exc.errors()[0]['loc'])) or 'the answer'}",
+                                        retryable=False, model_output=raw) from exc
         return Extraction(facts=facts, raw=raw, stats=stats, invalid=invalid)
 
     def choose(self, prompt: ChatPrompt, n_options: int) -> Choice:
