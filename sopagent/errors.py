@@ -95,6 +95,11 @@ class ConversationError(RunError):
     """The conversation is unknown, closed or in a state that does not accept this action."""
 
 
+class AnchorError(RunError):
+    """A signing key or checkpoint file of the anchored audit chain cannot be used; the message says how
+    to fix it."""
+
+
 class ApiKeyError(RunError):
     """An API key is missing, unknown, revoked, or of a scope that may not do this."""
 

@@ -40,7 +40,16 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(audit_func=cmd_export)
     p = cmds.add_parser("verify", help="check the hash chain and the stored policy versions (exit 0 only if intact)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per CPU on big chains)")
+    p.add_argument("--checkpoints", help="directory (or file) of signed checkpoints to check the chain against")
+    p.add_argument("--public-key", help="the signing key's public key (KEY.pub from `audit keygen`)")
     p.set_defaults(audit_func=cmd_verify)
+    p = cmds.add_parser("keygen", help="create the Ed25519 key that signs checkpoints (kept outside the database)")
+    p.add_argument("--out", required=True, help="private key file to create (0600); the public key goes to OUT.pub")
+    p.set_defaults(audit_func=cmd_keygen)
+    p = cmds.add_parser("checkpoint", help="sign the records appended since the last checkpoint into DIR")
+    p.add_argument("--key", required=True, help="the private key from `audit keygen`")
+    p.add_argument("--out", required=True, help="checkpoint directory (keep it on write-once storage)")
+    p.set_defaults(audit_func=cmd_checkpoint)
     p = cmds.add_parser("versions", help="list stored policy versions")
     p.set_defaults(audit_func=cmd_versions)
     p = cmds.add_parser("replay", help="re-run recorded conversations under another policy version")
@@ -144,7 +153,40 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"outbox BROKEN: {problem}")
     if not problems:
         print(f"outbox verified: {len(store.effects())} actions match their decisions' sealed plans and outcomes")
-    return 0 if report.intact and not problems else 1
+    anchored = True
+    if args.checkpoints or args.public_key:
+        if not (args.checkpoints and args.public_key):
+            print("pass both --checkpoints DIR and --public-key KEY.pub to check the chain against checkpoints",
+                  file=sys.stderr)
+            return 2
+        from sopagent.audit.anchor import verify_checkpoints
+
+        anchor = verify_checkpoints(store, args.public_key, args.checkpoints)
+        anchored = anchor.anchored
+        print(anchor.describe())
+    else:
+        print("no checkpoints given: the chain is only self-consistent and unanchored (a database writer could "
+              "rewrite it and recompute its hashes); pass --checkpoints DIR --public-key KEY.pub")
+    return 0 if report.intact and not problems and anchored else 1
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """Create the checkpoint signing key and its public key."""
+    from sopagent.audit.anchor import generate_key
+
+    public = generate_key(args.out)
+    print(f"signing key written to {args.out} (0600; keep it away from the database and its writers)")
+    print(f"public key written to {public} (give it to whoever verifies: `audit verify --public-key`)")
+    return 0
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    """Sign the chain's new records into a checkpoint file."""
+    from sopagent.audit.anchor import write_checkpoint
+
+    path = write_checkpoint(_store(args), args.key, args.out)
+    print(f"checkpoint written: {path}" if path else "the chain has not grown since the last checkpoint")
+    return 0
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
