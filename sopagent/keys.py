@@ -77,8 +77,11 @@ def ensure_table(store: Store) -> None:
         raise StoreError(f"cannot create the API key tables: {exc}", retryable=True) from exc
 
 
-def create_key(store: Store, scope: str, name: str, tenant: str = DEFAULT_TENANT) -> tuple[ApiKey, str]:
-    """Create a key of ``tenant``; return its row and the secret (shown once, never stored)."""
+def create_key(store: Store, scope: str, name: str | None, tenant: str = DEFAULT_TENANT) -> tuple[ApiKey, str]:
+    """Create a key of ``tenant``; return its row and the secret (shown once, never stored). Names are
+    unique; without one the key is named after its scope and id (``customer-key_0123...``)."""
+    key_id = "key_" + secrets.token_hex(6)
+    name = f"{scope}-{key_id}" if name is None else name
     if scope not in SCOPES:
         raise ApiKeyError(f"unknown scope {scope!r}; use one of: {', '.join(SCOPES)}")
     if not name.strip():
@@ -87,8 +90,14 @@ def create_key(store: Store, scope: str, name: str, tenant: str = DEFAULT_TENANT
         raise ApiKeyError(f"tenant {tenant!r} is not a tenant name; use lower-case letters, digits, - and _ "
                           "(e.g. --tenant northbank)")
     ensure_table(store)
+    with store.session() as session:
+        taken = session.exec(select(ApiKey).where(ApiKey.name == name.strip())).first()
+    if taken is not None:
+        raise ApiKeyError(f"a key named {name.strip()!r} exists already ({taken.id}, tenant {taken.tenant}); the "
+                          "name is the operator or channel recorded in the audit log, so each key needs its own "
+                          "(pass another --name)")
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(id="key_" + secrets.token_hex(6), name=name.strip(), scope=scope, key_sha256=digest(secret),
+    row = ApiKey(id=key_id, name=name.strip(), scope=scope, key_sha256=digest(secret),
                  tenant=tenant)
     try:
         with store.session() as session:

@@ -187,6 +187,9 @@ def test_bad_input_gets_4xx_with_a_message(live: Live) -> None:
             "invalid UTF-8": client.post(messages, content=b'{"text": "\xff\xfe"}',
                                          headers={"content-type": "application/json"}),
             "empty": client.post(messages, json={"text": "   "}),
+            "lone surrogate in metadata": client.post("/v1/conversations", content=b'{"policy": "card_services", '
+                                                      b'"metadata": {"note": "x\\ud800y"}}',
+                                                      headers={"content-type": "application/json"}),
             "unknown conversation": client.post("/v1/conversations/nope/messages", json={"text": "hi"}),
             "unknown policy": client.post("/v1/conversations", json={"policy": "nope"}),
             "unknown decision": client.get("/v1/decisions/999999/delivery", params={"wait": 0}),
@@ -194,11 +197,12 @@ def test_bad_input_gets_4xx_with_a_message(live: Live) -> None:
         client.post(messages, json={"text": say(LOST)})
         client.post(messages, json={"text": say({"intent": "nothing_else", "handoff": "requested"})})
     expected = {"malformed JSON": 422, "wrong type": 422, "missing field": 422, "too long": 422, "body too big": 413,
-                "invalid UTF-8": 400, "empty": 422, "unknown conversation": 404, "unknown policy": 404,
+                "invalid UTF-8": 400, "empty": 422, "lone surrogate in metadata": 422, "unknown conversation": 404, "unknown policy": 404,
                 "unknown decision": 404}
     got = {name: r.status_code for name, r in cases.items()}
     assert got == expected, {n: cases[n].text for n in got if got[n] != expected[n]}
     assert "limit is 500" in cases["too long"].json()["error"]
+    assert "not valid Unicode" in cases["lone surrogate in metadata"].json()["error"]
     assert "this server runs: card_services" in cases["unknown policy"].json()["error"]
     assert "unknown conversation 'nope'" in cases["unknown conversation"].json()["error"]
     assert all(r.json()["error"] for r in cases.values())

@@ -101,3 +101,28 @@ def test_a_conversation_no_key_started_is_unknown_to_every_key(live: Live) -> No
     with live.client() as client:
         assert client.get(f"/v1/conversations/{cid}").status_code == 404
         assert client.post(f"/v1/conversations/{cid}/messages", json={"text": say(DISPUTE)}).status_code == 404
+
+
+def test_key_names_are_unique_and_keys_made_before_tenants_belong_to_the_default_one(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from sopagent.errors import ApiKeyError
+    from sopagent.keys import authenticate, ensure_table
+    from sopagent.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'old.db'}")
+    with store.engine.begin() as connection:  # the key table as it was before tenants
+        connection.execute(text("DROP TABLE IF EXISTS apikey"))
+        connection.execute(text("CREATE TABLE apikey (id VARCHAR PRIMARY KEY, name VARCHAR, scope VARCHAR, "
+                                "key_sha256 VARCHAR UNIQUE, created_at VARCHAR, revoked_at VARCHAR)"))
+        connection.execute(text("INSERT INTO apikey VALUES ('key_old', 'ana', 'operator', :sha, '2026-01-01', NULL)"),
+                           {"sha": "0" * 64})
+    ensure_table(store)
+    with store.engine.connect() as connection:
+        assert connection.execute(text("SELECT tenant FROM apikey WHERE id = 'key_old'")).scalar() == "default"
+    with pytest.raises(ApiKeyError, match="exists already"):
+        create_key(store, "operator", "ana", tenant="bank")
+    with pytest.raises(ApiKeyError, match="not a tenant name"):
+        create_key(store, "customer", "web", tenant="Bank One")
+    row, secret = create_key(store, "customer", None)
+    assert row.name == f"customer-{row.id}" and authenticate(store, secret).tenant == "default"

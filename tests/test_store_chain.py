@@ -135,3 +135,15 @@ def test_a_sqlite_database_in_a_missing_folder_is_a_clear_error(tmp_path) -> Non
         Store(f"sqlite:///{tmp_path}/no-such-folder/audit.db")
     assert "fix:" in str(caught.value)
     assert not (tmp_path / "no-such-folder").exists()
+
+
+def test_a_new_sqlite_audit_file_and_its_journal_are_private(tmp_path) -> None:
+    import stat
+
+    from sopagent.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'private.db'}")
+    store.verify_chain()
+    files = [p for p in tmp_path.glob("private.db*") if not p.name.endswith(".lock")]
+    assert files and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), \
+        {p.name: oct(p.stat().st_mode) for p in files}

@@ -55,7 +55,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     store = Store(args.db)
     if args.keys_command == "create":
-        row, secret = keys.create_key(store, args.scope, args.name or f"{args.scope}-key", args.tenant)
+        row, secret = keys.create_key(store, args.scope, args.name, args.tenant)
         print(secret)
         print(f"created {row.id} ({row.scope}, tenant {row.tenant}, name {row.name!r}); the key is shown only "
               "once: store it now",

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sopagent.status import ChosenBy, Status
 
 MetadataValue = str | int | float | bool | None
 
 
-class StartConversation(BaseModel):
+class RequestBody(BaseModel):
+    """A body a client sends: every text in it must be valid Unicode (a lone surrogate would make every
+    later read of what it is stored in fail), so it is refused here with a 422."""
+
+    @model_validator(mode="after")
+    def _valid_text(self) -> "RequestBody":
+        try:
+            json.dumps(self.model_dump(mode="json"), ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError("the body holds text that is not valid Unicode (a lone surrogate such as \\ud800); "
+                             "send UTF-8 text") from exc
+        return self
+
+
+class StartConversation(RequestBody):
     """Open a conversation under a policy."""
 
     model_config = ConfigDict(extra="forbid")
@@ -30,7 +45,7 @@ class Started(BaseModel):
     status: str
 
 
-class CustomerMessage(BaseModel):
+class CustomerMessage(RequestBody):
     """What the customer wrote."""
 
     model_config = ConfigDict(extra="forbid")
@@ -128,7 +143,7 @@ class ConversationView(BaseModel):
     actions: list[ActionView]
 
 
-class OperatorRequest(BaseModel):
+class OperatorRequest(RequestBody):
     """Approve or escalate a pending decision."""
 
     model_config = ConfigDict(extra="forbid")
@@ -172,7 +187,7 @@ class Health(BaseModel):
 # --- OpenAI-compatible chat completions ---------------------------------------------------------------
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(RequestBody):
     """An OpenAI chat message; only the last ``user`` message is read."""
 
     model_config = ConfigDict(extra="allow")
@@ -180,7 +195,7 @@ class ChatMessage(BaseModel):
     content: str | list[dict[str, Any]] | None = None
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(RequestBody):
     """An OpenAI chat completion request; ``model`` names the policy."""
 
     model_config = ConfigDict(extra="allow")

@@ -58,6 +58,7 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
             with self._first_open_lock(timeout_s):
+                self._create_private_file()
                 self._create_schema()
         except Timeout as exc:
             raise StoreError(f"cannot initialise the audit store {self.url!r}: another process held {exc.lock_file} "
@@ -86,6 +87,14 @@ class Store:
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"the folder {folder} does not exist")
         return FileLock(f"{database}.lock", timeout=timeout_s)
+
+    def _create_private_file(self) -> None:
+        """Create a new SQLite file readable and writable by its owner only (0600); SQLite gives its
+        journal files the same mode. The audit log holds personal data."""
+        database = make_url(self.url).database if self.url.startswith("sqlite") else None
+        if not database or database == ":memory:" or database.startswith("file:") or os.path.exists(database):
+            return
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
     def _create_schema(self) -> None:
         """Create the tables and the chain head if missing, in one transaction.
