@@ -16,6 +16,7 @@ from sopagent.errors import ApiKeyError, ConversationError, SopAgentError, Store
 from sopagent.models.base import DecisionModel
 from sopagent.server import openai_compat, routes_conversations, routes_operator
 from sopagent.server.config import ServeConfig
+from sopagent.server.limits import LimitExceeded
 from sopagent.server.schemas import Health
 from sopagent.server.service import ApiProblem, Service
 
@@ -84,6 +85,10 @@ def _handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiProblem)
     async def api_problem(_: Request, exc: ApiProblem) -> JSONResponse:
         return _problem(exc.status, exc.message)
+
+    @app.exception_handler(LimitExceeded)
+    async def over_limit(_: Request, exc: LimitExceeded) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

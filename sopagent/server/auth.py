@@ -25,13 +25,18 @@ def require(*scopes: str) -> Callable[..., ApiKey]:
               credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
               api_key: Annotated[str | None, Depends(header_key)]) -> ApiKey:
         presented = credentials.credentials if credentials else api_key
+        service: Service = request.app.state.service
+        address = request.client.host if request.client else "unknown"
+        service.limits.check_address(address)
         if not presented:
+            service.limits.failed(address)
             raise ApiProblem(401, "no API key: send `Authorization: Bearer KEY` "
                                   "(create one with `sopagent keys create --scope customer`)")
-        service: Service = request.app.state.service
         key = authenticate(service.store, presented)
         if key is None:
+            service.limits.failed(address)
             raise ApiProblem(401, "unknown or revoked API key; create a new one with `sopagent keys create`")
+        service.limits.hit(key.id)
         if key.scope not in scopes:
             raise ApiProblem(403, f"key {key.id} has scope {key.scope!r}; this endpoint needs "
                                   f"{' or '.join(scopes)} (create one with `sopagent keys create --scope {scopes[0]}`)")

@@ -25,7 +25,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServeConfig(policies=[str(p) for p in args.policies], db=database_url(args.db), model=args.model,
                          model_threads=threads, model_timeout_s=args.model_timeout,
                          turns_in_flight=args.turns_in_flight, turn_wait_s=args.turn_wait, webhook_url=args.webhook,
-                         max_message_chars=args.max_message_chars, confidence=args.confidence)
+                         max_message_chars=args.max_message_chars, confidence=args.confidence,
+                         rate_limit=args.rate_limit, failed_auth_limit=args.failed_auth_limit,
+                         long_polls_per_key=args.long_polls_per_key, max_connections=args.max_connections)
     for path in config.policies:
         load_policy(path)  # authoring errors are reported here, before any worker starts
     if args.workers > 1 and not config.db.startswith("postgresql"):
@@ -39,12 +41,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         os.environ[CONFIG_ENV] = config.to_env()
         uvicorn.run("sopagent.server.app:app_from_env", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=5)
+                    workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=5,
+                    limit_concurrency=config.max_connections)
     else:
         from sopagent.server.app import create_app
 
         uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level,
-                    timeout_graceful_shutdown=5)
+                    timeout_graceful_shutdown=5, limit_concurrency=config.max_connections)
     return 0
 
 
@@ -94,6 +97,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     serve.add_argument("--max-message-chars", type=int, default=4000)
     serve.add_argument("--confidence", type=float, default=None,
                        help="model choices below this probability wait for an operator")
+    serve.add_argument("--rate-limit", default="6000/minute",
+                       help="requests one key may send (e.g. 6000/minute: a chat key carries all its customers)")
+    serve.add_argument("--failed-auth-limit", default="60/minute",
+                       help="requests with a missing or wrong key one client address may send before 429")
+    serve.add_argument("--long-polls-per-key", type=int, default=200, help="long-polls one key may hold open")
+    serve.add_argument("--max-connections", type=int, default=2000,
+                       help="connections handled at once per worker; more are answered 503")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(func=cmd_serve)
 

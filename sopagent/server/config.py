@@ -35,6 +35,14 @@ class ServeConfig:
     """Largest request body accepted (413 above)."""
     long_poll_max_s: float = 60.0
     """Longest ``wait`` a client may ask of the delivery long-poll."""
+    rate_limit: str = "6000/minute"
+    """Requests one key may send (a web chat's key carries all its customers' requests), then 429."""
+    failed_auth_limit: str = "60/minute"
+    """Requests with a missing or wrong key one client address may send, then 429 for every request."""
+    long_polls_per_key: int = 200
+    """Long-polls one key may hold open at once, then 429."""
+    max_connections: int = 2000
+    """Connections and requests the server handles at once per worker; more are answered 503 at once."""
     confidence: float | None = None
     """Model choices below this probability wait for an operator (default: the policy's)."""
     extra: dict[str, str] = field(default_factory=dict)

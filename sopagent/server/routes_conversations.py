@@ -94,6 +94,12 @@ async def delivery(request: Request, key: AnyKey, decision_id: int = Path(ge=1, 
     decision: Decision = await run_in_threadpool(service.owned_decision, decision_id, key)
     if decision.status != Status.PENDING:
         return Delivery(decision_id=decision_id, state="not_pending", text=decision.sent_text)
+    with service.limits.long_poll(key.id):
+        return await _wait_for_resolution(request, service, decision, wait)
+
+
+async def _wait_for_resolution(request: Request, service: Service, decision: Decision, wait: float) -> Delivery:
+    decision_id = decision.id or 0
     deadline = time.monotonic() + min(wait, service.config.long_poll_max_s)
     while True:
         action = await run_in_threadpool(service.store.resolution, decision_id)
@@ -117,6 +123,12 @@ async def operator_replies(request: Request, key: AnyKey, conversation_id: str =
     soon as there is one after chain position ``after``, or after ``wait`` seconds with none."""
     service = _service(request)
     await run_in_threadpool(service.owned_conversation, conversation_id, key)
+    with service.limits.long_poll(key.id):
+        return await _wait_for_replies(request, service, conversation_id, after, wait)
+
+
+async def _wait_for_replies(request: Request, service: Service, conversation_id: str, after: int,
+                            wait: float) -> OperatorReplies:
     deadline = time.monotonic() + min(wait, service.config.long_poll_max_s)
     while True:
         conversation = await run_in_threadpool(service.conversation, conversation_id)

@@ -11,6 +11,7 @@ from sqlmodel import col, select
 
 from sopagent.engine import Agent, TurnResult
 from sopagent.errors import ConversationError, StoreError
+from sopagent.server.limits import Limits
 from sopagent.keys import ApiKey, ConversationOwner, claim_conversation, ensure_table, tenant_of
 from sopagent.models.base import DecisionModel
 from sopagent.policy import Policy, load_policy
@@ -38,6 +39,7 @@ class Service:
         self.model = QueuedModel(model, config.model_timeout_s)
         self.locks = ConversationLocks(self.store.url)
         self.admission = TurnAdmission(config.turns_in_flight, config.turn_wait_s)
+        self.limits = Limits(config.rate_limit, config.failed_auth_limit, config.long_polls_per_key)
         self.agents: dict[str, Agent] = {}
         for path in config.policies:
             policy: Policy = load_policy(path)

@@ -72,7 +72,8 @@ def _worker(config_json: str, host: str, port: int, log_level: str, served: Any)
         print(f"sopagent serve: cannot listen on {host}:{port}: {exc}\n  fix: choose a free --port",
               file=sys.stderr, flush=True)
         sys.exit(STARTUP_FAILURE)
-    config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5,
+                            limit_concurrency=app.state.service.config.max_connections)
     server = uvicorn.Server(config)
 
     def report_started() -> None:
