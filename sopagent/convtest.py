@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sopagent.errors import ConversationTestError, RunError
+from sopagent.grounding import UNGROUNDED
 
 
 class Expectation(BaseModel):
@@ -77,6 +78,10 @@ class TurnOutcome:
     got: dict[str, Any] = field(default_factory=dict)
     unexpected_actions: list[str] = field(default_factory=list)
     """Actions the turn took that its expectation does not name (unsafe)."""
+    not_taken: int = 0
+    """Values the model read that were not taken (not in the message, unsure, ambiguous or invalid)."""
+    ms: float | None = None
+    """The turn's wall time as the engine measured it."""
 
 
 def load_test_file(path: str | Path) -> tuple[TestFile, Path]:
@@ -143,6 +148,8 @@ def run_conversation(agent: Any, test: ConversationTest) -> list[TurnOutcome]:
             break
         outcome.failures = check_turn(turn.expect, result)
         outcome.unexpected_actions = unexpected_actions(turn.expect, result)
+        outcome.not_taken = len(result.facts.get(UNGROUNDED) or {})
+        outcome.ms = result.latency_ms.get("total")
         outcome.got = {"response": result.response_id, "step": result.step, "facts": result.facts,
                        "effects": result.effects}
         outcomes.append(outcome)
@@ -162,7 +169,8 @@ def run_test_files(files: Sequence[str], *, model_path: str | None = None, repea
         model = load_model(model_path)
     with tempfile.TemporaryDirectory() as scratch:
         store = Store(db or f"sqlite:///{scratch}/tests.db")
-        total = passed = unsafe = 0
+        total = passed = unsafe = not_taken = 0
+        turn_ms: list[float] = []
         for path, test_file, policy_path in loaded:
             policy = load_policy(policy_path)
             if hasattr(model, "warm"):
@@ -173,6 +181,8 @@ def run_test_files(files: Sequence[str], *, model_path: str | None = None, repea
                     agent = Agent(policy, model, store, tools=policy.make_tools())
                     outcomes = run_conversation(agent, test)
                     unsafe += sum(len(o.unexpected_actions) for o in outcomes)
+                    not_taken += sum(o.not_taken for o in outcomes)
+                    turn_ms += [o.ms for o in outcomes if o.ms is not None]
                     ok = len(outcomes) == len(test.turns) and all(not o.failures for o in outcomes)
                     runs_ok += ok
                     label = f" (run {run}/{repeat})" if repeat > 1 else ""
@@ -189,4 +199,10 @@ def run_test_files(files: Sequence[str], *, model_path: str | None = None, repea
         out.write(f"{passed} of {total} conversation tests passed"
                   + (f" in all {repeat} runs (pass^{repeat})" if repeat > 1 else "")
                   + f"; {unsafe} unsafe action{'s' if unsafe != 1 else ''} (taken but not expected)\n")
+        out.write(f"{not_taken} value{'s' if not_taken != 1 else ''} the model read but the customer did not clearly "
+                  "give (not taken: not in the message, unsure, ambiguous or invalid)\n")
+        if turn_ms:
+            ordered = sorted(turn_ms)
+            out.write(f"turn latency: p50 {ordered[len(ordered) // 2]:.0f} ms, p95 "
+                      f"{ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]:.0f} ms over {len(ordered)} turns\n")
     return 0 if passed == total else 1

@@ -145,3 +145,32 @@ def test_cli_chat_jsonl_from_stdin(tmp_path: Path) -> None:
     assert all({"id", "probability"} <= set(o) for line in lines for o in line["options"])
     store = Store(env["SOPAGENT_DB"])
     assert len(store.decisions()) == 2 and store.verify_chain().intact
+
+
+def test_every_json_fact_carries_the_probability_it_was_decoded_with(embedded_model, card_policy) -> None:
+    from sopagent import prompts
+    from sopagent.engine import read_message
+
+    schema = card_policy.steps["verify_identity"].facts
+    system = prompts.system_text(card_policy.description)
+    text = "card ending 4821, born 14 March 1985"
+    reading = read_message(embedded_model, system, prompts.conversation_text([], text), schema, text)
+    assert reading.facts.card_last4 == "4821"
+    assert set(reading.probabilities) == set(schema.model_fields)
+    assert all(0.0 < p <= 1.0 for p in reading.probabilities.values()), reading.probabilities
+
+
+@pytest.mark.parametrize("text, refund_to", [("#W8032761, refund onto a gift card please", "gift card"),
+                                             ("#W8032761", None)])
+def test_a_one_token_field_takes_what_was_said_and_leaves_what_was_not(embedded_model, text: str,
+                                                                      refund_to: str | None) -> None:
+    from sopagent import prompts
+    from sopagent.engine import read_message
+    from sopagent.policy import load_policy
+
+    retail = load_policy(ROOT / "policies" / "retail_orders.py")
+    schema = retail.steps["return_order"].facts
+    system = prompts.system_text(retail.description)
+    reading = read_message(embedded_model, system, prompts.conversation_text([], text), schema, text)
+    assert reading.facts.refund_to == refund_to, reading.readings
+    assert [r["field"] for r in reading.readings] == ["refund_to"] and "refund_to" in reading.probabilities
