@@ -221,3 +221,22 @@ def test_keys_never_appear_in_the_service_log_or_the_database(tmp_path: Path) ->
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("keys.db*") if p.suffix != ".lock")
     for key in (customer, operator, revoked):
         assert key.encode() not in raw  # stored hashed
+
+
+def test_a_client_that_sends_its_headers_too_slowly_is_cut_off(tmp_path: Path) -> None:
+    import socket
+
+    server = ServerProcess(f"sqlite:///{tmp_path / 'audit.db'}", "--header-timeout", "1")
+    try:
+        slow = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(20)]
+        for connection in slow:
+            connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # never finished
+        assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200  # others are served meanwhile
+        for connection in slow:
+            assert connection.recv(1024) == b""  # closed by the server after the header deadline
+            connection.close()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as prompt:
+            prompt.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            assert prompt.recv(1024).startswith(b"HTTP/1.1 200")
+    finally:
+        server.stop()

@@ -27,7 +27,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          turns_in_flight=args.turns_in_flight, turn_wait_s=args.turn_wait, webhook_url=args.webhook,
                          max_message_chars=args.max_message_chars, confidence=args.confidence,
                          rate_limit=args.rate_limit, failed_auth_limit=args.failed_auth_limit,
-                         long_polls_per_key=args.long_polls_per_key, max_connections=args.max_connections)
+                         long_polls_per_key=args.long_polls_per_key, max_connections=args.max_connections,
+                         header_timeout_s=args.header_timeout)
     for path in config.policies:
         load_policy(path)  # authoring errors are reported here, before any worker starts
     if args.workers > 1 and not config.db.startswith("postgresql"):
@@ -42,12 +43,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ[CONFIG_ENV] = config.to_env()
         uvicorn.run("sopagent.server.app:app_from_env", factory=True, host=args.host, port=args.port,
                     workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=5,
-                    limit_concurrency=config.max_connections)
+                    limit_concurrency=config.max_connections,
+                    http="sopagent.server.protocol:HeaderDeadlineProtocol")  # the default header deadline
     else:
         from sopagent.server.app import create_app
 
+        from sopagent.server.protocol import protocol_with
+
         uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level,
-                    timeout_graceful_shutdown=5, limit_concurrency=config.max_connections)
+                    timeout_graceful_shutdown=5, limit_concurrency=config.max_connections,
+                    http=protocol_with(config.header_timeout_s))
     return 0
 
 
@@ -104,6 +109,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     serve.add_argument("--long-polls-per-key", type=int, default=200, help="long-polls one key may hold open")
     serve.add_argument("--max-connections", type=int, default=2000,
                        help="connections handled at once per worker; more are answered 503")
+    serve.add_argument("--header-timeout", type=float, default=10.0,
+                       help="seconds a client may take to send a request's headers before it is cut off")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(func=cmd_serve)
 

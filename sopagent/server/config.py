@@ -43,6 +43,8 @@ class ServeConfig:
     """Long-polls one key may hold open at once, then 429."""
     max_connections: int = 2000
     """Connections and requests the server handles at once per worker; more are answered 503 at once."""
+    header_timeout_s: float = 10.0
+    """Seconds a client may take to send a request's headers before its connection is closed."""
     confidence: float | None = None
     """Model choices below this probability wait for an operator (default: the policy's)."""
     extra: dict[str, str] = field(default_factory=dict)

@@ -60,6 +60,7 @@ def _worker(config_json: str, host: str, port: int, log_level: str, served: Any)
     from sopagent.errors import SopAgentError
     from sopagent.server.app import create_app
     from sopagent.server.config import ServeConfig
+    from sopagent.server.protocol import protocol_with
 
     os.environ[CONFIG_ENV] = config_json
     try:
@@ -72,8 +73,9 @@ def _worker(config_json: str, host: str, port: int, log_level: str, served: Any)
         print(f"sopagent serve: cannot listen on {host}:{port}: {exc}\n  fix: choose a free --port",
               file=sys.stderr, flush=True)
         sys.exit(STARTUP_FAILURE)
+    settings = app.state.service.config
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5,
-                            limit_concurrency=app.state.service.config.max_connections)
+                            limit_concurrency=settings.max_connections, http=protocol_with(settings.header_timeout_s))
     server = uvicorn.Server(config)
 
     def report_started() -> None:
