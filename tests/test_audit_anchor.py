@@ -104,3 +104,27 @@ def test_audit_verify_says_when_the_chain_is_only_self_consistent(card_policy, s
     anchored = subprocess.run([*run, "verify", "--db", db, "--checkpoints", str(tmp_path / "cp"),
                                "--public-key", str(public)], capture_output=True, text=True, timeout=60)
     assert anchored.returncode == 1 and "no longer matches" in anchored.stdout, anchored.stdout + anchored.stderr
+
+
+def test_the_service_writes_a_checkpoint_every_n_records(tmp_path: Path) -> None:
+    import time
+
+    from server_harness import CARD, ID_MARIA as ID, LOST, say, serve_in_thread
+    from sopagent.server.config import ServeConfig
+
+    key = tmp_path / "anchor.key"
+    public = generate_key(key)
+    directory = tmp_path / "checkpoints"
+    config = ServeConfig(policies=[CARD], db=f"sqlite:///{tmp_path / 'audit.db'}", model="echo",
+                         anchor_key=str(key), checkpoint_dir=str(directory), checkpoint_every=2)
+    for live in serve_in_thread(config):
+        with live.client() as client:
+            cid = client.post("/v1/conversations", json={"policy": "card_services"}).json()["conversation_id"]
+            client.post(f"/v1/conversations/{cid}/messages", json={"text": say(LOST)})
+            assert not list(directory.glob("checkpoint-*.json"))  # one record: not due yet
+            client.post(f"/v1/conversations/{cid}/messages", json={"text": say(ID)})
+        deadline = time.monotonic() + 10
+        while not list(directory.glob("checkpoint-*.json")) and time.monotonic() < deadline:
+            time.sleep(0.05)  # written after the response, in the background
+        assert verify_checkpoints(live.service.store, public, directory).records >= 2
+        assert verify_checkpoints(live.service.store, public, directory).anchored

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
+from filelock import FileLock
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import text
@@ -124,6 +125,11 @@ def write_checkpoint(store: Store, key_path: str | Path, directory: str | Path) 
     key = _load_private(key_path)
     place = Path(directory)
     place.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(place / ".checkpoint.lock"), timeout=30):  # workers and cron take turns
+        return _write_next(store, key, place)
+
+
+def _write_next(store: Store, key: Ed25519PrivateKey, place: Path) -> Path | None:
     earlier = checkpoints_in(place)
     first = int(_read(earlier[-1])["last_seq"]) + 1 if earlier else 1
     head = chain_head(store.engine)
@@ -195,3 +201,11 @@ def verify_checkpoints(store: Store, public_key_path: str | Path, directory: str
                                        f"rewritten after {data['created_at']}")
                 break
     return report
+
+
+def records_since_checkpoint(store: Store, directory: str | Path) -> int:
+    """How many records the chain has beyond the newest checkpoint in ``directory``."""
+    earlier = checkpoints_in(directory) if Path(directory).exists() else []
+    signed = int(_read(earlier[-1])["last_seq"]) if earlier else 0
+    head = chain_head(store.engine)
+    return (head[1] if head else 0) - signed

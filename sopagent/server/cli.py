@@ -28,7 +28,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          max_message_chars=args.max_message_chars, confidence=args.confidence,
                          rate_limit=args.rate_limit, failed_auth_limit=args.failed_auth_limit,
                          long_polls_per_key=args.long_polls_per_key, max_connections=args.max_connections,
-                         header_timeout_s=args.header_timeout)
+                         header_timeout_s=args.header_timeout, anchor_key=args.anchor_key,
+                         checkpoint_dir=args.checkpoints, checkpoint_every=args.checkpoint_every)
+    if bool(config.anchor_key) != bool(config.checkpoint_dir):
+        print("sopagent serve: pass both --anchor-key KEY and --checkpoints DIR to write checkpoints", file=sys.stderr)
+        return 2
     for path in config.policies:
         load_policy(path)  # authoring errors are reported here, before any worker starts
     if args.workers > 1 and not config.db.startswith("postgresql"):
@@ -111,6 +115,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        help="connections handled at once per worker; more are answered 503")
     serve.add_argument("--header-timeout", type=float, default=10.0,
                        help="seconds a client may take to send a request's headers before it is cut off")
+    serve.add_argument("--anchor-key", help="Ed25519 key from `sopagent audit keygen`: sign audit checkpoints")
+    serve.add_argument("--checkpoints", help="directory for signed audit checkpoints (keep it on write-once storage)")
+    serve.add_argument("--checkpoint-every", type=int, default=1000,
+                       help="write a checkpoint once the chain has grown by this many records (default 1000)")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(func=cmd_serve)
 

@@ -45,6 +45,12 @@ class ServeConfig:
     """Connections and requests the server handles at once per worker; more are answered 503 at once."""
     header_timeout_s: float = 10.0
     """Seconds a client may take to send a request's headers before its connection is closed."""
+    anchor_key: str | None = None
+    """Ed25519 signing key (``sopagent audit keygen``) for checkpoints written while serving."""
+    checkpoint_dir: str | None = None
+    """Where checkpoints go (keep it on write-once storage); with ``anchor_key``."""
+    checkpoint_every: int = 1000
+    """A checkpoint is written once the chain has grown by this many records since the last."""
     confidence: float | None = None
     """Model choices below this probability wait for an operator (default: the policy's)."""
     extra: dict[str, str] = field(default_factory=dict)

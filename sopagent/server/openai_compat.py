@@ -66,6 +66,7 @@ def chat_completions(body: ChatCompletionRequest, request: Request, key: Custome
     result = service.turn(cid, text)
     if result.status == Status.ESCALATED:
         background.add_task(service.escalated, cid, result.decision_id, "agent", result.error)
+    background.add_task(service.checkpoint_if_due)
     content = result.reply or ""
     created = int(time.time())
     completion_id = f"chatcmpl-sop-{result.decision_id}"

@@ -62,6 +62,7 @@ def post_message(body: CustomerMessage, request: Request, key: CustomerKey, back
     result = service.turn(conversation_id, body.text, idempotency_key)
     if result.status == Status.ESCALATED:
         background.add_task(service.escalated, conversation_id, result.decision_id, "agent", result.error)
+    background.add_task(service.checkpoint_if_due)
     return reply_of(result, request)
 
 

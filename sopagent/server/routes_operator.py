@@ -62,15 +62,18 @@ def pending(request: Request, key: OperatorKey) -> list[DecisionView]:
 
 
 @router.post("/decisions/{decision_id}/approve", response_model=OperatorResult, responses=ERRORS)
-def approve(body: OperatorRequest, request: Request, key: OperatorKey, decision_id: int = DecisionId) -> OperatorResult:
+def approve(body: OperatorRequest, request: Request, key: OperatorKey, background: BackgroundTasks,
+            decision_id: int = DecisionId) -> OperatorResult:
     """Send the reply that waited for approval."""
+    background.add_task(request.app.state.service.checkpoint_if_due)
     return _act(request, key, decision_id, "approve", body.reason)
 
 
 @router.post("/decisions/{decision_id}/override", response_model=OperatorResult, responses=ERRORS)
-def override(body: OverrideRequest, request: Request, key: OperatorKey,
+def override(body: OverrideRequest, request: Request, key: OperatorKey, background: BackgroundTasks,
              decision_id: int = DecisionId) -> OperatorResult:
     """Send another of the decision's allowed options instead."""
+    background.add_task(request.app.state.service.checkpoint_if_due)
     return _act(request, key, decision_id, "override", body.reason, body.option_index)
 
 
@@ -81,4 +84,5 @@ def escalate(body: OperatorRequest, request: Request, key: OperatorKey, backgrou
     result = _act(request, key, decision_id, "escalate", body.reason)
     service: Service = request.app.state.service
     background.add_task(service.escalated, result.conversation_id or "", decision_id, f"operator:{key.name}", None)
+    background.add_task(service.checkpoint_if_due)
     return result

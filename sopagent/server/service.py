@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from sqlalchemy import text as sql
@@ -10,14 +11,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 
 from sopagent.engine import Agent, TurnResult
-from sopagent.errors import ConversationError, StoreError
-from sopagent.server.limits import Limits
+from sopagent.errors import ConversationError, SopAgentError, StoreError
 from sopagent.keys import ApiKey, ConversationOwner, claim_conversation, ensure_table, tenant_of
 from sopagent.models.base import DecisionModel
 from sopagent.policy import Policy, load_policy
 from sopagent.server.config import ServeConfig
+from sopagent.server.limits import Limits
 from sopagent.server.runtime import ConversationLocks, QueuedModel, TurnAdmission, notify_webhook
 from sopagent.store import Conversation, Decision, Store
+
+log = logging.getLogger("sopagent.server")
 
 
 class ApiProblem(Exception):
@@ -107,6 +110,20 @@ class Service:
             except ConversationError as exc:
                 raise ApiProblem(409, str(exc)) from exc
         return result
+
+    def checkpoint_if_due(self) -> None:
+        """Write a signed checkpoint once the chain has grown by ``checkpoint_every`` records (run after a
+        response is sent; a failure is logged, never lost silently, and the next call tries again)."""
+        config = self.config
+        if not (config.anchor_key and config.checkpoint_dir):
+            return
+        from sopagent.audit.anchor import records_since_checkpoint, write_checkpoint
+
+        try:
+            if records_since_checkpoint(self.store, config.checkpoint_dir) >= config.checkpoint_every:
+                write_checkpoint(self.store, config.anchor_key, config.checkpoint_dir)
+        except (SopAgentError, OSError) as exc:
+            log.error("cannot write an audit checkpoint to %s: %s", config.checkpoint_dir, exc)
 
     def escalated(self, conversation_id: str, decision_id: int | None, by: str, error: str | None) -> None:
         """Tell the configured webhook (no personal text is sent)."""
