@@ -42,6 +42,10 @@ policy = Policy(
 
 FEE_REFUND_LIMIT = Decimal("50.00")
 MAX_IDENTITY_ATTEMPTS = 3
+"""Wrong or missing answers in one conversation before a person takes over."""
+MAX_CARD_FAILURES = 5
+"""Wrong identity answers for one card, in any conversation within the policy's lockout window (24 h),
+after which that card's identity check is locked: a new conversation does not start the count again."""
 
 Intent = Literal["lost_or_stolen_card", "dispute_payment", "fee_refund", "complaint", "nothing_else",
                  "something_else"]
@@ -158,6 +162,8 @@ def verify_identity(turn: Turn[Identity, NorthbankDemo]) -> list[Option]:
     last4, born = turn.known.get("card_last4"), turn.known.get("date_of_birth")
     if born is None and turn.ungrounded.get("date_of_birth", {}).get("why") == "ambiguous":
         return [say("ask_date_written_out", next="verify_identity")]  # 03/04/1990 reads two ways: never guess
+    if last4 and turn.recent_failures("identity", last4) >= MAX_CARD_FAILURES:
+        return [say("handoff_to_human", next=END)]  # locked: guessing across conversations ends here
     customer = turn.tools.verify(last4, dt.date.fromisoformat(born)) if last4 and born else None
     if customer is not None:
         turn.known["customer_id"] = customer.id
@@ -165,6 +171,7 @@ def verify_identity(turn: Turn[Identity, NorthbankDemo]) -> list[Option]:
     attempts = turn.known.get("identity_attempts", 0) + 1
     turn.known["identity_attempts"] = attempts
     if last4 and born:  # a full pair that did not match: forget it, so a corrected pair is read fresh
+        turn.record_failure("identity", last4)
         turn.known.pop("card_last4")
         turn.known.pop("date_of_birth")
     if attempts >= MAX_IDENTITY_ATTEMPTS:

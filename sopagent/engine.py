@@ -17,11 +17,12 @@ The engine knows nothing about HTTP or terminals.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from pydantic import BaseModel
 
@@ -363,12 +364,13 @@ class Agent:
         turn: Turn[Any, Any] = Turn(facts=reading.facts, known=known, tools=self.tools, step=step_name,
                                     conversation_id=conversation.id, reader=reader,
                                     action_confidence=self.gate.action_confidence, ungrounded=reading.ungrounded,
-                                    probabilities=reading.probabilities, message=message)
+                                    probabilities=reading.probabilities, message=message,
+                                    failures=self._failures_counter())
         options = run_step(self.policy, step_name, turn)
         clock.lap("policy")  # follow-up readings (turn.read) included
 
         outcome = Outcome(options=options, readings=reading.readings + turn.readings, ungrounded=turn.ungrounded,
-                          fact_probabilities=reading.probabilities)
+                          fact_probabilities=reading.probabilities, failed_checks=turn.failed_checks)
         if len(options) == 1:
             outcome.chosen_index, outcome.probabilities = 0, [1.0]
         else:
@@ -383,6 +385,11 @@ class Agent:
             outcome.probabilities = list(choice.probabilities) or [None] * len(options)
         check_actions(outcome.chosen, turn, self.gate, step_name)
         return outcome
+
+    def _failures_counter(self) -> Callable[[str, str], int]:
+        """How a turn counts a check's recent failures for a subject (:meth:`Turn.recent_failures`)."""
+        since = (dt.datetime.now(dt.timezone.utc) - self.policy.lockout_window).isoformat(timespec="microseconds")
+        return lambda check, subject: self.store.recent_failures(self.policy.name, check, subject, since)
 
     def _reading_model(self) -> DecisionModel:
         """The model for follow-up readings: the backend's own reading lane where it has one (a second
@@ -427,7 +434,8 @@ class Agent:
         # crash before they ran is recovered at once by the next process on this host (the claimer is gone).
         planned = planned_effects(self.policy.name, outcome.chosen_index or 0, verdict.effects,
                                   "held" if verdict.status == Status.PENDING else "running")
-        stored = self.store.append_turn(decision, conversation, revision, planned, request_key)
+        stored = self.store.append_turn(decision, conversation, revision, planned, request_key,
+                                        outcome.failed_checks)
         latency["commit"] = clock.lap("commit")
         sent, status, error, ended = verdict.sent, verdict.status, outcome.error, verdict.ended
         if planned and verdict.status == Status.SENT:

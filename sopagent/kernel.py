@@ -61,6 +61,8 @@ class Outcome:
     """Values the model read that the customer's message does not support (dropped as not given)."""
     fact_probabilities: dict[str, float] = field(default_factory=dict)
     """Each fact's probability as the model decoded it."""
+    failed_checks: list[tuple[str, str]] = field(default_factory=list)
+    """The ``(check, subject)`` failures the step noted, stored with the decision."""
     model_output: str | None = None
     """What the model wrote when its answer was unusable (personal: recorded with the facts, never in
     the public error)."""

@@ -22,6 +22,7 @@ the step's Pydantic model), the facts known so far, and the backend tools; it re
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import hashlib
 import importlib.util
 import json
@@ -284,6 +285,10 @@ class Turn(Generic[F, T]):
     "why": "not in the message" | "ambiguous" | "unsure" | "invalid"}`` (an unsure value with its
     ``probability``). They are back at their default in :attr:`facts` (not given), so the step asks again; a step can use this to ask better (a date written both ways: ask for the
     month as a word)."""
+    failures: Callable[[str, str], int] | None = field(default=None, repr=False)
+    """How :meth:`recent_failures` counts (set by the engine)."""
+    failed_checks: list[tuple[str, str]] = field(default_factory=list)
+    """The ``(check, subject)`` failures this step noted (:meth:`record_failure`), stored with the decision."""
     confirmation: float | None = None
     """The probability of "a clear yes" that :meth:`confirmed` read, once it did; the engine checks it
     against ``action_confidence`` before it plans an irreversible action."""
@@ -318,6 +323,18 @@ class Turn(Generic[F, T]):
         answer = self.read(ClearYes.question, ClearYes, under_policy_text=True)
         self.confirmation = answer.probabilities.get("yes", 0.0) if isinstance(answer, OneOf) else 0.0
         return self.confirmation >= self.action_confidence
+
+    def recent_failures(self, check: str, subject: str) -> int:
+        """How many times ``check`` failed for ``subject`` (say, the identity check for one card) within the
+        policy's ``lockout_window``, in any conversation of this policy: lock a subject out across
+        conversations, which per-conversation counters cannot (a new conversation starts at zero). Noted
+        with :meth:`record_failure`; this turn's own failure is not counted yet."""
+        return self.failures(check, str(subject)) if self.failures is not None else 0
+
+    def record_failure(self, check: str, subject: str) -> None:
+        """Note that ``check`` failed for ``subject`` in this turn; recorded with the decision (the subject
+        only as a digest) and counted by :meth:`recent_failures` from the next turn on."""
+        self.failed_checks.append((check, str(subject)))
 
     def check(self, question: str, at_least: float) -> bool:
         """True when the model answers yes to a yes/no ``question`` about the customer's latest message
@@ -383,6 +400,7 @@ class Policy:
         approve_when_confidence_unknown: bool = False,
         action_confidence: float = 0.65,
         fact_confidence: float = FACT_CONFIDENCE,
+        lockout_window: dt.timedelta = dt.timedelta(hours=24),
     ) -> None:
         """
         Args:
@@ -404,6 +422,7 @@ class Policy:
                 the confirmation set of BENCHMARKS.md, "Confirmations".
             fact_confidence: an optional fact the model decoded with less than this probability is
                 unsure and treated as not given, so the step asks for it (recorded as "not taken").
+            lockout_window: how far back :meth:`Turn.recent_failures` counts a check's failures.
         """
         for setting, value in (("action_confidence", action_confidence), ("fact_confidence", fact_confidence)):
             if not 0.0 <= value <= 1.0:
@@ -419,6 +438,7 @@ class Policy:
         self.approve_when_confidence_unknown = approve_when_confidence_unknown
         self.action_confidence = action_confidence
         self.fact_confidence = fact_confidence
+        self.lockout_window = lockout_window
         self.description = description
         self.tools_factory = tools
         self.steps: dict[str, Step] = {}

@@ -8,12 +8,14 @@ from decimal import Decimal
 
 import pytest
 from pydantic import ValidationError
+from sqlmodel import select
 
 from sopagent import Agent, ScriptedModel, Store
 from sopagent.audit.explain import explain_decision
 from sopagent.grounding import FIELD_PROBABILITIES, UNGROUNDED, ground, settle_facts, why_not_grounded
 from sopagent.models.base import PROBABILITIES_KEY, validate_facts
 from sopagent.models.local import field_probabilities
+from sopagent.store import FailedCheck
 
 OK = "not_requested"
 FEE = {"intent": "fee_refund", "handoff": OK}
@@ -167,3 +169,24 @@ def test_a_one_token_marker_must_name_the_fields_values() -> None:
 
     with pytest.raises(PolicyError, match="voucher"):
         one_token_fields(Wrong)
+
+
+def test_an_identity_check_locks_a_card_across_conversations(card_policy, store: Store) -> None:
+    wrong = {"card_last4": "4821", "date_of_birth": "1990-01-01", "handoff": OK}
+    right = {"card_last4": "4821", "date_of_birth": "1985-03-14", "handoff": OK}
+    model = ScriptedModel(facts=[FEE, wrong, wrong, wrong, FEE, wrong, wrong, FEE, right])
+    agent = Agent(card_policy, model, store)
+    answers = []
+    for attempts in (3, 2):  # 3 wrong pairs end the first conversation; 2 more in a new one
+        cid = agent.start()
+        agent.respond(cid, "I want a fee refunded")
+        answers += [agent.respond(cid, "4821, 1 January 1990").response_id for _ in range(attempts)]
+    assert answers == ["identity_retry", "identity_retry", "handoff_to_human", "identity_retry", "identity_retry"]
+    assert store.recent_failures("card_services", "identity", "4821", "2000-01-01") == 5
+    locked = agent.start()
+    agent.respond(locked, "I want a fee refunded")
+    result = agent.respond(locked, "4821, 14 March 1985")  # the right pair, but the card is locked now
+    assert result.response_id == "handoff_to_human"
+    with store.session() as session:
+        digests = {row.subject_digest for row in session.exec(select(FailedCheck)).all()}
+    assert len(digests) == 1 and "4821" not in next(iter(digests))

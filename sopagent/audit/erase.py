@@ -5,7 +5,7 @@ operator actions whose personal fields are cleared; :func:`sopagent.store.chain.
 accepts an erased row only when such an action lists it. Cleared: customer text, extracted facts,
 options with their bound slot values and planned actions, rendered replies, operator slot values and
 sent text (the outcomes of actions included), the arguments, results and errors of the actions in
-the effect outbox, and on the conversations: customer reference, metadata and known facts. The salt goes too, so the kept
+the effect outbox, the failed checks noted for lockouts, and on the conversations: customer reference, metadata and known facts. The salt goes too, so the kept
 commitment can no longer be tested against guesses. On SQLite the WAL is checkpointed and the file
 vacuumed afterwards (secure_delete is on), so no trace of the text remains in the database file; on
 PostgreSQL the cleared tables are rewritten with ``VACUUM (FULL)``, so no dead row version keeps it.
@@ -109,6 +109,8 @@ def _clear(store: Store, kind: str, operator: str, reason: str, conversations: l
                 conn.execute(text(
                     "UPDATE operatoraction SET slots_json=NULL, sent_text=NULL, salt=NULL, erased_at=:now "
                     f"WHERE id IN ({', '.join(map(str, chunk))})"), {"now": now})
+            for chunk in _chunks(decisions):
+                conn.execute(text(f"DELETE FROM failedcheck WHERE decision_id IN ({', '.join(map(str, chunk))})"))
             for chunk in _chunks(decisions):
                 conn.execute(text(
                     "UPDATE effect SET arguments_json=NULL, result_json=NULL, error=NULL, erased_at=:now "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import os
 import socket
 from typing import Any, Callable, Iterator, Sequence
@@ -22,8 +23,8 @@ from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from sopagent.errors import ConversationError, StoreError
 from sopagent.store.chain import ChainReport, ChainRow, merge_by_seq, policy_digest, seal
-from sopagent.store.tables import (ChainHead, Conversation, Decision, OperatorAction, OutboxEffect, PolicyVersion,
-                                   RequestKey, utcnow)
+from sopagent.store.tables import (ChainHead, Conversation, Decision, FailedCheck, OperatorAction, OutboxEffect,
+                                   PolicyVersion, RequestKey, utcnow)
 from sopagent.status import Status
 
 DB_ENV = "SOPAGENT_DB"
@@ -39,6 +40,12 @@ def database_url(url: str | None = None) -> str:
     if "://" not in chosen:  # a bare path means a SQLite file
         chosen = f"sqlite:///{chosen}"
     return chosen
+
+
+def subject_digest(policy_name: str, check: str, subject: str) -> str:
+    """The digest a failed check's subject is stored as: the table holds no readable value (a subject
+    with few possible values, such as four digits, can still be found by trying them all)."""
+    return hashlib.sha256(f"{policy_name}\x00{check}\x00{subject}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class Store:
@@ -238,9 +245,11 @@ class Store:
             raise StoreError(f"cannot read the approval queue: {_short(exc)}", retryable=True) from exc
 
     def append_turn(self, decision: Decision, conversation: Conversation, expected_revision: int,
-                    effects: Sequence[OutboxEffect] = (), request_key: str | None = None) -> Decision:
-        """Commit a decision (chained), its planned effects (the outbox), the client's request key
-        and the conversation's new state in one transaction.
+                    effects: Sequence[OutboxEffect] = (), request_key: str | None = None,
+                    failed_checks: Sequence[tuple[str, str]] = ()) -> Decision:
+        """Commit a decision (chained), its planned effects (the outbox), the client's request key,
+        the checks its step saw fail (``(check, subject)``) and the conversation's new state in one
+        transaction.
 
         Each effect gets the decision's id and an idempotency key derived from the decision's chain
         hash. Raises :class:`StoreError` if the write fails (nothing is committed, so nothing runs)
@@ -251,9 +260,26 @@ class Store:
             if request_key is not None:
                 session.add(RequestKey(conversation_id=row.conversation_id, key=request_key,
                                        decision_id=row.id or 0, created_at=row.created_at))
+            for check, subject in failed_checks:
+                session.add(FailedCheck(policy_name=conversation.policy_name, check=check,
+                                        subject_digest=subject_digest(conversation.policy_name, check, subject),
+                                        decision_id=row.id or 0, created_at=row.created_at))
 
         return self._append(decision, conversation, expected_revision,
-                            plan if effects or request_key is not None else None)
+                            plan if effects or request_key is not None or failed_checks else None)
+
+    def recent_failures(self, policy_name: str, check: str, subject: str, since: str) -> int:
+        """How many times ``check`` failed for ``subject`` under ``policy_name`` since the ISO time ``since``,
+        in any conversation."""
+        try:
+            with self.session() as session:
+                rows = session.exec(select(FailedCheck.id).where(
+                    FailedCheck.policy_name == policy_name, FailedCheck.check == check,
+                    FailedCheck.subject_digest == subject_digest(policy_name, check, subject),
+                    FailedCheck.created_at >= since)).all()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read failed checks: {_short(exc)}", retryable=True) from exc
+        return len(rows)
 
     def decision_for_request(self, conversation_id: str, request_key: str) -> Decision | None:
         """The decision a client's earlier request with this idempotency key produced, if any."""

@@ -193,3 +193,18 @@ class RequestKey(SQLModel, table=True):
     key: str
     decision_id: int = Field(foreign_key="decision.id")
     created_at: str = Field(default_factory=utcnow)
+
+
+class FailedCheck(SQLModel, table=True):
+    """A check a step made that failed for a subject (an identity check for a card), recorded with the
+    decision, so a policy can lock a subject out across conversations (:meth:`Turn.recent_failures`).
+
+    The subject is stored only as a keyed digest (:func:`sopagent.store.store.subject_digest`).
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    policy_name: str = Field(index=True)
+    check: str
+    subject_digest: str = Field(index=True)
+    decision_id: int = Field(foreign_key="decision.id")
+    created_at: str = Field(default_factory=utcnow, index=True)
