@@ -6,28 +6,57 @@ their public id appears in errors.
 
 from __future__ import annotations
 
-from typing import Annotated, Callable
+from typing import Annotated, AsyncIterator, Callable
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from sopagent.keys import ApiKey, authenticate
+from sopagent.keys import ApiKey, authenticate, digest
 from sopagent.server.service import ApiProblem, Service
 
 bearer = HTTPBearer(auto_error=False, description="an API key from `sopagent keys create`")
 header_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="the same key, as a header")
 
 
-def require(*scopes: str) -> Callable[..., ApiKey]:
-    """A dependency that returns the caller's key if it has one of ``scopes``."""
+def _presented(credentials: HTTPAuthorizationCredentials | None, api_key: str | None) -> str | None:
+    return credentials.credentials if credentials else api_key
 
-    def check(request: Request,
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def admit(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+                api_key: Annotated[str | None, Depends(header_key)]) -> None:
+    """The limits that need no database: the client address's wrong-key count and the presented key's
+    rate, checked on the event loop before the key is looked up, so a flood is answered 429 without
+    waiting for a thread or touching the store."""
+    service: Service = request.app.state.service
+    service.limits.check_address(_address(request))
+    presented = _presented(credentials, api_key)
+    if presented:
+        service.limits.hit(digest(presented)[:16])
+
+
+async def long_poll_place(request: Request,
+                          credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+                          api_key: Annotated[str | None, Depends(header_key)]) -> AsyncIterator[None]:
+    """Hold one of the presented key's long-poll places while the long-poll runs (429 when none is free),
+    taken before the key is looked up."""
+    service: Service = request.app.state.service
+    with service.limits.long_poll(digest(_presented(credentials, api_key) or "")[:16]):
+        yield
+
+
+def require(*scopes: str) -> Callable[..., ApiKey]:
+    """A dependency that returns the caller's key if it has one of ``scopes`` (after :func:`admit`)."""
+
+    def check(request: Request, _: Annotated[None, Depends(admit)],
               credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
               api_key: Annotated[str | None, Depends(header_key)]) -> ApiKey:
-        presented = credentials.credentials if credentials else api_key
+        presented = _presented(credentials, api_key)
         service: Service = request.app.state.service
-        address = request.client.host if request.client else "unknown"
-        service.limits.check_address(address)
+        address = _address(request)
         if not presented:
             service.limits.failed(address)
             raise ApiProblem(401, "no API key: send `Authorization: Bearer KEY` "
@@ -36,7 +65,6 @@ def require(*scopes: str) -> Callable[..., ApiKey]:
         if key is None:
             service.limits.failed(address)
             raise ApiProblem(401, "unknown or revoked API key; create a new one with `sopagent keys create`")
-        service.limits.hit(key.id)
         if key.scope not in scopes:
             raise ApiProblem(403, f"key {key.id} has scope {key.scope!r}; this endpoint needs "
                                   f"{' or '.join(scopes)} (create one with `sopagent keys create --scope {scopes[0]}`)")
@@ -48,3 +76,5 @@ def require(*scopes: str) -> Callable[..., ApiKey]:
 CustomerKey = Annotated[ApiKey, Depends(require("customer"))]
 OperatorKey = Annotated[ApiKey, Depends(require("operator"))]
 AnyKey = Annotated[ApiKey, Depends(require("customer", "operator"))]
+
+LongPollPlace = Annotated[None, Depends(long_poll_place)]

@@ -47,7 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ[CONFIG_ENV] = config.to_env()
         uvicorn.run("sopagent.server.app:app_from_env", factory=True, host=args.host, port=args.port,
                     workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=5,
-                    limit_concurrency=config.max_connections,
+                    limit_concurrency=config.connection_cap(),
                     http="sopagent.server.protocol:HeaderDeadlineProtocol")  # the default header deadline
     else:
         from sopagent.server.app import create_app
@@ -55,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from sopagent.server.protocol import protocol_with
 
         uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level,
-                    timeout_graceful_shutdown=5, limit_concurrency=config.max_connections,
+                    timeout_graceful_shutdown=5, limit_concurrency=config.connection_cap(),
                     http=protocol_with(config.header_timeout_s))
     return 0
 
@@ -111,8 +111,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     serve.add_argument("--failed-auth-limit", default="60/minute",
                        help="requests with a missing or wrong key one client address may send before 429")
     serve.add_argument("--long-polls-per-key", type=int, default=200, help="long-polls one key may hold open")
-    serve.add_argument("--max-connections", type=int, default=2000,
-                       help="connections handled at once per worker; more are answered 503")
+    serve.add_argument("--max-connections", type=int, default=None,
+                       help="connections handled at once per worker; more are answered 503 (default: the "
+                            "open-file limit less 256)")
     serve.add_argument("--header-timeout", type=float, default=10.0,
                        help="seconds a client may take to send a request's headers before it is cut off")
     serve.add_argument("--anchor-key", help="Ed25519 key from `sopagent audit keygen`: sign audit checkpoints")

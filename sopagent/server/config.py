@@ -41,8 +41,9 @@ class ServeConfig:
     """Requests with a missing or wrong key one client address may send, then 429 for every request."""
     long_polls_per_key: int = 200
     """Long-polls one key may hold open at once, then 429."""
-    max_connections: int = 2000
-    """Connections and requests the server handles at once per worker; more are answered 503 at once."""
+    max_connections: int | None = None
+    """Connections and requests the server handles at once per worker; more are answered 503 at once.
+    None: the process's open-file limit less a reserve for its database and model (:meth:`connection_cap`)."""
     header_timeout_s: float = 10.0
     """Seconds a client may take to send a request's headers before its connection is closed."""
     anchor_key: str | None = None
@@ -54,6 +55,16 @@ class ServeConfig:
     confidence: float | None = None
     """Model choices below this probability wait for an operator (default: the policy's)."""
     extra: dict[str, str] = field(default_factory=dict)
+
+    def connection_cap(self) -> int:
+        """The connection cap in force: ``max_connections``, or the open-file limit less 256 descriptors
+        kept for the database, the model and logs (at least 64)."""
+        if self.max_connections is not None:
+            return self.max_connections
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return max(64, soft - 256) if soft != resource.RLIM_INFINITY else 65536
 
     def to_env(self) -> str:
         """JSON for :data:`CONFIG_ENV`."""

@@ -60,9 +60,10 @@ class Limits:
         self._window.hit(self.failed_auth, "failed-auth", address)
 
     def hit(self, key_id: str) -> None:
-        """Count a request of ``key_id``; raise LimitExceeded over the key's rate."""
+        """Count a request of the key ``key_id`` (any stable id of it, e.g. a digest prefix); raise
+        LimitExceeded over the key's rate."""
         if not self._window.hit(self.per_key, "key", key_id):
-            raise LimitExceeded(f"key {key_id} sent more than {self.per_key} requests; slow down",
+            raise LimitExceeded(f"this key sent more than {self.per_key} requests; slow down",
                                 self._retry_after(self.per_key, "key", key_id))
 
     @contextmanager
@@ -70,7 +71,7 @@ class Limits:
         """Hold one of ``key_id``'s long-poll places while the block runs; LimitExceeded when none is free."""
         with self._lock:
             if self._polls.get(key_id, 0) >= self.long_polls_per_key:
-                raise LimitExceeded(f"key {key_id} already has {self.long_polls_per_key} long-polls open; close "
+                raise LimitExceeded(f"this key already has {self.long_polls_per_key} long-polls open; close "
                                     "one or poll less often", 1)
             self._polls[key_id] = self._polls.get(key_id, 0) + 1
         try:

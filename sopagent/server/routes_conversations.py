@@ -10,7 +10,7 @@ from fastapi import APIRouter, BackgroundTasks, Header, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from sopagent.engine import TurnResult
-from sopagent.server.auth import AnyKey, CustomerKey
+from sopagent.server.auth import AnyKey, CustomerKey, LongPollPlace
 from sopagent.server.schemas import (ActionView, ConversationView, CustomerMessage, Delivery, DecisionView,
                                      OperatorReplies, OperatorReply, Problem, Reply, StartConversation, Started)
 from sopagent.server.service import Service, options_of
@@ -86,7 +86,7 @@ def read_conversation(request: Request, key: AnyKey, conversation_id: str = Conv
 
 
 @router.get("/decisions/{decision_id}/delivery", name="delivery", response_model=Delivery, responses=ERRORS)
-async def delivery(request: Request, key: AnyKey, decision_id: int = Path(ge=1, le=2**62),
+async def delivery(request: Request, _: LongPollPlace, key: AnyKey, decision_id: int = Path(ge=1, le=2**62),
                    wait: float = Query(25.0, ge=0, le=3600, description="seconds to wait for an operator (long-poll)")
                    ) -> Delivery:
     """Long-poll a pending reply: returns as soon as an operator approved, overrode or escalated it,
@@ -95,8 +95,7 @@ async def delivery(request: Request, key: AnyKey, decision_id: int = Path(ge=1, 
     decision: Decision = await run_in_threadpool(service.owned_decision, decision_id, key)
     if decision.status != Status.PENDING:
         return Delivery(decision_id=decision_id, state="not_pending", text=decision.sent_text)
-    with service.limits.long_poll(key.id):
-        return await _wait_for_resolution(request, service, decision, wait)
+    return await _wait_for_resolution(request, service, decision, wait)
 
 
 async def _wait_for_resolution(request: Request, service: Service, decision: Decision, wait: float) -> Delivery:
@@ -116,7 +115,7 @@ async def _wait_for_resolution(request: Request, service: Service, decision: Dec
 
 
 @router.get("/conversations/{conversation_id}/operator-replies", response_model=OperatorReplies, responses=ERRORS)
-async def operator_replies(request: Request, key: AnyKey, conversation_id: str = ConversationId,
+async def operator_replies(request: Request, _: LongPollPlace, key: AnyKey, conversation_id: str = ConversationId,
                            after: int = Query(0, ge=0, le=2**62, description="the `after` of the previous answer"),
                            wait: float = Query(25.0, ge=0, le=3600, description="seconds to wait for a reply (long-poll)")
                            ) -> OperatorReplies:
@@ -124,8 +123,7 @@ async def operator_replies(request: Request, key: AnyKey, conversation_id: str =
     soon as there is one after chain position ``after``, or after ``wait`` seconds with none."""
     service = _service(request)
     await run_in_threadpool(service.owned_conversation, conversation_id, key)
-    with service.limits.long_poll(key.id):
-        return await _wait_for_replies(request, service, conversation_id, after, wait)
+    return await _wait_for_replies(request, service, conversation_id, after, wait)
 
 
 async def _wait_for_replies(request: Request, service: Service, conversation_id: str, after: int,

@@ -75,7 +75,7 @@ def _worker(config_json: str, host: str, port: int, log_level: str, served: Any)
         sys.exit(STARTUP_FAILURE)
     settings = app.state.service.config
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5,
-                            limit_concurrency=settings.max_connections, http=protocol_with(settings.header_timeout_s))
+                            limit_concurrency=settings.connection_cap(), http=protocol_with(settings.header_timeout_s))
     server = uvicorn.Server(config)
 
     def report_started() -> None:
