@@ -194,3 +194,24 @@ def _files_holding(server, database: str, needle: str) -> list[str]:
         oid = conn.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]
     folder = Path(server.data) / "base" / str(oid)
     return [p.name for p in folder.iterdir() if p.is_file() and needle.encode() in p.read_bytes()]
+
+
+def test_erasure_on_postgresql_also_clears_an_unusable_model_answer(card_policy, postgres_server,
+                                                                     fresh_postgres_url) -> None:
+    from sopagent.errors import ModelError
+
+    store = Store(fresh_postgres_url)
+    written = '{"card_last4": "4821", "date_of_birth": "1985-02-30", "note": "' + SECRET + '"}'
+    model = ScriptedModel(facts=[ModelError("the facts did not validate against Request at intent",
+                                            model_output=written)])
+    agent = Agent(card_policy, model, store)
+    cid = agent.start(customer_ref="cust-quill", metadata={"email": "quill@example.com"})
+    result = agent.respond(cid, f"{SECRET}, born 30 Feb 1985")
+    assert result.status == "escalated" and SECRET not in (result.error or "")
+    database = fresh_postgres_url.rsplit("/", 1)[1]
+    assert _tables_holding(store, "1985-02-30") and _files_holding(postgres_server, database, SECRET)
+    erase_customer(store, "cust-quill", "dpo", "GDPR request 2026-202")
+    for value in (SECRET, "1985-02-30", "cust-quill", "quill@example.com"):
+        assert _tables_holding(store, value) == [], value
+        assert _files_holding(postgres_server, database, value) == [], value
+    assert store.verify_chain().intact

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -172,6 +173,7 @@ def test_model_timeout_gives_fallback_and_escalates(live: Live, hook: WebhookRec
     assert "told to fail: gpu" in decisions[broken["decision_id"]].error
     events = hook.wait_for(2)
     assert sorted(e["decision_id"] for e in events) == sorted([slow["decision_id"], broken["decision_id"]])
+    assert {e["error"] for e in events} <= {"ModelError", "BackendError"} and "gpu" not in json.dumps(events)
 
 
 def test_bad_input_gets_4xx_with_a_message(live: Live) -> None:

@@ -32,6 +32,11 @@ class ApiProblem(Exception):
         super().__init__(message)
 
 
+def error_kind(error: str | None) -> str | None:
+    """The kind of a recorded error, without its details: ``ModelError`` of ``ModelError: ...``."""
+    return error.split(":", 1)[0].strip() if error else None
+
+
 class Service:
     """The service's per-process parts; holds no conversation state."""
 
@@ -126,11 +131,12 @@ class Service:
             log.error("cannot write an audit checkpoint to %s: %s", config.checkpoint_dir, exc)
 
     def escalated(self, conversation_id: str, decision_id: int | None, by: str, error: str | None) -> None:
-        """Tell the configured webhook (no personal text is sent)."""
+        """Tell the configured webhook. Only ids and the kind of failure are sent (``ModelError``, not its
+        message, which may quote what a customer wrote); the receiver reads details through the API."""
         if self.config.webhook_url:
             notify_webhook(self.config.webhook_url, {
                 "event": "conversation.escalated", "conversation_id": conversation_id,
-                "decision_id": decision_id, "by": by, "error": error})
+                "decision_id": decision_id, "by": by, "error": error_kind(error)})
 
     def open_conversation_of(self, policy_name: str, customer_ref: str, key: ApiKey) -> str | None:
         """The newest conversation of this customer of ``key``'s tenant under this policy that is not closed."""
