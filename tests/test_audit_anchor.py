@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
+from postgres import fresh_postgres_url, postgres_server, postgres_url  # noqa: F401 (fixtures)
+
 from sopagent.audit.anchor import generate_key, verify_checkpoints, write_checkpoint
 from sopagent.engine import Agent
 from sopagent.errors import AnchorError
@@ -50,8 +52,17 @@ def _forge(store: Store, decision_id: int, response_id: str) -> None:
         session.commit()
 
 
-def test_a_rewritten_and_rehashed_chain_fails_against_its_checkpoints(card_policy, store: Store,
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """The audit store on SQLite, or on a fresh database of the suite's PostgreSQL server."""
+    if request.param == "sqlite":
+        return Store(f"sqlite:///{tmp_path / 'audit.db'}")
+    return Store(request.getfixturevalue("fresh_postgres_url"))
+
+
+def test_a_rewritten_and_rehashed_chain_fails_against_its_checkpoints(card_policy, any_store: Store,
                                                                        tmp_path: Path) -> None:
+    store = any_store
     key = tmp_path / "keys" / "anchor.key"
     key.parent.mkdir()
     public = generate_key(key)
