@@ -15,10 +15,23 @@ A test file (YAML)::
 whose expectation names no effects must take none: an action nobody expected fails the test and is
 counted as an unsafe action in the summary. ``--repeat K`` runs every test K times and reports pass^k
 (all K runs passed).
+
+A turn may also say what its message should be read as, for a run without a language model
+(``sopagent test --model echo``)::
+
+          - customer: "Hi, I lost my card"
+            given: {intent: lost_or_stolen_card}
+            expect: {response: ask_identity}
+
+``given`` holds the facts of the step's schema; a ``OneOf`` step (a ``Confirmation``) gives its label
+(``given: {label: "yes"}``); ``_choose: N`` picks option N where the policy leaves the model a choice.
+Under ``--model echo`` the turn sends ``given`` instead of its text, so the procedure is tested with
+every reading fixed, whatever order the tests run in; under a real model ``given`` is ignored.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sopagent.errors import ConversationTestError, RunError
 from sopagent.grounding import UNGROUNDED
+from sopagent.policy import OneOf
 
 
 class Expectation(BaseModel):
@@ -49,6 +63,8 @@ class TestTurn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     customer: str = Field(min_length=1)
+    given: dict[str, Any] | None = None
+    """What the message should be read as, for runs under ``--model echo`` (see the module doc)."""
     expect: Expectation
 
 
@@ -134,14 +150,37 @@ def unexpected_actions(expect: Expectation, result: Any) -> list[str]:
     return unexpected
 
 
-def run_conversation(agent: Any, test: ConversationTest) -> list[TurnOutcome]:
-    """Play one test conversation against an agent."""
+def given_message(agent: Any, conversation_id: str, given: dict[str, Any]) -> str:
+    """The echo model's message for a turn's ``given`` reading: the facts as JSON, a ``OneOf`` label as
+    the ``_choose`` index of that label at the conversation's current step."""
+    script = dict(given)
+    step = agent.policy.steps.get(agent.store.get_conversation(conversation_id).step)
+    schema = step.facts if step is not None else None
+    if schema is not None and issubclass(schema, OneOf) and "label" in script:
+        labels = list(schema.options)
+        if script["label"] not in labels:
+            raise ConversationTestError(f"given label {script['label']!r} is not one of step {step.name!r}'s "
+                                        f"labels {labels}")
+        script["_choose"] = labels.index(script.pop("label"))
+    return json.dumps(script)
+
+
+def run_conversation(agent: Any, test: ConversationTest, send_given: bool = False) -> list[TurnOutcome]:
+    """Play one test conversation against an agent (with ``send_given``, each turn's ``given`` reading
+    is sent to the echo model instead of its text)."""
     conversation_id = agent.start(customer_ref=f"test:{test.name}")
     outcomes = []
     for index, turn in enumerate(test.turns, start=1):
         outcome = TurnOutcome(index, turn.customer)
+        if send_given and turn.given is None:
+            outcome.failures.append("this turn has no `given:` reading; under --model echo every turn needs one "
+                                    "(the facts its message should be read as)")
+            outcomes.append(outcome)
+            break
+        text = given_message(agent, conversation_id, turn.given) if send_given and turn.given is not None \
+            else turn.customer
         try:
-            result = agent.respond(conversation_id, turn.customer)
+            result = agent.respond(conversation_id, text)
         except RunError as exc:
             outcome.failures.append(f"run error: {exc}")
             outcomes.append(outcome)
@@ -164,9 +203,12 @@ def run_test_files(files: Sequence[str], *, model_path: str | None = None, repea
     from sopagent.policy import load_policy
     from sopagent.store import Store
 
+    from sopagent.models.echo import EchoModel
+
     loaded = [(f, *load_test_file(f)) for f in files]
     if model is None:
         model = load_model(model_path)
+    send_given = isinstance(model, EchoModel)
     with tempfile.TemporaryDirectory() as scratch:
         store = Store(db or f"sqlite:///{scratch}/tests.db")
         total = passed = unsafe = not_taken = 0
@@ -179,7 +221,7 @@ def run_test_files(files: Sequence[str], *, model_path: str | None = None, repea
                 runs_ok = 0
                 for run in range(1, repeat + 1):
                     agent = Agent(policy, model, store, tools=policy.make_tools())
-                    outcomes = run_conversation(agent, test)
+                    outcomes = run_conversation(agent, test, send_given)
                     unsafe += sum(len(o.unexpected_actions) for o in outcomes)
                     not_taken += sum(o.not_taken for o in outcomes)
                     turn_ms += [o.ms for o in outcomes if o.ms is not None]

@@ -38,8 +38,10 @@ from sopagent.policy import END, FOLLOW_UP_READINGS, NOT_SAID, NoFacts, OneOf, O
 from sopagent.store import Conversation, Decision, OutboxEffect, Store, utcnow
 from sopagent.store.store import runner_identity
 
-OPERATOR_HOLDS = ("paused", "taken_over")
-"""Conversation states in which the agent records the customer's message but does not answer."""
+OPERATOR_HOLDS = ("paused", "taken_over", "escalated")
+"""Conversation states in which the agent records the customer's message but does not answer: an
+operator paused or took it over, or the agent handed it to a person (the fallback reply said so), until
+an operator hands it back."""
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,17 @@ def test_model_failure_sends_fallback_and_escalates(card_policy, store, failure)
     assert store.decisions(cid)[-1].error == result.error
 
 
+def test_a_conversation_handed_to_a_person_records_later_messages_without_answering(card_policy, store) -> None:
+    agent = Agent(card_policy, ScriptedModel(facts=[ModelError("backend down")]), store)
+    cid = agent.start()
+    handed = agent.respond(cid, "hi")
+    assert handed.status == "escalated" and card_policy.catalog[handed.response_id].ends_conversation
+    later = agent.respond(cid, "hello? anyone there?")  # the model is not asked again (its script is empty)
+    assert (later.status, later.reply, later.response_id) == ("received", None, None)
+    assert store.decisions(cid)[-1].customer_text == "hello? anyone there?"
+    assert store.get_conversation(cid).status == "escalated"
+
+
 def test_choice_outside_allowed_set_is_refused_and_recorded(card_policy, store) -> None:
     model = ScriptedModel(facts=[FEE, ID_MARIA, {"fee_type": "annual", "handoff": OK}], choices=[5])
     agent, cid = verified_agent(card_policy, store, model)

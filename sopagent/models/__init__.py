@@ -12,6 +12,10 @@ from sopagent.models.spec import MODEL_ENV, ModelSpec, parse_spec, resolve_spec
 __all__ = ["ChatPrompt", "Choice", "DecisionModel", "Extraction", "OPTION_LABELS", "ScriptedModel",
            "MODEL_ENV", "ModelSpec", "build_model", "load_model", "parse_spec", "resolve_spec"]
 
+ECHO = "echo"
+"""Test model: ``--model echo`` (or ``echo:DELAY_S``) reads the facts from the customer's message as JSON
+(:class:`~sopagent.models.echo.EchoModel`); ``sopagent test`` sends a test turn's ``given`` facts."""
+
 SCRIPTED_PREFIX = "scripted:"
 """Test aid: ``--model scripted:FILE.json`` runs a ScriptedModel (JSON ``{"facts": [...], "choices": [...]}``)."""
 
@@ -30,6 +34,15 @@ def load_model(spec: str | None = None, *, self_test: bool = True,
     chosen = spec or os.environ.get(MODEL_ENV)
     if chosen and chosen.startswith(SCRIPTED_PREFIX):
         return _scripted_from_file(chosen.removeprefix(SCRIPTED_PREFIX))
+    if chosen and (chosen == ECHO or chosen.startswith(ECHO + ":")):
+        from sopagent.errors import ModelSpecError
+        from sopagent.models.echo import EchoModel
+
+        delay = chosen.partition(":")[2]
+        try:
+            return EchoModel(float(delay) if delay else 0.0)
+        except ValueError as exc:
+            raise ModelSpecError(f"echo:{delay} is not a delay; write echo or echo:SECONDS (e.g. echo:0.05)") from exc
     parsed = resolve_spec(spec, config=config).spec
     if threads and parsed.option("threads") is None:
         from dataclasses import replace

@@ -28,11 +28,6 @@ def load_serving_model(spec: str | None, threads: int | None = None) -> Decision
 
     ``threads``: CPU threads of an in-process llama.cpp model (unless the spec sets ``?threads=``).
     """
-    if spec and (spec == "echo" or spec.startswith("echo:")):
-        from sopagent.models.echo import EchoModel
-
-        delay = spec.partition(":")[2]
-        return EchoModel(float(delay) if delay else 0.0)
     from sopagent.models import load_model
 
     return load_model(spec, threads=threads)
