@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sopagent.effects import actions_of
-from sopagent.errors import AuthoringError
+from sopagent.errors import AuthoringError, did_you_mean
 from sopagent.policy import END, Policy, load_policy
 
 OPTION_CALLS = {"say", "Option"}
@@ -123,9 +123,11 @@ def _check_site(policy: Policy, step: str, site: OptionSite, source_path: str) -
         return [f"{where}: step {step!r} builds an option whose response id is not a literal string; "
                 "write the id literally so it can be checked"]
     if site.response not in catalog:
-        return [f"{where}: step {step!r} can return unknown response {site.response!r}; add it to {catalog.path}"]
+        return [f"{where}: step {step!r} can return unknown response {site.response!r}"
+                f"{did_you_mean(site.response, list(catalog.responses))}; add it to {catalog.path}"]
     if site.next_step is not None and site.next_step != END and site.next_step not in policy.steps:
-        problems.append(f"{where}: option {site.response!r} leads to unknown step {site.next_step!r}")
+        problems.append(f"{where}: option {site.response!r} leads to unknown step {site.next_step!r}"
+                        f"{did_you_mean(site.next_step, list(policy.steps))}")
     declared = set(catalog[site.response].slots)
     if not site.has_star_kwargs:
         missing, extra = declared - site.slot_names, site.slot_names - declared

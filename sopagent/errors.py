@@ -10,6 +10,8 @@ Errors are split the way a user needs them split:
 
 from __future__ import annotations
 
+import difflib
+
 
 class SopAgentError(Exception):
     """Base class of every error sopagent raises on purpose."""
@@ -120,3 +122,9 @@ class BackendError(ModelError):
 
 class ModelSpecError(ModelError):
     """A model spec (``--model``, ``$SOPAGENT_MODEL`` or ``sopagent.toml``) cannot be understood."""
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``known`` to ``name``, or nothing when none is close."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from sopagent.catalog import Catalog, load_catalog
 from sopagent.consent import CONDITIONS, why_not_plain
 from sopagent.effects import RESULT_MARK, Effect, EffectResult
-from sopagent.errors import PolicyError
+from sopagent.errors import PolicyError, did_you_mean
 
 END = "__end__"
 """Use as ``next=END`` for an option after which the conversation is over."""
@@ -555,10 +555,12 @@ class Policy:
                 raise PolicyError(f"step {step!r} returned {option!r}, not an Option", path=where(),
                                   fix="return a list of say(...) or Option(...)")
             if option.response not in self.catalog:
-                raise PolicyError(f"step {step!r} returned unknown response {option.response!r}", path=where(),
+                raise PolicyError(f"step {step!r} returned unknown response {option.response!r}"
+                                  f"{did_you_mean(option.response, list(self.catalog.responses))}", path=where(),
                                   fix=f"add it to {self.catalog.path} or correct the id")
             if option.next != END and option.next not in self.steps:
-                raise PolicyError(f"step {step!r} leads to unknown step {option.next!r}", path=where(),
+                raise PolicyError(f"step {step!r} leads to unknown step {option.next!r}"
+                                  f"{did_you_mean(str(option.next), list(self.steps))}", path=where(),
                                   fix=f"define @policy.step {option.next} or use next=END")
             for effect in option.effects:
                 if not isinstance(effect, Effect):

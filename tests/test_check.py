@@ -65,7 +65,9 @@ def test_clean_minimal_policy(tmp_path: Path) -> None:
 def test_unknown_response_and_step_are_reported_with_line(tmp_path: Path) -> None:
     path = write(tmp_path, POLICY.replace('say("hello", next=END)', 'say("helo", next="third")'))
     problems = check_policy_file(path)
-    assert any("unknown response 'helo'" in p and f"{path}:13" in p for p in problems), problems
+    assert any("unknown response 'helo' (did you mean 'hello'?)" in p and f"{path}:13" in p for p in problems), problems
+    path = write(tmp_path, POLICY.replace('say("hello", next="second")', 'say("hello", next="secnd")'))
+    assert any("unknown step 'secnd' (did you mean 'second'?)" in p for p in check_policy_file(path))
 
 
 def test_slot_binding_is_checked(tmp_path: Path) -> None:
