@@ -77,6 +77,19 @@ def format_explain(result: Any) -> str:
     return "\n".join(lines)
 
 
+def cmd_new(args: argparse.Namespace) -> int:
+    """Create a new policy laid out like the examples."""
+    from sopagent.scaffold import create_policy
+
+    written = create_policy(args.name, args.dir)
+    for path in written:
+        print(f"created {path}")
+    policy, tests = written[0], written[-1]
+    print(f"next: sopagent check {policy}\n      sopagent test {tests} --model echo   # no language model\n"
+          f"      sopagent test {tests}                # the embedded model\n      sopagent chat {policy}")
+    return 0
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     """Interactive (or scripted, from stdin) conversation with a policy."""
     from sopagent.waiting import ResolutionWatcher
@@ -205,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="at the end of input, wait this long for operators to settle pending replies")
     chat.add_argument("--config", help="config file with [model] and [agent] tables (default ./sopagent.toml)")
     chat.set_defaults(func=cmd_chat)
+
+    new = sub.add_parser("new", help="create a new policy with its catalog, demo backend and tests")
+    new.add_argument("name", help="policy name, e.g. member_services")
+    new.add_argument("--dir", default=".", help="folder to create it in (default: here)")
+    new.set_defaults(func=cmd_new)
 
     check = sub.add_parser("check", help="validate policies and catalogs without a model")
     check.add_argument("policies", nargs="+")
