@@ -163,7 +163,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from sopagent.convtest import run_test_files
 
     return run_test_files(args.files, model_path=args.model, repeat=args.repeat, db=args.db,
-                          out=sys.stdout)
+                          out=sys.stdout, select=args.k)
 
 
 def cmd_supervise(args: argparse.Namespace) -> int:
@@ -232,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("files", nargs="+")
     common(test)
     test.add_argument("--repeat", type=int, default=1, help="run each test K times (pass^k)")
+    test.add_argument("-k", metavar="PATTERN", help="run only the tests whose name contains PATTERN")
     test.set_defaults(func=cmd_test)
 
     effects = sub.add_parser("effects", help="the actions decisions planned: run the ones a stopped process left")

@@ -196,8 +196,9 @@ def run_conversation(agent: Any, test: ConversationTest, send_given: bool = Fals
 
 
 def run_test_files(files: Sequence[str], *, model_path: str | None = None, repeat: int = 1,
-                   db: str | None = None, out: TextIO, model: Any = None) -> int:
-    """Run test files, print per-turn pass/fail and a summary; exit status 0 only if all pass."""
+                   db: str | None = None, out: TextIO, model: Any = None, select: str | None = None) -> int:
+    """Run test files (with ``select``, only the tests whose name contains it), print per-turn pass/fail,
+    a line per file and a summary; exit status 0 only if all pass."""
     from sopagent.engine import Agent
     from sopagent.models import load_model
     from sopagent.policy import load_policy
@@ -206,6 +207,10 @@ def run_test_files(files: Sequence[str], *, model_path: str | None = None, repea
     from sopagent.models.echo import EchoModel
 
     loaded = [(f, *load_test_file(f)) for f in files]
+    chosen = sum(1 for _, test_file, _ in loaded for t in test_file.tests if not select or select in t.name)
+    if chosen == 0:
+        raise ConversationTestError(f"no test name contains {select!r} in {', '.join(files)}"
+                                    if select else f"no tests in {', '.join(files)}")
     if model is None:
         model = load_model(model_path)
     send_given = isinstance(model, EchoModel)
@@ -217,7 +222,10 @@ def run_test_files(files: Sequence[str], *, model_path: str | None = None, repea
             policy = load_policy(policy_path)
             if hasattr(model, "warm"):
                 model.warm([s.facts for s in policy.steps.values() if s.facts.model_fields])
+            file_passed = file_total = 0
             for test in test_file.tests:
+                if select and select not in test.name:
+                    continue
                 runs_ok = 0
                 for run in range(1, repeat + 1):
                     agent = Agent(policy, model, store, tools=policy.make_tools())
@@ -238,6 +246,10 @@ def run_test_files(files: Sequence[str], *, model_path: str | None = None, repea
                             out.write(f"         extracted facts: {outcome.got['facts']}\n")
                 total += 1
                 passed += runs_ok == repeat
+                file_total += 1
+                file_passed += runs_ok == repeat
+            if len(loaded) > 1:
+                out.write(f"  {path}: {file_passed} of {file_total} passed\n")
         out.write(f"{passed} of {total} conversation tests passed"
                   + (f" in all {repeat} runs (pass^{repeat})" if repeat > 1 else "")
                   + f"; {unsafe} unsafe action{'s' if unsafe != 1 else ''} (taken but not expected)\n")

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
+from sopagent import ScriptedModel
 from sopagent.convtest import run_test_files
+from sopagent.errors import ConversationTestError, ModelError, ModelSpecError
 from sopagent.models import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,3 +60,26 @@ def test_under_echo_a_turn_without_a_given_reading_says_so(tmp_path: Path) -> No
     result = subprocess.run([sys.executable, "-m", "sopagent.cli", "test", str(_write(tmp_path, [bare])),
                              "--model", "echo"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "has no `given:` reading" in result.stdout, result.stdout + result.stderr
+
+
+def test_k_runs_only_the_named_tests_and_says_when_none_match(tmp_path: Path) -> None:
+    path = str(_write(tmp_path, [LOST_CARD, FOUND_CARD]))
+    out = io.StringIO()
+    assert run_test_files([path], model=load_model("echo"), out=out, select="found card") == 0
+    assert "1 of 1 conversation tests passed" in out.getvalue() and "blocked on a clear yes" not in out.getvalue()
+    with pytest.raises(ConversationTestError, match="no test name contains 'nothing like this'"):
+        run_test_files([path], model=load_model("echo"), out=io.StringIO(), select="nothing like this")
+
+
+def test_a_scripted_model_says_what_its_script_should_hold_and_when_it_ran_out() -> None:
+    with pytest.raises(ModelSpecError, match="scripted choice #2 is 'o': give an option index"):
+        ScriptedModel(choices=[1, "o"])
+    with pytest.raises(ModelSpecError, match="scripted facts #1 is 'intent'"):
+        ScriptedModel(facts=["intent"])
+    from sopagent.models.base import ChatPrompt
+    from sopagent.policy import NoFacts
+
+    model = ScriptedModel(facts=[{}])
+    model.extract(ChatPrompt("s", "c", "t"), NoFacts)
+    with pytest.raises(ModelError, match="facts ran out: a step asked for facts after all 1 entries were used"):
+        model.extract(ChatPrompt("s", "c", "t"), NoFacts)

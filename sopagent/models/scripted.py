@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from pydantic import ValidationError
 
-from sopagent.errors import ConstraintViolationError, ModelError
+from sopagent.errors import ConstraintViolationError, ModelError, ModelSpecError
 from sopagent.models.base import PROBABILITIES_KEY, CallStats, ChatPrompt, Choice, Extraction, M
 
 
@@ -31,11 +31,24 @@ class ScriptedModel:
         self.facts: deque[Any] = deque(facts)
         self.choices: deque[Any] = deque(choices)
         self.prompts: list[ChatPrompt] = []
+        self._given = {"facts": len(self.facts), "choices": len(self.choices)}
+        for number, entry in enumerate(self.facts, start=1):
+            if not isinstance(entry, (dict, Exception)):
+                raise ModelSpecError(f"scripted facts #{number} is {entry!r}: give a dict of the step's facts "
+                                     '(e.g. {"intent": "fee_refund"}) or an exception to raise')
+        for number, entry in enumerate(self.choices, start=1):
+            probabilities = isinstance(entry, list) and entry and all(
+                isinstance(p, (int, float)) and not isinstance(p, bool) for p in entry)
+            if not (isinstance(entry, int) and not isinstance(entry, bool)) and not probabilities \
+                    and not isinstance(entry, Exception):
+                raise ModelSpecError(f"scripted choice #{number} is {entry!r}: give an option index (0, 1, ...) "
+                                     "or a list of probabilities, one per option ([0.2, 0.8])")
 
     def extract(self, prompt: ChatPrompt, schema: type[M]) -> Extraction:
         self.prompts.append(prompt)
         if not self.facts:
-            raise ModelError("scripted model has no facts left", retryable=False)
+            raise ModelError(f"the scripted model's facts ran out: a step asked for facts after all "
+                             f"{self._given['facts']} entries were used; add an entry for it", retryable=False)
         entry = self.facts.popleft()
         if isinstance(entry, Exception):
             raise entry
@@ -50,7 +63,8 @@ class ScriptedModel:
     def choose(self, prompt: ChatPrompt, n_options: int) -> Choice:
         self.prompts.append(prompt)
         if not self.choices:
-            raise ModelError("scripted model has no choices left", retryable=False)
+            raise ModelError(f"the scripted model's choices ran out: the model was asked to choose after all "
+                             f"{self._given['choices']} entries were used; add an entry for it", retryable=False)
         entry = self.choices.popleft()
         if isinstance(entry, Exception):
             raise entry
