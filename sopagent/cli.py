@@ -77,6 +77,16 @@ def format_explain(result: Any) -> str:
     return "\n".join(lines)
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    """Probe a policy's fact readings on the model."""
+    from pathlib import Path
+
+    from sopagent.models import load_model
+    from sopagent.probe import probe_file_for, run_probe
+
+    return run_probe(str(probe_file_for(Path(args.target))), load_model(args.model), sys.stdout, args.at_least)
+
+
 def cmd_new(args: argparse.Namespace) -> int:
     """Create a new policy laid out like the examples."""
     from sopagent.scaffold import create_policy
@@ -218,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="at the end of input, wait this long for operators to settle pending replies")
     chat.add_argument("--config", help="config file with [model] and [agent] tables (default ./sopagent.toml)")
     chat.set_defaults(func=cmd_chat)
+
+    probe = sub.add_parser("probe", help="how often the model reads each fact right, from examples beside a policy")
+    probe.add_argument("target", help="a policy file (its examples in POLICY.probe.yaml beside it) or a probe file")
+    common(probe)
+    probe.add_argument("--at-least", type=float, default=0.9, help="flag fields read right less often (default 0.9)")
+    probe.set_defaults(func=cmd_probe)
 
     new = sub.add_parser("new", help="create a new policy with its catalog, demo backend and tests")
     new.add_argument("name", help="policy name, e.g. member_services")

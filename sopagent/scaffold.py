@@ -5,6 +5,7 @@ It writes, under a folder (the current one by default)::
     policies/NAME.py                 the procedure: facts, steps, a guard, a confirmed account action
     policies/NAME_backend.py         a demo backend (look-ups and one @action) reading the seed data
     policies/demo_data/NAME.json     the seed data
+    policies/NAME.probe.yaml         messages and the facts each should read (``sopagent probe``)
     catalogs/NAME.yaml               every reply the agent may send
     tests/conversations/NAME.yaml    conversation tests, each turn with its ``given`` reading
 
@@ -316,6 +317,24 @@ tests:
 '''
 
 
+PROBE = '''# What each step of {name} should read from a member's message: sopagent probe policies/{name}.py
+policy: {name}.py
+steps:
+  welcome:
+    - {{message: "I'd like to update the email on my account", expect: {{label: change_email}}}}
+    - {{message: "can I talk to a person please", expect: {{label: talk_to_human}}}}
+    - {{message: "no, that's everything, thanks", expect: {{label: no_more_requests}}}}
+  verify_identity:
+    - {{message: "member number 204518, postcode 10115", expect: {{member_number: "204518", postcode: "10115"}}}}
+    - {{message: "it's 377102", expect: {{member_number: "377102", postcode: null}}}}
+  new_email:
+    - {{message: "please use lena.v@example.org from now on", expect: {{email: lena.v@example.org}}}}
+  confirm_change:
+    - {{message: "yes, change it", expect: {{label: "yes"}}}}
+    - {{message: "no, keep the old one", expect: {{label: "no"}}}}
+'''
+
+
 def create_policy(name: str, folder: str | Path = ".") -> list[Path]:
     """Write a new policy ``name`` (its procedure, backend, seed data, catalog and tests) under ``folder``;
     return the files written. Refuses an invalid name or an existing file."""
@@ -329,6 +348,7 @@ def create_policy(name: str, folder: str | Path = ".") -> list[Path]:
         root / "policies" / f"{name}.py": POLICY.format(name=name, cls=cls, title=title),
         root / "policies" / f"{name}_backend.py": BACKEND.format(name=name, cls=cls),
         root / "policies" / "demo_data" / f"{name}.json": json.dumps(SEED, indent=2) + "\n",
+        root / "policies" / f"{name}.probe.yaml": PROBE.format(name=name),
         root / "catalogs" / f"{name}.yaml": CATALOG.format(name=name, title=title),
         root / "tests" / "conversations" / f"{name}.yaml": TESTS.format(name=name),
     }
