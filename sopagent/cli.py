@@ -173,7 +173,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from sopagent.convtest import run_test_files
 
     return run_test_files(args.files, model_path=args.model, repeat=args.repeat, db=args.db,
-                          out=sys.stdout, select=args.k)
+                          out=sys.stdout, select=args.k, explain=args.explain, jsonl=args.jsonl)
 
 
 def cmd_supervise(args: argparse.Namespace) -> int:
@@ -249,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(test)
     test.add_argument("--repeat", type=int, default=1, help="run each test K times (pass^k)")
     test.add_argument("-k", metavar="PATTERN", help="run only the tests whose name contains PATTERN")
+    test.add_argument("--explain", action="store_true", help="show each turn's reply, facts with probabilities, latency")
+    test.add_argument("--jsonl", action="store_true", help="one JSON object per turn (then the summary)")
     test.set_defaults(func=cmd_test)
 
     effects = sub.add_parser("effects", help="the actions decisions planned: run the ones a stopped process left")

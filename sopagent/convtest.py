@@ -41,7 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sopagent.errors import ConversationTestError, RunError
-from sopagent.grounding import UNGROUNDED
+from sopagent.grounding import UNGROUNDED, facts_lines
 from sopagent.policy import OneOf
 
 
@@ -190,15 +190,18 @@ def run_conversation(agent: Any, test: ConversationTest, send_given: bool = Fals
         outcome.not_taken = len(result.facts.get(UNGROUNDED) or {})
         outcome.ms = result.latency_ms.get("total")
         outcome.got = {"response": result.response_id, "step": result.step, "facts": result.facts,
-                       "effects": result.effects}
+                       "effects": result.effects, "reply": result.reply, "latency_ms": result.latency_ms}
         outcomes.append(outcome)
     return outcomes
 
 
 def run_test_files(files: Sequence[str], *, model_path: str | None = None, repeat: int = 1,
-                   db: str | None = None, out: TextIO, model: Any = None, select: str | None = None) -> int:
+                   db: str | None = None, out: TextIO, model: Any = None, select: str | None = None,
+                   explain: bool = False, jsonl: bool = False) -> int:
     """Run test files (with ``select``, only the tests whose name contains it), print per-turn pass/fail,
-    a line per file and a summary; exit status 0 only if all pass."""
+    a line per file and a summary; exit status 0 only if all pass. ``explain`` adds each turn's reply,
+    facts (with probabilities and what was not taken) and latency; ``jsonl`` prints one JSON object per
+    turn instead."""
     from sopagent.engine import Agent
     from sopagent.models import load_model
     from sopagent.policy import load_policy
@@ -236,14 +239,27 @@ def run_test_files(files: Sequence[str], *, model_path: str | None = None, repea
                     ok = len(outcomes) == len(test.turns) and all(not o.failures for o in outcomes)
                     runs_ok += ok
                     label = f" (run {run}/{repeat})" if repeat > 1 else ""
-                    out.write(f"{'PASS' if ok else 'FAIL'} {path} :: {test.name}{label}\n")
+                    if not jsonl:
+                        out.write(f"{'PASS' if ok else 'FAIL'} {path} :: {test.name}{label}\n")
                     for outcome in outcomes:
+                        if jsonl:
+                            out.write(json.dumps({"file": str(path), "test": test.name, "run": run, "turn": outcome.index,
+                                                  "customer": outcome.customer, "passed": not outcome.failures,
+                                                  "failures": outcome.failures, "unsafe": outcome.unexpected_actions,
+                                                  **outcome.got}, ensure_ascii=False, default=str) + "\n")
+                            continue
                         mark = "ok  " if not outcome.failures else "FAIL"
                         out.write(f"    {mark} turn {outcome.index}: {outcome.customer!r}\n")
                         for failure in outcome.failures:
                             out.write(f"         {failure}\n")
-                        if outcome.failures and outcome.got:
-                            out.write(f"         extracted facts: {outcome.got['facts']}\n")
+                        if (outcome.failures or explain) and outcome.got:
+                            read, *dropped = facts_lines(outcome.got["facts"])
+                            out.write(f"         facts: {read}\n")
+                            for line in dropped:
+                                out.write(f"         {line}\n")
+                        if explain and outcome.got:
+                            out.write(f"         reply ({outcome.got['response']}): {outcome.got['reply']!r}\n")
+                            out.write(f"         latency ms: {outcome.got['latency_ms'].get('total', 0):.0f}\n")
                 total += 1
                 passed += runs_ok == repeat
                 file_total += 1

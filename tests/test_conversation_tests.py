@@ -83,3 +83,18 @@ def test_a_scripted_model_says_what_its_script_should_hold_and_when_it_ran_out()
     model.extract(ChatPrompt("s", "c", "t"), NoFacts)
     with pytest.raises(ModelError, match="facts ran out: a step asked for facts after all 1 entries were used"):
         model.extract(ChatPrompt("s", "c", "t"), NoFacts)
+
+
+def test_explain_and_jsonl_show_what_each_turn_read_and_sent(tmp_path: Path) -> None:
+    import json
+
+    path = str(_write(tmp_path, [LOST_CARD]))
+    explained = io.StringIO()
+    run_test_files([path], model=load_model("echo"), out=explained, explain=True)
+    assert "facts: card_last4='4821', date_of_birth='1985-03-14'" in explained.getvalue()
+    assert "reply (card_blocked): 'Your card ending 4821 is now blocked" in explained.getvalue()
+    lines = io.StringIO()
+    run_test_files([path], model=load_model("echo"), out=lines, jsonl=True)
+    turns = [json.loads(line) for line in lines.getvalue().splitlines() if line.startswith("{")]
+    assert [t["response"] for t in turns] == ["ask_identity", "confirm_block", "card_blocked"]
+    assert turns[-1]["passed"] and turns[-1]["effects"][0]["name"] == "block_card" and "total" in turns[-1]["latency_ms"]
