@@ -219,6 +219,8 @@ class Option:
     effects: tuple[Effect, ...] = ()
     """Backend actions taken if this option is chosen: run once, after the decision is recorded and
     any approval given (see :mod:`sopagent.effects`)."""
+    origin: str | None = field(default=None, compare=False, repr=False)
+    """Where the option was made (``file:line`` of its ``say()``), for error messages."""
 
     def pending_slots(self) -> dict[str, str]:
         """Slots filled by an effect's result: slot -> the effect's name."""
@@ -248,7 +250,7 @@ def say(response: str, next: str, hint: str | None = None, do: Sequence[Effect] 
                                   fix="add that planned action to do=[...] of this say()")
             value = {RESULT_MARK: effects.index(value.effect), "field": value.field}
         bound[name] = value
-    return Option(response=response, next=next, slots=bound, hint=hint, effects=effects)
+    return Option(response=response, next=next, slots=bound, hint=hint, effects=effects, origin=_caller_line())
 
 
 def _caller_line() -> str | None:
@@ -556,20 +558,20 @@ class Policy:
                                   fix="return a list of say(...) or Option(...)")
             if option.response not in self.catalog:
                 raise PolicyError(f"step {step!r} returned unknown response {option.response!r}"
-                                  f"{did_you_mean(option.response, list(self.catalog.responses))}", path=where(),
-                                  fix=f"add it to {self.catalog.path} or correct the id")
+                                  f"{did_you_mean(option.response, list(self.catalog.responses))}",
+                                  path=option.origin or where(), fix=f"add it to {self.catalog.path} or correct the id")
             if option.next != END and option.next not in self.steps:
                 raise PolicyError(f"step {step!r} leads to unknown step {option.next!r}"
-                                  f"{did_you_mean(str(option.next), list(self.steps))}", path=where(),
-                                  fix=f"define @policy.step {option.next} or use next=END")
+                                  f"{did_you_mean(str(option.next), list(self.steps))}",
+                                  path=option.origin or where(), fix=f"define @policy.step {option.next} or use next=END")
             for effect in option.effects:
                 if not isinstance(effect, Effect):
                     raise PolicyError(f"step {step!r}: option {option.response!r} plans {effect!r}, not an action",
-                                      path=where(), fix="plan actions with turn.tools.NAME.plan(...)")
+                                      path=option.origin or where(), fix="plan actions with turn.tools.NAME.plan(...)")
             try:
                 self.catalog[option.response].preview(option.slots, option.pending_slots())
             except ValueError as exc:
-                raise PolicyError(f"step {step!r}: {exc}", path=where(),
+                raise PolicyError(f"step {step!r}: {exc}", path=option.origin or where(),
                                   fix="bind every declared slot with a value of its type") from None
 
 

@@ -96,3 +96,17 @@ def test_catalog_without_handoff(tmp_path: Path) -> None:
 def test_import_error_names_the_line(tmp_path: Path) -> None:
     problems = check_policy_file(write(tmp_path, POLICY.replace("def second(turn):", "def second(turn):\n    1/0\n") + "\nraise ValueError('boom')\n"))
     assert len(problems) == 1 and "mini.py:" in problems[0] and "boom" in problems[0]
+
+
+def test_a_computed_slot_value_of_the_wrong_type_is_reported_at_its_say_line(tmp_path: Path) -> None:
+    from sopagent import Agent, ScriptedModel, Store
+    from sopagent.policy import load_policy
+
+    source = POLICY.replace('return [say("amount_due", next=END, amount=12)]',
+                            'owed = turn.known.get("owed", "twelve")\n    return [say("amount_due", next=END, amount=owed)]')
+    path = write(tmp_path, source)
+    assert check_policy_file(path) == []  # the value is computed: only the run can tell
+    agent = Agent(load_policy(path), ScriptedModel(), Store(f"sqlite:///{tmp_path / 'a.db'}"))
+    result = agent.respond(agent.start(), "hi")
+    line = source.splitlines().index('    return [say("amount_due", next=END, amount=owed)]') + 1
+    assert result.status == "escalated" and f"mini.py:{line}" in (result.error or ""), result.error
