@@ -54,7 +54,7 @@ def main() -> None:
     """Print samples / held-out mean accuracy per variant."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cases_file")
-    parser.add_argument("data_dir", nargs="?", default="../shared/data/star")
+    parser.add_argument("data_dir", nargs="?", default="data/star")
     parser.add_argument("--model", help="model spec (default: the embedded model)")
     args = parser.parse_args()
     run = load_recorded_run(args.cases_file, args.data_dir)

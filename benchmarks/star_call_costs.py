@@ -60,7 +60,7 @@ def record_calls(model: LlamaCppModel, calls: list[Call], domain: list[str]) -> 
 def main() -> None:
     """Run the sample and print the per-call costs."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data_dir", nargs="?", default="../shared/data/star")
+    parser.add_argument("data_dir", nargs="?", default="data/star")
     parser.add_argument("--limit-per-domain", type=int, default=40)
     parser.add_argument("--sample-offset", type=int, default=0)
     parser.add_argument("--model", help="GGUF file (default: the embedded model)")

@@ -20,7 +20,7 @@ def main() -> None:
     """Print mean-over-domains accuracy per variant."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cases_file")
-    parser.add_argument("data_dir", nargs="?", default="../shared/data/star")
+    parser.add_argument("data_dir", nargs="?", default="data/star")
     args = parser.parse_args()
     run = load_recorded_run(args.cases_file, args.data_dir)
     tasks, rows, cases = run.tasks, run.rows, run.cases

@@ -23,7 +23,7 @@ from sopagent.models import load_model
 def main() -> None:
     """Measure and print."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data_dir", nargs="?", default="../shared/data/star")
+    parser.add_argument("data_dir", nargs="?", default="data/star")
     parser.add_argument("--cases", type=int, default=40, help="model-call cases per mode")
     args = parser.parse_args()
     data = Path(args.data_dir)

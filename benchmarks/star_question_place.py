@@ -69,7 +69,7 @@ def count_tokens(model: Any, tally: Tally) -> None:
 def main() -> None:
     """Run the variants and print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data_dir", nargs="?", default="../shared/data/star")
+    parser.add_argument("data_dir", nargs="?", default="data/star")
     parser.add_argument("--limit-per-domain", type=int, default=20, metavar="N")
     parser.add_argument("--sample-offset", type=int, default=0, metavar="K")
     parser.add_argument("--model", help="model spec (default: the embedded model)")

@@ -30,7 +30,7 @@ def main() -> None:
     """Print the per-reading cost of the first ``--readings`` recorded follow-up readings."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cases_file", help="a recorded run's cases JSONL with follow_up_readings per row")
-    parser.add_argument("data_dir", nargs="?", default="../shared/data/star")
+    parser.add_argument("data_dir", nargs="?", default="data/star")
     parser.add_argument("--readings", type=int, default=80, help="how many readings to re-ask")
     parser.add_argument("--model", help="model spec (default: the embedded model)")
     args = parser.parse_args()

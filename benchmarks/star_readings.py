@@ -98,7 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("probe", choices=("closing", "answered"))
     parser.add_argument("cases_file", help="a recorded run's cases JSONL holding the two 40-case samples")
-    parser.add_argument("data_dir", nargs="?", default="../shared/data/star")
+    parser.add_argument("data_dir", nargs="?", default="data/star")
     parser.add_argument("--model", help="model spec (default: the embedded model)")
     args = parser.parse_args()
     from sopagent.models import load_model

@@ -71,7 +71,7 @@ def sample_arguments(description: str) -> argparse.ArgumentParser:
     """The command line of a script that re-decides a sample of a recorded run."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("cases_file", help="a recorded run's cases JSONL (kind_probabilities per row)")
-    parser.add_argument("data_dir", nargs="?", default="../shared/data/star")
+    parser.add_argument("data_dir", nargs="?", default="data/star")
     parser.add_argument("--limit-per-domain", type=int, default=40)
     parser.add_argument("--sample-offset", type=int, default=0)
     parser.add_argument("--model", help="model spec (default: the embedded model); 'none': no model, a reading "

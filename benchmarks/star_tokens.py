@@ -86,7 +86,7 @@ def count(prompts: list[str], tokenize: Any) -> list[int]:
 def main() -> None:
     """Count and print per variant."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data_dir", nargs="?", default="../shared/data/star")
+    parser.add_argument("data_dir", nargs="?", default="data/star")
     parser.add_argument("--limit-per-domain", type=int, help="a sample (default: every case)")
     parser.add_argument("--ms-per-token", type=float, default=24.0,
                         help="measured cost of one new token, for the time estimate")

@@ -1,6 +1,6 @@
 """The STAR adapter on the real STAR task files: catalogs, graph-derived allowed sets, the procedure.
 
-No model is loaded. The data folder is ``../shared/data/star`` from the repository root.
+No model is loaded. The data folder is ``data/star`` of the repository (STAR, MIT; see its README).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sopagent.eval.star.data import (KB_BOOKKEEPING_FIELDS, QUERY_LABELS, Event,
 from sopagent.catalog import parse_catalog
 from sopagent.errors import EvalDataError
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "star"
+DATA = Path(__file__).resolve().parent.parent / "data" / "star"
 pytestmark = pytest.mark.skipif(not (DATA / "tasks").is_dir(), reason="STAR data folder not present")
 
 

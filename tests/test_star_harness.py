@@ -19,7 +19,7 @@ from sopagent.eval.star.runner import Runner
 from sopagent.models.scripted import ScriptedModel
 from sopagent.store import Store
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "star"
+DATA = Path(__file__).resolve().parent.parent / "data" / "star"
 pytestmark = pytest.mark.skipif(not (DATA / "tasks").is_dir(), reason="STAR data folder not present")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from sopagent.errors import EvalDataError
 
-DEFAULT_DATA_DIR = Path("..") / "shared" / "data" / "star"
+DEFAULT_DATA_DIR = Path("data") / "star"
 """Relative to the current folder (the repository root)."""
 
 
@@ -63,7 +63,7 @@ def cmd_eval_star(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir) if args.data_dir else DEFAULT_DATA_DIR
     if not data_dir.is_dir():
         raise EvalDataError(f"STAR data folder {data_dir} not found",
-                            fix="run from the repository root (default ../shared/data/star) or pass DATA_DIR")
+                            fix="run from the repository root (default data/star) or pass DATA_DIR")
     tasks = load_tasks(data_dir, Path(args.tasks) if args.tasks else None)
     if args.domains:
         wanted = {d.strip() for d in args.domains.split(",") if d.strip()}

@@ -127,7 +127,7 @@ def load_tasks(data_dir: Path, tasks_dir: Path | None = None) -> dict[str, TaskS
     files = sorted(folder.glob("*.json")) if folder.is_dir() else []
     if not files:
         raise EvalDataError(f"no task schemas in {folder}",
-                            fix="pass DATA_DIR laid out like shared/data/star, or --tasks FOLDER")
+                            fix="pass DATA_DIR laid out like data/star, or --tasks FOLDER")
     tasks = {}
     for path in files:
         task = load_task(path, data_dir / "tasks_sam" / path.name)
