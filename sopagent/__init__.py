@@ -7,17 +7,39 @@ decision is audited.
 from sopagent.catalog import Catalog, Response, load_catalog
 from sopagent.effects import Effect, IdempotentBackend, action
 from sopagent.engine import Agent, OptionView, TurnResult
+from sopagent.errors import (
+                             AuthoringError,
+                             CatalogError,
+                             ConstraintNotEnforcedError,
+                             ConversationError,
+                             ModelError,
+                             PolicyError,
+                             RunError,
+                             SopAgentError,
+                             StoreError,
+)
 from sopagent.kernel import ChosenBy, Status
-from sopagent.errors import (AuthoringError, CatalogError, ConstraintNotEnforcedError, ConversationError,
-                             ModelError, PolicyError, RunError, SopAgentError, StoreError)
 from sopagent.models import ScriptedModel, load_model
-from sopagent.policy import (END, ClearYes, Confirmation, Facts, NoFacts, OneOf, OneToken, Option, Policy, Turn,
-                             load_policy, say)
+from sopagent.policy import (
+                             END,
+                             ClearYes,
+                             Confirmation,
+                             Facts,
+                             NoFacts,
+                             OneOf,
+                             OneToken,
+                             Option,
+                             Policy,
+                             Turn,
+                             load_policy,
+                             say,
+)
 from sopagent.store import Store
 
 __all__ = [
-    "Agent", "AuthoringError", "Catalog", "CatalogError", "ChosenBy", "ClearYes", "Confirmation", "ConstraintNotEnforcedError",
-    "ConversationError", "END", "Effect", "Facts", "IdempotentBackend", "ModelError", "NoFacts", "OneOf", "OneToken", "Option",
+    "Agent", "AuthoringError", "Catalog", "CatalogError", "ChosenBy", "ClearYes", "Confirmation",
+    "ConstraintNotEnforcedError", "ConversationError", "END", "Effect", "Facts", "IdempotentBackend", "ModelError",
+    "NoFacts", "OneOf", "OneToken", "Option",
     "OptionView", "Policy", "PolicyError", "Response", "RunError", "ScriptedModel", "SopAgentError", "Status",
     "Store", "StoreError", "Turn", "TurnResult", "action", "load_catalog", "load_model", "load_policy", "say",
 ]

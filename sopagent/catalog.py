@@ -88,7 +88,8 @@ class Response(BaseModel):
                     parts.append(f"<result of {pending[field]}>")
                     continue
                 try:
-                    parts.append(slot.format(slot.coerce(values[field])))
+                    coerced: Any = slot.coerce(values[field])
+                    parts.append(slot.format(coerced))
                 except ValueError as exc:
                     raise ValueError(f"response {self.id!r}, slot {field!r}: {exc}") from exc
         return "".join(parts)

@@ -109,8 +109,9 @@ def check_policy(policy: Policy) -> list[str]:
                 queue.append(nxt)
     for name in policy.steps:
         if name not in reachable:
-            line = functions[policy.steps[name].function.__name__].line if policy.steps[name].function.__name__ in functions else "?"
-            problems.append(f"{source_path}:{line}: step {name!r} is unreachable from the start step "
+            function = functions.get(policy.steps[name].function.__name__)
+            step_line: int | str = function.line if function is not None else "?"
+            problems.append(f"{source_path}:{step_line}: step {name!r} is unreachable from the start step "
                             f"{policy.start!r}; lead to it with next={name!r} or remove it")
     return sorted(set(problems), key=problems.index)
 
@@ -204,7 +205,7 @@ def _string_tables(tree: ast.Module) -> dict[str, list[str]]:
         value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
         if isinstance(target, ast.Name) and isinstance(value, ast.Dict) and value.values and all(
                 isinstance(v, ast.Constant) and isinstance(v.value, str) for v in value.values):
-            tables[target.id] = [v.value for v in value.values]  # type: ignore[union-attr]
+            tables[target.id] = [str(v.value) for v in value.values if isinstance(v, ast.Constant)]
     return tables
 
 
@@ -215,8 +216,9 @@ def _option_sites(call: ast.Call, tables: dict[str, list[str]]) -> list[OptionSi
     keywords = {k.arg: k.value for k in call.keywords if k.arg}
     response_node = call.args[0] if call.args else keywords.get("response")
     next_node = call.args[1] if len(call.args) > 1 else keywords.get("next")
-    responses = _table_values(response_node, tables) or [site.response]
-    nexts = _table_values(next_node, tables) or [site.next_step]
+    table_responses, table_nexts = _table_values(response_node, tables), _table_values(next_node, tables)
+    responses: list[str | None] = list(table_responses) if table_responses else [site.response]
+    nexts: list[str | None] = list(table_nexts) if table_nexts else [site.next_step]
     return [OptionSite(site.line, response, step, site.slot_names, site.literal_slots, site.has_star_kwargs)
             for response in responses for step in nexts]
 
@@ -245,7 +247,8 @@ def _option_site(call: ast.Call) -> OptionSite:
                           if isinstance(k, ast.Constant) and isinstance(k.value, str)}
     return OptionSite(
         line=call.lineno,
-        response=response_node.value if isinstance(response_node, ast.Constant) and isinstance(response_node.value, str) else None,
+        response=(response_node.value if isinstance(response_node, ast.Constant)
+                  and isinstance(response_node.value, str) else None),
         next_step=_step_name(next_node),
         slot_names=set(slot_nodes),
         literal_slots={k: v.value for k, v in slot_nodes.items() if isinstance(v, ast.Constant)},

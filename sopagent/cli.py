@@ -69,7 +69,8 @@ def format_explain(result: Any) -> str:
     for effect in result.effects:
         outcome = f" -> {json.dumps(effect['result'], ensure_ascii=False)}" if effect["result"] is not None else ""
         failure = f" ({effect['error']})" if effect["error"] else ""
-        lines.append(f"  effect: {describe(effect['name'], effect['arguments'])} [{effect['status']}]{outcome}{failure}")
+        what = describe(effect["name"], effect["arguments"])
+        lines.append(f"  effect: {what} [{effect['status']}]{outcome}{failure}")
     if result.error:
         lines.append(f"  error: {result.error}")
     lat = result.latency_ms
@@ -198,7 +199,8 @@ def cmd_effects_run(args: argparse.Namespace) -> int:
     for run in runs:
         detail = json.loads(run.action.detail_json)["effects"]
         done = ", ".join(f"{e['name']} [{e['status']}]" for e in detail)
-        print(f"decision {run.decision_id}: {done}" + (" -> fallback sent, conversation escalated" if run.failed else ""))
+        escalated = " -> fallback sent, conversation escalated" if run.failed else ""
+        print(f"decision {run.decision_id}: {done}{escalated}")
     failed = sum(run.failed for run in runs)
     print(f"{len(runs)} decision(s) settled, {failed} with a failed action", file=sys.stderr)
     return 1 if failed else 0
@@ -249,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(test)
     test.add_argument("--repeat", type=int, default=1, help="run each test K times (pass^k)")
     test.add_argument("-k", metavar="PATTERN", help="run only the tests whose name contains PATTERN")
-    test.add_argument("--explain", action="store_true", help="show each turn's reply, facts with probabilities, latency")
+    test.add_argument("--explain", action="store_true",
+                      help="show each turn's reply, facts with probabilities, latency")
     test.add_argument("--jsonl", action="store_true", help="one JSON object per turn (then the summary)")
     test.set_defaults(func=cmd_test)
 

@@ -204,10 +204,9 @@ def run_test_files(files: Sequence[str], *, model_path: str | None = None, repea
     turn instead."""
     from sopagent.engine import Agent
     from sopagent.models import load_model
+    from sopagent.models.echo import EchoModel
     from sopagent.policy import load_policy
     from sopagent.store import Store
-
-    from sopagent.models.echo import EchoModel
 
     loaded = [(f, *load_test_file(f)) for f in files]
     chosen = sum(1 for _, test_file, _ in loaded for t in test_file.tests if not select or select in t.name)
@@ -243,7 +242,8 @@ def run_test_files(files: Sequence[str], *, model_path: str | None = None, repea
                         out.write(f"{'PASS' if ok else 'FAIL'} {path} :: {test.name}{label}\n")
                     for outcome in outcomes:
                         if jsonl:
-                            out.write(json.dumps({"file": str(path), "test": test.name, "run": run, "turn": outcome.index,
+                            out.write(json.dumps({"file": str(path), "test": test.name, "run": run,
+                                                  "turn": outcome.index,
                                                   "customer": outcome.customer, "passed": not outcome.failures,
                                                   "failures": outcome.failures, "unsafe": outcome.unexpected_actions,
                                                   **outcome.got}, ensure_ascii=False, default=str) + "\n")

@@ -266,7 +266,7 @@ class IdempotentBackend:
         """Run ``change`` the first time ``idempotency_key`` is seen; return its remembered result after."""
         done: dict[str, Any] = self.__dict__.setdefault("_idempotent_results", {})
         if idempotency_key and idempotency_key in done:
-            return done[idempotency_key]  # type: ignore[no-any-return]
+            return done[idempotency_key]
         result = change()
         if idempotency_key:
             done[idempotency_key] = result

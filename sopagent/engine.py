@@ -1,4 +1,4 @@
-"""The Agent: one customer turn, exactly as DESIGN.md draws it.
+"""The Agent: one customer turn, exactly as docs/design.md ("One turn") draws it.
 
     1 load conversation state                       store
     2 extract the facts the current step declares    model (typed + constrained)
@@ -27,12 +27,23 @@ from typing import Any, Callable, Sequence
 from pydantic import BaseModel
 
 from sopagent import prompts
-from sopagent.errors import ConstraintViolationError, ConversationError, ModelError, PolicyError
-from sopagent.models.base import CallStats, ChatPrompt, DecisionModel
 from sopagent.effects import Effect
+from sopagent.errors import ConstraintViolationError, ConversationError, ModelError, PolicyError
 from sopagent.grounding import FIELD_PROBABILITIES, MODEL_OUTPUT, UNGROUNDED, settle_facts
-from sopagent.kernel import (HOLDING_STEP, ChosenBy, GateSettings, Outcome, Status, check_actions, fallback_outcome,
-                             option_view, run_step, settle, views_json)
+from sopagent.kernel import (
+    HOLDING_STEP,
+    ChosenBy,
+    GateSettings,
+    Outcome,
+    Status,
+    check_actions,
+    fallback_outcome,
+    option_view,
+    run_step,
+    settle,
+    views_json,
+)
+from sopagent.models.base import CallStats, ChatPrompt, DecisionModel
 from sopagent.outbox import EffectRunner
 from sopagent.policy import END, FOLLOW_UP_READINGS, NOT_SAID, NoFacts, OneOf, Option, Policy, Turn, one_token_fields
 from sopagent.store import Conversation, Decision, OutboxEffect, Store, utcnow
@@ -304,7 +315,8 @@ class Agent:
             if outcome.response_id == self.policy.fallback and decision.response_id != self.policy.fallback:
                 status, error = Status.ESCALATED.value, outcome.reason
         views = json.loads(decision.options_json or "[]")
-        response = self.policy.catalog[decision.response_id] if decision.response_id in self.policy.catalog else None
+        response = (self.policy.catalog[decision.response_id]
+                    if decision.response_id and decision.response_id in self.policy.catalog else None)
         ended = status == Status.SENT and (decision.next_step == END or bool(response and response.ends_conversation))
         return TurnResult(
             conversation_id=decision.conversation_id, decision_id=decision.id or 0, reply=reply,

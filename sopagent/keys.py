@@ -67,11 +67,12 @@ def ensure_table(store: Store) -> None:
     """Create the key and ownership tables if this database has none yet (and give keys made before
     tenants existed the ``default`` tenant)."""
     try:
-        SQLModel.metadata.create_all(store.engine, tables=[ApiKey.__table__, ConversationOwner.__table__])  # type: ignore[list-item]
-        columns = {column["name"] for column in inspect(store.engine).get_columns(ApiKey.__tablename__)}
+        tables = [SQLModel.metadata.tables[name] for name in ("apikey", "conversationowner")]
+        SQLModel.metadata.create_all(store.engine, tables=tables)
+        columns = {column["name"] for column in inspect(store.engine).get_columns("apikey")}
         if "tenant" not in columns:
             with store.engine.begin() as connection:
-                connection.execute(text(f"ALTER TABLE {ApiKey.__tablename__} ADD COLUMN tenant VARCHAR "
+                connection.execute(text("ALTER TABLE apikey ADD COLUMN tenant VARCHAR "
                                         f"NOT NULL DEFAULT '{DEFAULT_TENANT}'"))
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot create the API key tables: {exc}", retryable=True) from exc

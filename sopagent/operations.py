@@ -21,9 +21,9 @@ from sqlmodel import Session, col
 from sopagent.catalog import Catalog, parse_catalog
 from sopagent.errors import ConversationError
 from sopagent.policy import END
-from sopagent.store import Conversation, Decision, OutboxEffect, OperatorAction, PolicyVersion, Store, utcnow
-from sopagent.store.store import add_effects
 from sopagent.status import Status
+from sopagent.store import Conversation, Decision, OperatorAction, OutboxEffect, PolicyVersion, Store, utcnow
+from sopagent.store.store import add_effects
 
 CLOSED = "closed"
 
@@ -232,5 +232,5 @@ def _step_names(version: PolicyVersion) -> set[str]:
                 if isinstance(target, ast.Attribute) and target.attr == "step":
                     explicit = [k.value for k in getattr(deco, "keywords", []) if k.arg == "name"]
                     value = explicit[0] if explicit else None
-                    names.add(value.value if isinstance(value, ast.Constant) else node.name)
+                    names.add(str(value.value) if isinstance(value, ast.Constant) else node.name)
     return names

@@ -26,7 +26,7 @@ from sopagent.catalog import Catalog, parse_catalog
 from sopagent.effects import actions_of
 from sopagent.errors import ConversationError, PolicyError, SopAgentError
 from sopagent.kernel import render_with_results
-from sopagent.store import Conversation, Decision, OutboxEffect, OperatorAction, PolicyVersion, Store, utcnow
+from sopagent.store import Conversation, Decision, OperatorAction, OutboxEffect, PolicyVersion, Store, utcnow
 from sopagent.store.chain import commitment_of, row_hash
 from sopagent.store.store import idempotency_key, runner_identity
 

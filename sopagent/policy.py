@@ -25,8 +25,8 @@ import ast
 import datetime as dt
 import hashlib
 import importlib.util
-import json
 import inspect
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -285,7 +285,8 @@ class Turn(Generic[F, T]):
     ungrounded: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Values the model read that the customer's message does not support, by field: ``{"value": ...,
     "why": "not in the message" | "ambiguous" | "unsure" | "invalid"}`` (an unsure value with its
-    ``probability``). They are back at their default in :attr:`facts` (not given), so the step asks again; a step can use this to ask better (a date written both ways: ask for the
+    ``probability``). They are back at their default in :attr:`facts` (not given), so the step asks
+    again; a step can use this to ask better (a date written both ways: ask for the
     month as a word)."""
     failures: Callable[[str, str], int] | None = field(default=None, repr=False)
     """How :meth:`recent_failures` counts (set by the engine)."""
@@ -365,7 +366,8 @@ class Turn(Generic[F, T]):
             raise PolicyError(f"step {self.step!r} asked the model to read, but this turn has no model",
                               fix="call turn.read only in steps run by an Agent")
         facts = self.reader(question, schema, under_policy_text)
-        reading = {"question": question, "schema": schema.__name__, "answer": facts.model_dump(mode="json")}
+        reading: dict[str, Any] = {"question": question, "schema": schema.__name__,
+                                   "answer": facts.model_dump(mode="json")}
         if under_policy_text:
             reading["under_policy_text"] = True
         self.readings.append(reading)
@@ -471,7 +473,8 @@ class Policy:
 
         return register
 
-    def guard(self, function: Callable[[Turn[Any, Any]], list[Option] | None]) -> Callable[[Turn[Any, Any]], list[Option] | None]:
+    def guard(self, function: Callable[[Turn[Any, Any]], list[Option] | None]
+              ) -> Callable[[Turn[Any, Any]], list[Option] | None]:
         """Decorator for a check run before every step; returning options short-circuits the step.
 
         Use it for what applies at any step, such as a customer asking for a human.
@@ -563,7 +566,8 @@ class Policy:
             if option.next != END and option.next not in self.steps:
                 raise PolicyError(f"step {step!r} leads to unknown step {option.next!r}"
                                   f"{did_you_mean(str(option.next), list(self.steps))}",
-                                  path=option.origin or where(), fix=f"define @policy.step {option.next} or use next=END")
+                                  path=option.origin or where(),
+                                  fix=f"define @policy.step {option.next} or use next=END")
             for effect in option.effects:
                 if not isinstance(effect, Effect):
                     raise PolicyError(f"step {step!r}: option {option.response!r} plans {effect!r}, not an action",

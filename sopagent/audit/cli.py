@@ -140,9 +140,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """Verify the chain; exit 0 only when intact."""
     import time
 
-    from sopagent.store.verify import verify_engine
-
     from sopagent.outbox import verify_outbox
+    from sopagent.store.verify import verify_engine
 
     store = _store(args)
     started = time.perf_counter()
@@ -191,12 +190,12 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 
 def cmd_versions(args: argparse.Namespace) -> int:
     """List stored policy versions."""
-    from sqlmodel import select
+    from sqlmodel import col, select
 
     from sopagent.store import PolicyVersion
 
     with _store(args).session() as session:
-        for v in session.exec(select(PolicyVersion).order_by(PolicyVersion.id)).all():
+        for v in session.exec(select(PolicyVersion).order_by(col(PolicyVersion.id))).all():
             import json
 
             modules = ", ".join(json.loads(v.modules_json or "{}").get("modules", {})) or "none"

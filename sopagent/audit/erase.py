@@ -5,7 +5,8 @@ operator actions whose personal fields are cleared; :func:`sopagent.store.chain.
 accepts an erased row only when such an action lists it. Cleared: customer text, extracted facts,
 options with their bound slot values and planned actions, rendered replies, operator slot values and
 sent text (the outcomes of actions included), the arguments, results and errors of the actions in
-the effect outbox, the failed checks noted for lockouts, and on the conversations: customer reference, metadata and known facts. The salt goes too, so the kept
+the effect outbox, the failed checks noted for lockouts, and on the conversations: customer reference,
+metadata and known facts. The salt goes too, so the kept
 commitment can no longer be tested against guesses. On SQLite the WAL is checkpointed and the file
 vacuumed afterwards (secure_delete is on), so no trace of the text remains in the database file; on
 PostgreSQL the cleared tables are rewritten with ``VACUUM (FULL)``, so no dead row version keeps it.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -55,11 +57,11 @@ def erase_customer(store: Store, customer_ref: str, operator: str, reason: str) 
         raise ConversationError(f"no conversation has customer reference {customer_ref!r}; check the reference "
                                 "with `sopagent audit list --customer REF` (it may already be erased)")
     with store.session() as session:
-        decisions = list(session.exec(select(Decision.id).where(
-            col(Decision.conversation_id).in_(conversations), col(Decision.erased_at).is_(None))).all())
-        actions = list(session.exec(select(OperatorAction.id).where(
+        decisions = [i for i in session.exec(select(Decision.id).where(
+            col(Decision.conversation_id).in_(conversations), col(Decision.erased_at).is_(None))).all() if i]
+        actions = [i for i in session.exec(select(OperatorAction.id).where(
             col(OperatorAction.conversation_id).in_(conversations), col(OperatorAction.erased_at).is_(None),
-            col(OperatorAction.action).not_in(ERASING_ACTIONS))).all())
+            col(OperatorAction.action).not_in(ERASING_ACTIONS))).all() if i]
     return _clear(store, "erase", operator, reason, conversations, decisions, actions)
 
 
@@ -72,11 +74,11 @@ def purge_older_than(store: Store, days: int, operator: str, reason: str = "") -
     with store.session() as session:
         conversations = list(session.exec(select(Conversation.id).where(
             Conversation.updated_at < cutoff, col(Conversation.erased_at).is_(None))).all())
-        decisions = list(session.exec(select(Decision.id).where(
-            Decision.created_at < cutoff, col(Decision.erased_at).is_(None))).all())
-        actions = list(session.exec(select(OperatorAction.id).where(
+        decisions = [i for i in session.exec(select(Decision.id).where(
+            Decision.created_at < cutoff, col(Decision.erased_at).is_(None))).all() if i]
+        actions = [i for i in session.exec(select(OperatorAction.id).where(
             OperatorAction.created_at < cutoff, col(OperatorAction.erased_at).is_(None),
-            col(OperatorAction.action).not_in(ERASING_ACTIONS))).all())
+            col(OperatorAction.action).not_in(ERASING_ACTIONS))).all() if i]
     return _clear(store, "purge", operator, reason or f"retention: older than {days} days", conversations,
                   decisions, actions)
 
@@ -93,7 +95,8 @@ def _clear(store: Store, kind: str, operator: str, reason: str, conversations: l
            actions: list[int]) -> ErasureResult:
     if not (conversations or decisions or actions):
         return ErasureResult(None)
-    detail = {"conversations": sorted(conversations), "decisions": sorted(decisions), "actions": sorted(actions)}
+    detail: dict[str, list[Any]] = {"conversations": sorted(conversations), "decisions": sorted(decisions),
+                                    "actions": sorted(actions)}
     # First the chained record of what will be cleared: the chain then accepts these rows as erased.
     action = store.append_action(OperatorAction(operator=operator.strip(), action=kind, reason=reason.strip(),
                                                 detail_json=json.dumps(detail, sort_keys=True), created_at=utcnow()))

@@ -8,8 +8,8 @@ from sopagent.effects import describe, shown_slots
 from sopagent.errors import ConversationError
 from sopagent.grounding import facts_lines
 from sopagent.policy import FOLLOW_UP_READINGS
-from sopagent.store import Conversation, Decision, OperatorAction, PolicyVersion, Store
 from sopagent.status import Status
+from sopagent.store import Conversation, Decision, OperatorAction, PolicyVersion, Store
 from sopagent.store.chain import ChainRow
 
 

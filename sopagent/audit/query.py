@@ -116,22 +116,22 @@ def select_rows(store: Store, flt: AuditFilter) -> list[ChainRow]:
                     query = query.limit(flt.limit)
                 decisions = list(session.exec(query).all())
             if flt.matches_actions():
-                query = select(OperatorAction).order_by(col(OperatorAction.seq))
+                action_query = select(OperatorAction).order_by(col(OperatorAction.seq))
                 if flt.conversation:
-                    query = query.where(OperatorAction.conversation_id == flt.conversation)
+                    action_query = action_query.where(OperatorAction.conversation_id == flt.conversation)
                 if conversations is not None:
-                    query = query.where(col(OperatorAction.conversation_id).in_(conversations))
+                    action_query = action_query.where(col(OperatorAction.conversation_id).in_(conversations))
                 if flt.response:
-                    query = query.where(OperatorAction.response_id == flt.response)
+                    action_query = action_query.where(OperatorAction.response_id == flt.response)
                 if flt.operator:
-                    query = query.where(OperatorAction.operator == flt.operator)
+                    action_query = action_query.where(OperatorAction.operator == flt.operator)
                 if since:
-                    query = query.where(OperatorAction.created_at >= since)
+                    action_query = action_query.where(OperatorAction.created_at >= since)
                 if until:
-                    query = query.where(OperatorAction.created_at < until)
+                    action_query = action_query.where(OperatorAction.created_at < until)
                 if flt.limit:
-                    query = query.limit(flt.limit)
-                actions = list(session.exec(query).all())
+                    action_query = action_query.limit(flt.limit)
+                actions = list(session.exec(action_query).all())
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot query the audit log: {str(getattr(exc, 'orig', exc)).splitlines()[0]}",
                          retryable=True) from exc

@@ -24,11 +24,20 @@ from sopagent import prompts
 from sopagent.audit.query import AuditFilter, select_rows
 from sopagent.catalog import parse_catalog
 from sopagent.effects import describe
-from sopagent.grounding import FIELD_PROBABILITIES, MODEL_OUTPUT, UNGROUNDED
 from sopagent.engine import facts_prompt, read_follow_up, read_message
-from sopagent.kernel import (HOLDING_STEP, ChosenBy, GateSettings, Outcome, Status, check_actions, fallback_outcome,
-                             run_step, settle)
 from sopagent.errors import ModelError, PolicyError, StoreError
+from sopagent.grounding import FIELD_PROBABILITIES, MODEL_OUTPUT, UNGROUNDED
+from sopagent.kernel import (
+    HOLDING_STEP,
+    ChosenBy,
+    GateSettings,
+    Outcome,
+    Status,
+    check_actions,
+    fallback_outcome,
+    run_step,
+    settle,
+)
 from sopagent.models.base import DecisionModel
 from sopagent.policy import END, FOLLOW_UP_READINGS, NoFacts, Option, Policy, Turn, load_policy
 from sopagent.store import Decision, OperatorAction, PolicyVersion, Store
@@ -163,7 +172,8 @@ class _Replayer:
     def conversation(self, rows: list[Any]) -> None:
         policy = self.policy
         tools = policy.make_tools()
-        step, known = policy.start, {}
+        step: str = policy.start
+        known: dict[str, Any] = {}
         new_history: list[tuple[str, str]] = []
         old_history: list[tuple[str, str]] = []
         pending: dict[int, Option] = {}
@@ -357,7 +367,7 @@ def replay(store: Store, policy: Policy, flt: AuditFilter | None = None,
     flt = flt or AuditFilter()
     conversation_ids: list[str] = []
     for row in select_rows(store, AuditFilter(**{**flt.__dict__, "kind": "decisions", "limit": None})):
-        if row.conversation_id not in conversation_ids:
+        if row.conversation_id and row.conversation_id not in conversation_ids:
             conversation_ids.append(row.conversation_id)
     if flt.limit:
         conversation_ids = conversation_ids[:flt.limit]

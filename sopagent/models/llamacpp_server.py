@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-
 from sopagent.errors import ModelUnavailableError
 
 SERVER_MODEL_ALIAS = "local"

@@ -17,8 +17,18 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from sopagent.errors import ConstraintNotEnforcedError, ConstraintViolationError, ModelError
-from sopagent.models.base import OPTION_LABELS, SELF_TEST_PROMPT, CallStats, ChatPrompt, Choice, Extraction, M, \
-    check_option_count, facts_json_schema, validate_facts
+from sopagent.models.base import (
+    OPTION_LABELS,
+    SELF_TEST_PROMPT,
+    CallStats,
+    ChatPrompt,
+    Choice,
+    Extraction,
+    M,
+    check_option_count,
+    facts_json_schema,
+    validate_facts,
+)
 
 MAX_FACTS_TOKENS = 256
 SELF_TEST_REGEX = r"zq[0-9]{2}"
@@ -170,7 +180,8 @@ class LocalConstrainedModel:
             facts, invalid = validate_facts(schema, raw)
         except ValidationError as exc:
             raise self.validation_error(f"{self.name}: the facts did not validate against {schema.__name__}: "
-                                        f"{exc.errors()[0]['msg']} at {'.'.join(map(str, exc.errors()[0]['loc'])) or 'the answer'}",
+                                        f"{exc.errors()[0]['msg']} at "
+                                        f"{'.'.join(map(str, exc.errors()[0]['loc'])) or 'the answer'}",
                                         retryable=False, model_output=raw) from exc
         return Extraction(facts=facts, raw=raw, stats=stats, probabilities=answer.probabilities, invalid=invalid)
 

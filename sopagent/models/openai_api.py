@@ -34,17 +34,31 @@ from typing import Any, Iterator
 
 from pydantic import ValidationError
 
-from sopagent.errors import (BackendError, ConstraintNotEnforcedError, ConstraintViolationError,
-                             ModelUnavailableError)
-from sopagent.models.base import (OPTION_LABELS, SELF_TEST_PROMPT, CallStats, ChatPrompt, Choice, Extraction, M,
-                                  check_option_count, facts_json_schema, validate_facts)
+from sopagent.errors import BackendError, ConstraintNotEnforcedError, ConstraintViolationError, ModelUnavailableError
+from sopagent.models.base import (
+    OPTION_LABELS,
+    SELF_TEST_PROMPT,
+    CallStats,
+    ChatPrompt,
+    Choice,
+    Extraction,
+    M,
+    check_option_count,
+    facts_json_schema,
+    validate_facts,
+)
 from sopagent.models.spec import ModelSpec
 
 try:
     import openai
     import outlines
-    from outlines.exceptions import (APIConnectionError, APIError, APITimeoutError, RateLimitError,
-                                     normalize_provider_errors)
+    from outlines.exceptions import (
+        APIConnectionError,
+        APIError,
+        APITimeoutError,
+        RateLimitError,
+        normalize_provider_errors,
+    )
     from outlines.inputs import Chat
     from outlines.types import JsonSchema
 except ImportError as exc:  # pragma: no cover - broken installs only
@@ -225,7 +239,8 @@ class OpenAIChatModel:
             facts, invalid = validate_facts(schema, raw)
         except ValidationError as exc:
             raise BackendError(f"{self.name}: the facts did not validate against {schema.__name__}: "
-                               f"{exc.errors()[0]['msg']} at {'.'.join(map(str, exc.errors()[0]['loc'])) or 'the answer'}",
+                               f"{exc.errors()[0]['msg']} at "
+                               f"{'.'.join(map(str, exc.errors()[0]['loc'])) or 'the answer'}",
                                         retryable=False, model_output=raw) from exc
         return Extraction(facts=facts, raw=raw, stats=stats, invalid=invalid)
 

@@ -20,7 +20,8 @@ class ScriptedModel:
     """Returns scripted facts and choices in order; an exhausted script is a ModelError.
 
     A facts entry may give each field's probability under ``"_probabilities"`` (field -> probability),
-    as a backend that measures them would. A scripted choice may be an int (the option index) or a list of probabilities (the highest
+    as a backend that measures them would. A scripted choice may be an int (the option index) or a list
+    of probabilities (the highest
     is picked). A scripted facts entry that does not validate is a ModelError, exactly as a
     malformed answer from a real model would be. An entry that is an Exception is raised.
     """

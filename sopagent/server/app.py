@@ -48,7 +48,7 @@ def create_app(config: ServeConfig, model: DecisionModel | None = None) -> FastA
     app.include_router(openai_compat.router)
     _health(app, service)
     _handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     return app
 
 

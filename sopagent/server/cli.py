@@ -35,7 +35,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     for path in config.policies:
         load_policy(path)  # authoring errors are reported here, before any worker starts
-    if args.workers > 1 and not config.db.startswith("postgresql"):
+    if args.workers > 1 and not (config.db or "").startswith("postgresql"):
         print("warning: several workers on SQLite serialize on one file and may answer 409 for concurrent "
               "turns of one conversation; use --db postgresql+psycopg://... to scale out", file=sys.stderr)
     print(f"serving {', '.join(config.policies)} on http://{args.host}:{args.port} "
@@ -51,7 +51,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     http="sopagent.server.protocol:HeaderDeadlineProtocol")  # the default header deadline
     else:
         from sopagent.server.app import create_app
-
         from sopagent.server.protocol import protocol_with
 
         uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level,
@@ -83,7 +82,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add ``serve`` and ``keys`` to the ``sopagent`` parser."""
     serve = sub.add_parser("serve", help="run the HTTP API (support-bot backend, OpenAI-compatible chat)")
     serve.add_argument("policies", nargs="+", metavar="POLICY", help="policy files to serve")

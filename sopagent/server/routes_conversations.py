@@ -5,20 +5,33 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from sopagent.engine import TurnResult
 from sopagent.server.auth import AnyKey, CustomerKey, LongPollPlace
-from sopagent.server.schemas import (ActionView, ConversationView, CustomerMessage, Delivery, DecisionView,
-                                     OperatorReplies, OperatorReply, Problem, Reply, StartConversation, Started)
+from sopagent.server.schemas import (
+    ActionView,
+    ConversationView,
+    CustomerMessage,
+    DecisionView,
+    Delivery,
+    OperatorReplies,
+    OperatorReply,
+    Problem,
+    Reply,
+    StartConversation,
+    Started,
+)
 from sopagent.server.service import Service, options_of
+from sopagent.status import ChosenBy, Status
 from sopagent.store import Decision
-from sopagent.status import Status
 
 router = APIRouter(prefix="/v1", tags=["conversations"])
-ERRORS = {code: {"model": Problem} for code in (400, 401, 403, 404, 409, 413, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem}
+                                           for code in (400, 401, 403, 404, 409, 413, 422, 503)}
 ConversationId = Path(min_length=1, max_length=100, description="the id returned when the conversation started")
 
 
@@ -71,8 +84,9 @@ def read_conversation(request: Request, key: AnyKey, conversation_id: str = Conv
     """A conversation with its decisions and operator actions in chain order."""
     service = _service(request)
     conversation = service.owned_conversation(conversation_id, key)
-    decisions = [DecisionView(id=d.id or 0, turn=d.turn, step=d.step, status=d.status, response_id=d.response_id,
-                              chosen_by=d.chosen_by, confidence=d.confidence, customer_text=d.customer_text,
+    decisions = [DecisionView(id=d.id or 0, turn=d.turn, step=d.step, status=Status(d.status),
+                              response_id=d.response_id,
+                              chosen_by=ChosenBy(d.chosen_by), confidence=d.confidence, customer_text=d.customer_text,
                               sent_text=d.sent_text, next_step=d.next_step, error=d.error, created_at=d.created_at,
                               options=options_of(d), effects=service.effects_of(d.id or 0))
                  for d in service.store.decisions(conversation_id)]
@@ -110,14 +124,15 @@ async def _wait_for_resolution(request: Request, service: Service, decision: Dec
             return Delivery(decision_id=decision_id, state=action.action,  # type: ignore[arg-type]
                             text=text, operator=action.operator, resolved_at=action.created_at)
         if time.monotonic() >= deadline or await request.is_disconnected():
-            return Delivery(decision_id=decision_id, state="pending")
+            return Delivery(decision_id=decision_id, state="pending", text=None)
         await asyncio.sleep(0.2)
 
 
 @router.get("/conversations/{conversation_id}/operator-replies", response_model=OperatorReplies, responses=ERRORS)
 async def operator_replies(request: Request, _: LongPollPlace, key: AnyKey, conversation_id: str = ConversationId,
                            after: int = Query(0, ge=0, le=2**62, description="the `after` of the previous answer"),
-                           wait: float = Query(25.0, ge=0, le=3600, description="seconds to wait for a reply (long-poll)")
+                           wait: float = Query(25.0, ge=0, le=3600,
+                                               description="seconds to wait for a reply (long-poll)")
                            ) -> OperatorReplies:
     """Long-poll the catalog replies an operator sends after taking the conversation over: returns as
     soon as there is one after chain position ``after``, or after ``wait`` seconds with none."""

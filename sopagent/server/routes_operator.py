@@ -14,6 +14,7 @@ from sopagent.server.auth import OperatorKey
 from sopagent.server.routes_conversations import ERRORS
 from sopagent.server.schemas import DecisionView, OperatorRequest, OperatorResult, OverrideRequest
 from sopagent.server.service import ApiProblem, Service, options_of
+from sopagent.status import ChosenBy, Status
 from sopagent.store import OperatorAction
 
 router = APIRouter(prefix="/v1", tags=["operator"])
@@ -54,8 +55,8 @@ def _act(request: Request, key: OperatorKey, decision_id: int, kind: str, reason
 def pending(request: Request, key: OperatorKey) -> list[DecisionView]:
     """Decisions waiting for an operator, oldest first."""
     service: Service = request.app.state.service
-    return [DecisionView(id=d.id or 0, turn=d.turn, step=d.step, status=d.status, response_id=d.response_id,
-                         chosen_by=d.chosen_by, confidence=d.confidence, customer_text=d.customer_text,
+    return [DecisionView(id=d.id or 0, turn=d.turn, step=d.step, status=Status(d.status), response_id=d.response_id,
+                         chosen_by=ChosenBy(d.chosen_by), confidence=d.confidence, customer_text=d.customer_text,
                          sent_text=d.sent_text, next_step=d.next_step, error=d.error, created_at=d.created_at,
                          options=options_of(d), effects=service.effects_of(d.id or 0))
             for d in service.tenant_pending(key)]

@@ -2,9 +2,20 @@
 
 from sopagent.store.chain import ChainReport, policy_digest
 from sopagent.store.store import DB_ENV, RESOLVING_ACTIONS, Store, database_url
-from sopagent.store.tables import (GENESIS_HASH, ChainHead, Conversation, Decision, FailedCheck, OperatorAction,
-                                   OutboxEffect, PolicyVersion, RequestKey, utcnow)
+from sopagent.store.tables import (
+                                   GENESIS_HASH,
+                                   ChainHead,
+                                   Conversation,
+                                   Decision,
+                                   FailedCheck,
+                                   OperatorAction,
+                                   OutboxEffect,
+                                   PolicyVersion,
+                                   RequestKey,
+                                   utcnow,
+)
 
-__all__ = ["ChainHead", "ChainReport", "Conversation", "DB_ENV", "Decision", "FailedCheck", "GENESIS_HASH", "OperatorAction",
+__all__ = ["ChainHead", "ChainReport", "Conversation", "DB_ENV", "Decision", "FailedCheck", "GENESIS_HASH",
+           "OperatorAction",
            "OutboxEffect", "PolicyVersion", "RESOLVING_ACTIONS", "RequestKey", "Store", "database_url", "policy_digest",
            "utcnow"]

@@ -196,7 +196,7 @@ class RowCodec:
         def template(names: list[str]) -> str:
             pieces: list[str] = []
             for name in sorted(names):  # the order sort_keys gives
-                key = json.encoder.encode_basestring(name) + ":"  # type: ignore[attr-defined]
+                key = json.encoder.encode_basestring(name) + ":"
                 if name in fixed:
                     pieces.append((key + fixed[name]).replace("%", "%%"))
                 else:

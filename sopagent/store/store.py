@@ -22,10 +22,19 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from sopagent.errors import ConversationError, StoreError
-from sopagent.store.chain import ChainReport, ChainRow, merge_by_seq, policy_digest, seal
-from sopagent.store.tables import (ChainHead, Conversation, Decision, FailedCheck, OperatorAction, OutboxEffect,
-                                   PolicyVersion, RequestKey, utcnow)
 from sopagent.status import Status
+from sopagent.store.chain import ChainReport, ChainRow, merge_by_seq, policy_digest, seal
+from sopagent.store.tables import (
+    ChainHead,
+    Conversation,
+    Decision,
+    FailedCheck,
+    OperatorAction,
+    OutboxEffect,
+    PolicyVersion,
+    RequestKey,
+    utcnow,
+)
 
 DB_ENV = "SOPAGENT_DB"
 DEFAULT_DB_URL = "sqlite:///sopagent.db"
@@ -228,7 +237,7 @@ class Store:
             with self.session() as session:
                 return list(session.exec(select(OperatorAction).where(
                     OperatorAction.conversation_id == conversation_id, OperatorAction.action == "operator_reply",
-                    OperatorAction.seq > after_seq).order_by(OperatorAction.seq)).all())
+                    OperatorAction.seq > after_seq).order_by(col(OperatorAction.seq))).all())
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read operator actions: {_short(exc)}", retryable=True) from exc
 
@@ -332,7 +341,8 @@ class Store:
         stale = _ago(stale_after_s)
         try:
             with self.session() as session:
-                query = select(OutboxEffect.decision_id, OutboxEffect.status, OutboxEffect.claimed_at, OutboxEffect.claimed_by).where(
+                query = select(OutboxEffect.decision_id, OutboxEffect.status, OutboxEffect.claimed_at,
+                               OutboxEffect.claimed_by).where(
                     col(OutboxEffect.status).in_(("planned", "running")))
                 if policy_name is not None:
                     query = query.where(OutboxEffect.policy_name == policy_name)
@@ -391,7 +401,7 @@ class Store:
                          "known": conversation.known_json, "turns": conversation.turns,
                          "rev": conversation.revision, "now": row.created_at, "id": conversation.id,
                          "expected": expected})
-                    if updated.rowcount != 1:
+                    if getattr(updated, "rowcount", 1) != 1:
                         session.rollback()
                         raise ConversationError(
                             f"conversation {conversation.id} changed while this ran (another turn or operator "

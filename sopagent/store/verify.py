@@ -21,9 +21,17 @@ from typing import Any, Iterable, Iterator
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from sopagent.store.chain import (ChainRecord, ChainReport, RowCodec, head_report, policy_digest, record_columns,
-                                  record_from_tuple, verify_rows)
 from sopagent.store.bulk import window_ok
+from sopagent.store.chain import (
+    ChainRecord,
+    ChainReport,
+    RowCodec,
+    head_report,
+    policy_digest,
+    record_columns,
+    record_from_tuple,
+    verify_rows,
+)
 from sopagent.store.tables import GENESIS_HASH
 
 PARALLEL_FROM = 200_000
@@ -173,8 +181,8 @@ def verify_raw(rows: Iterable[tuple[Any, ...]], policy_digests: dict[int, str],
                 prev = row[2]
         # row: id, seq, prev_hash, hash, salt, commitment, erased_at, public..., personal...
         texts = codec.texts([row]) if row[1] == checked and row[2] == prev else None
-        ok = texts is not None
-        if ok:
+        ok = texts is not None and prev is not None
+        if texts is not None and prev is not None:
             if row[6] is None:
                 ok = row[4] is not None and sha256((row[4] + texts[0]).encode()).hexdigest() == row[5]
             else:

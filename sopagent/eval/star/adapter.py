@@ -519,7 +519,8 @@ def build_policy(task: TaskSchema, folder: Path, ask_known: bool = False, read_g
         choice = candidates(task, history, action, allowed)
         if len(choice) == 1:
             return [say(action, next=step_name(action))]
-        return [say(choice[0], next=step_name(choice[0]), hint="ask this only if the customer has not already given it"),
+        return [say(choice[0], next=step_name(choice[0]),
+                    hint="ask this only if the customer has not already given it"),
                 say(choice[1], next=step_name(choice[1]),
                     hint="if the customer already gave what the previous reply would ask for")]
 

@@ -54,7 +54,14 @@ def _load_model(name: str | None) -> Any:
 
 def cmd_eval_star(args: argparse.Namespace) -> int:
     """Run the benchmark, print the per-domain table, write the summary JSON."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from sopagent.eval.star.data import load_cases, load_tasks, sample_cases
     from sopagent.eval.star.metrics import format_table, summarize

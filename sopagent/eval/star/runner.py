@@ -147,7 +147,8 @@ class Runner:
             "follow_up_readings": result.facts.get(FOLLOW_UP_READINGS) or [],
             "model_call": customer_text is not None and bool(result.facts),
             "chosen_by": result.chosen_by,
-            "options": [{"id": o.response_id, "p": o.probability} for o in result.options], "error": result.error, "latency_ms": round(latency, 1),
+            "options": [{"id": o.response_id, "p": o.probability} for o in result.options], "error": result.error,
+            "latency_ms": round(latency, 1),
         }
 
     def run(self, cases: list[Case], progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
