@@ -46,6 +46,7 @@ from sopagent.kernel import (
 from sopagent.models.base import CallStats, ChatPrompt, DecisionModel
 from sopagent.outbox import EffectRunner
 from sopagent.policy import END, FOLLOW_UP_READINGS, NOT_SAID, NoFacts, OneOf, Option, Policy, Turn, one_token_fields
+from sopagent.redact import mask_sensitive
 from sopagent.store import Conversation, Decision, OutboxEffect, Store, utcnow
 from sopagent.store.store import runner_identity
 
@@ -264,6 +265,8 @@ class Agent:
         again with the same message gets the recorded answer, and nothing runs twice.
         """
         clock = _Clock()
+        if isinstance(text, str):  # card numbers and IBANs go no further than this line
+            text = mask_sensitive(text, self.policy.sensitive)
         conversation = self.store.get_conversation(conversation_id)
         if conversation.policy_name != self.policy.name:
             raise ConversationError(f"conversation {conversation_id} runs policy {conversation.policy_name!r}, "
@@ -347,11 +350,13 @@ class Agent:
             raise ConversationError(f"policy {self.policy.name!r} has no step {step!r}")
         known: dict[str, Any] = json.loads(conversation.known_json)
         clock.lap("load")
-        context = prompts.transcript_text(transcript)
+        context = prompts.transcript_text([(role, mask_sensitive(line, self.policy.sensitive))
+                                           for role, line in transcript])
         facts: BaseModel = NoFacts()
         try:
             reading = MessageReading(facts)
             if customer_text is not None:
+                customer_text = mask_sensitive(customer_text, self.policy.sensitive)
                 reading = self._read(step, context, customer_text)
             clock.lap("extract", reading.queued_ms)
             facts = reading.facts

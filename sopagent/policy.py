@@ -27,6 +27,7 @@ import hashlib
 import importlib.util
 import inspect
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -405,6 +406,7 @@ class Policy:
         action_confidence: float = 0.65,
         fact_confidence: float = FACT_CONFIDENCE,
         lockout_window: dt.timedelta = dt.timedelta(hours=24),
+        sensitive: Sequence[str] = (),
     ) -> None:
         """
         Args:
@@ -427,6 +429,9 @@ class Policy:
             fact_confidence: an optional fact the model decoded with less than this probability is
                 unsure and treated as not given, so the step asks for it (recorded as "not taken").
             lockout_window: how far back :meth:`Turn.recent_failures` counts a check's failures.
+            sensitive: regular expressions of further sensitive values (member numbers, national ids):
+                masked in every customer message before it is stored or read, like card numbers and
+                IBANs (:mod:`sopagent.redact`).
         """
         for setting, value in (("action_confidence", action_confidence), ("fact_confidence", fact_confidence)):
             if not 0.0 <= value <= 1.0:
@@ -443,6 +448,13 @@ class Policy:
         self.action_confidence = action_confidence
         self.fact_confidence = fact_confidence
         self.lockout_window = lockout_window
+        self.sensitive = tuple(sensitive)
+        for pattern in self.sensitive:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise PolicyError(f"sensitive pattern {pattern!r} is not a regular expression: {exc}",
+                                  fix="write a Python regular expression, e.g. r'AB-[0-9]{6}'") from None
         self.description = description
         self.tools_factory = tools
         self.steps: dict[str, Step] = {}
