@@ -25,6 +25,14 @@ def _client(live: Live) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{live.url}/v1", api_key=live.customer, max_retries=0)
 
 
+def test_openai_front_ends_list_the_policies_as_models(live: Live) -> None:
+    models = _client(live).models.list()
+    assert [m.id for m in models.data] == ["card_services"] and models.data[0].owned_by == "sopagent"
+    anonymous = openai.OpenAI(base_url=f"{live.url}/v1", api_key="sop_wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        anonymous.models.list()
+
+
 def test_openai_client_continues_a_customer_conversation(live: Live) -> None:
     client = _client(live)
     catalog = live.service.agents["card_services"].policy.catalog

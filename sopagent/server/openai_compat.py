@@ -47,6 +47,15 @@ def _last_user_text(body: ChatCompletionRequest) -> str:
     raise ApiProblem(422, "messages has no user message; the last user message is what the customer said")
 
 
+@router.get("/models", responses=ERRORS)
+def list_models(request: Request, key: CustomerKey) -> dict[str, Any]:
+    """The policies this service serves, as OpenAI models (front ends list them before they chat)."""
+    service: Service = request.app.state.service
+    models = [{"id": name, "object": "model", "created": service.started, "owned_by": "sopagent"}
+              for name in sorted(service.agents)]
+    return {"object": "list", "data": models}
+
+
 @router.post("/chat/completions", responses=ERRORS)
 def chat_completions(body: ChatCompletionRequest, request: Request, key: CustomerKey, background: BackgroundTasks,
                      x_conversation_id: str | None = Header(None, max_length=100)) -> Any:

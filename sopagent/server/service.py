@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from sqlalchemy import text as sql
@@ -48,6 +49,8 @@ class Service:
         self.locks = ConversationLocks(self.store.url)
         self.admission = TurnAdmission(config.turns_in_flight, config.turn_wait_s)
         self.limits = Limits(config.rate_limit, config.failed_auth_limit, config.long_polls_per_key)
+        self.started = int(time.time())
+        """When this process started serving (the ``created`` of the policies listed as models)."""
         self.agents: dict[str, Agent] = {}
         for path in config.policies:
             policy: Policy = load_policy(path)
