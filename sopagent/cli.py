@@ -9,27 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Sequence, TextIO
+from typing import Any, Sequence
 
 from sopagent.effects import describe, shown_slots
 from sopagent.errors import AuthoringError, RunError, SopAgentError
 from sopagent.grounding import facts_lines
+from sopagent.models.embedded import progress_printer
 from sopagent.status import Status
-
-
-def _progress(stream: TextIO) -> Any:
-    last = [-1]
-
-    def show(done: int, total: int) -> None:
-        percent = done * 100 // total
-        if percent != last[0]:
-            last[0] = percent
-            stream.write(f"\rpreparing the embedded model (first run only): {percent:3d}%")
-            if done >= total:
-                stream.write("\n")
-            stream.flush()
-
-    return show
 
 
 def _load_agent(args: argparse.Namespace) -> Any:
@@ -45,7 +31,7 @@ def _load_agent(args: argparse.Namespace) -> Any:
     config = getattr(args, "config", None)
     settings = agent_settings(config)
     print(f"loading model{' ' + redact(args.model) if args.model else ''} ...", file=sys.stderr)
-    model = load_model(args.model, progress=_progress(sys.stderr), config=config)
+    model = load_model(args.model, progress=progress_printer(sys.stderr), config=config)
     if hasattr(model, "warm"):
         model.warm([step.facts for step in policy.steps.values() if step.facts.model_fields])
     confidence = args.confidence if args.confidence is not None else settings.get("confidence_threshold")

@@ -212,11 +212,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     policy = load_policy_spec(store, args.policy)
 
     def model_factory() -> Any:
-        from sopagent.cli import _progress
         from sopagent.models import load_model
+        from sopagent.models.embedded import progress_printer
 
         print(f"loading model{' ' + args.model if args.model else ''} for changed turns ...", file=sys.stderr)
-        return load_model(args.model, progress=_progress(sys.stderr))
+        return load_model(args.model, progress=progress_printer(sys.stderr))
 
     report = replay(store, policy, _filter(args), model_factory)
     changes = report.changes

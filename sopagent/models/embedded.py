@@ -12,7 +12,7 @@ import importlib.util
 import json
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TextIO
 
 from sopagent.errors import ModelUnavailableError
 
@@ -84,3 +84,19 @@ def embedded_model_path(progress: Callable[[int, int], None] | None = None) -> P
     stat = target.stat()
     marker.write_text(json.dumps({"sha256": EMBEDDED_SHA256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}))
     return target
+
+
+def progress_printer(stream: TextIO) -> Callable[[int, int], None]:
+    """A ``progress`` callback for :func:`embedded_model_path` that prints a percentage on ``stream``."""
+    last = [-1]
+
+    def show(done: int, total: int) -> None:
+        percent = done * 100 // total
+        if percent != last[0]:
+            last[0] = percent
+            stream.write(f"\rpreparing the embedded model (first run only): {percent:3d}%")
+            if done >= total:
+                stream.write("\n")
+            stream.flush()
+
+    return show
