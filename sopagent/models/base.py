@@ -102,6 +102,8 @@ class CallStats:
     prompt_tokens: int = 0
     reused_tokens: int = 0
     generated_tokens: int = 0
+    forced_tokens: int = 0
+    """Decoded tokens the constraint left no choice about (one allowed token), where the backend knows."""
     constraint_ms: float = 0.0
     """Time spent building (or fetching from cache) the output constraint."""
     queued_ms: float = 0.0

@@ -43,6 +43,10 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
         f"the llama.cpp backend needs llama-cpp-python and outlines ({exc}).\n"
         "  fix: pip install -e . (builds llama-cpp-python from source, about 5 minutes)") from exc
 
+FORCED = 0.9999
+"""A decoded token whose constrained probability is at least this had no alternative (the constraint
+allowed one token): JSON keys, quotes, the rest of an enum value once its first token is chosen."""
+
 ANSWER_END = "}"
 """Where a flat JSON answer ends: decoding stops there (a brace inside a string value is caught by
 parsing, and that answer is decoded again the ordinary way)."""
@@ -242,6 +246,7 @@ class LlamaCppModel(LocalConstrainedModel):
                 cut_short_ms = stats.ms
             else:
                 steps = [(token, 1.0) for token in opening.token_ids] + recorder.steps
+                stats.forced_tokens = sum(probability >= FORCED for _, probability in recorder.steps)
                 return FactsAnswer(raw, stats, field_probabilities(raw, self._token_texts(steps)))
         else:
             cut_short_ms = 0.0
@@ -249,6 +254,7 @@ class LlamaCppModel(LocalConstrainedModel):
         recorder.reset()
         raw, stats = self._run(text, recorder, MAX_FACTS_TOKENS)
         stats.ms += cut_short_ms  # an answer cut short counts too
+        stats.forced_tokens = sum(probability >= FORCED for _, probability in recorder.steps)
         return FactsAnswer(raw, stats, field_probabilities(raw, self._token_texts(recorder.steps)))
 
     def _token_texts(self, steps: list[tuple[int, float]]) -> list[tuple[bytes, float]]:
