@@ -39,8 +39,8 @@ from sopagent.store.tables import (
 DB_ENV = "SOPAGENT_DB"
 DEFAULT_DB_URL = "sqlite:///sopagent.db"
 RESOLVING_ACTIONS = ("approve", "override", "escalate")
-SCHEMA_LOCK_KEY = 0x736F7061  # "sopa": the advisory lock that serializes schema creation on PostgreSQL
 """Operator actions that settle a pending decision; only one may exist per decision."""
+SCHEMA_LOCK_KEY = 0x736F7061  # "sopa": the advisory lock that serializes schema creation on PostgreSQL
 
 
 def database_url(url: str | None = None) -> str:
