@@ -375,10 +375,12 @@ class Agent:
 
     def _decide(self, conversation: Conversation, step_name: str, reading: MessageReading, known: dict[str, Any],
                 context: str, clock: "_Clock", message: str = "") -> Outcome:
-        def reader(question: str, schema: type[BaseModel], under_policy_text: bool = False) -> BaseModel:
+        def reader(question: str, schema: type[BaseModel], under_policy_text: bool = False,
+                   latest_only: bool = False) -> BaseModel:
+            seen = prompts.conversation_text([], message) if latest_only else context
             if under_policy_text:  # after the step reading's own prompt: only the question is new to it
-                return read_follow_up(self.model, context, question, schema, self._system)[0]
-            return read_follow_up(self._reading_model(), context, question, schema)[0]
+                return read_follow_up(self.model, seen, question, schema, self._system)[0]
+            return read_follow_up(self._reading_model(), seen, question, schema)[0]
 
         turn: Turn[Any, Any] = Turn(facts=reading.facts, known=known, tools=self.tools, step=step_name,
                                     conversation_id=conversation.id, reader=reader,

@@ -273,7 +273,7 @@ class Turn(Generic[F, T]):
     step: str
     """Name of the step being run."""
     conversation_id: str
-    reader: Callable[[str, type[BaseModel], bool], BaseModel] | None = field(default=None, repr=False)
+    reader: Callable[[str, type[BaseModel], bool, bool], BaseModel] | None = field(default=None, repr=False)
     """How :meth:`read` asks the model (set by the engine)."""
     readings: list[dict[str, Any]] = field(default_factory=list)
     """The follow-up readings this step made (question and answer), stored with the decision."""
@@ -342,14 +342,16 @@ class Turn(Generic[F, T]):
 
     def check(self, question: str, at_least: float) -> bool:
         """True when the model answers yes to a yes/no ``question`` about the customer's latest message
-        with probability at least ``at_least``: one two-way reading (:class:`YesNo`) asked under the
-        policy's text right after the step's own reading (only the question is new to a cached prompt),
-        recorded with the decision. Use it before an action that a single JSON field would otherwise
-        decide (card services logs a complaint only when it holds; BENCHMARKS.md, "Routing checks")."""
-        answer = self.read(question, YesNo, under_policy_text=True)
+        with probability at least ``at_least``: one two-way reading (:class:`YesNo`) of that message alone
+        (the conversation before it is left out: an earlier complaint made "could you open a savings
+        account?" read as one), under the policy's text, recorded with the decision. Use it before an
+        action that a single JSON field would otherwise decide (card services logs a complaint only when
+        it holds; BENCHMARKS.md, "Routing checks")."""
+        answer = self.read(question, YesNo, under_policy_text=True, latest_only=True)
         return isinstance(answer, OneOf) and answer.probabilities.get("yes", 0.0) >= at_least
 
-    def read(self, question: str, schema: type[R], under_policy_text: bool = False) -> R:
+    def read(self, question: str, schema: type[R], under_policy_text: bool = False,
+             latest_only: bool = False) -> R:
         """Ask the model one more question about the conversation, its answer constrained to ``schema``.
 
         The procedure decides what to ask and what the answer changes; the model only reads. The
@@ -360,17 +362,20 @@ class Turn(Generic[F, T]):
         long and holds examples of customer messages, which suits a question about the kind of
         message better than one that copies a value out of the conversation). A :class:`OneOf` schema is
         answered with one lettered label (its ``options`` listed after the question) and every
-        label's probability. Every reading is recorded with the decision (``follow_up_readings`` in
-        its facts).
+        label's probability. With ``latest_only`` the model sees the customer's latest message alone,
+        not the conversation before it. Every reading is recorded with the decision
+        (``follow_up_readings`` in its facts).
         """
         if self.reader is None:
             raise PolicyError(f"step {self.step!r} asked the model to read, but this turn has no model",
                               fix="call turn.read only in steps run by an Agent")
-        facts = self.reader(question, schema, under_policy_text)
+        facts = self.reader(question, schema, under_policy_text, latest_only)
         reading: dict[str, Any] = {"question": question, "schema": schema.__name__,
                                    "answer": facts.model_dump(mode="json")}
         if under_policy_text:
             reading["under_policy_text"] = True
+        if latest_only:
+            reading["latest_only"] = True
         self.readings.append(reading)
         return facts  # type: ignore[return-value]
 

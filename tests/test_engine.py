@@ -264,3 +264,18 @@ def test_a_complaint_is_logged_only_when_a_second_reading_confirms_it(card_polic
     assert [e["name"] for e in result.effects] == (["log_complaint"] if response == "complaint_acknowledged" else [])
     [check] = result.facts["follow_up_readings"]
     assert check["schema"] == "YesNo" and check["answer"]["probabilities"]["yes"] == reading[0]
+
+
+def test_a_check_reads_the_latest_message_alone(card_policy, store) -> None:
+    complaint = {"intent": "complaint", "handoff": "not_requested"}
+    model = ScriptedModel(facts=[complaint, complaint], choices=[[0.8, 0.2], [0.8, 0.2]])  # yes, yes
+    agent = Agent(card_policy, model, store)
+    cid = agent.start()
+    agent.respond(cid, "your app has been down for three days")
+    second = agent.respond(cid, "and your staff were rude to me")
+    assert second.response_id == "complaint_acknowledged"
+    check = model.prompts[-1]
+    assert "Does the customer's latest message make a complaint" in check.task
+    assert "your staff were rude" in check.context and "down for three days" not in check.context
+    reading = store.decisions(cid)[-1].facts_json
+    assert '"latest_only": true' in reading

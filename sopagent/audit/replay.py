@@ -235,18 +235,21 @@ class _Replayer:
             known.update({k: v for k, v in facts.model_dump(mode="json").items() if v is not None})
             recorded_readings = self._recorded_readings(row) if old_context == context else []
 
-            def reader(question: str, schema: type[BaseModel], under_policy_text: bool = False) -> BaseModel:
+            def reader(question: str, schema: type[BaseModel], under_policy_text: bool = False,
+                       latest_only: bool = False) -> BaseModel:
                 nonlocal model_used
                 for reading in recorded_readings:  # the same question on the same conversation: as recorded
                     if reading.get("question") == question and reading.get("schema") == schema.__name__ \
-                            and bool(reading.get("under_policy_text")) == under_policy_text:
+                            and bool(reading.get("under_policy_text")) == under_policy_text \
+                            and bool(reading.get("latest_only")) == latest_only:
                         try:
                             return schema.model_validate(reading.get("answer") or {})
                         except ValidationError:
                             break
                 model_used = True
                 system = self.system if under_policy_text else prompts.READING_SYSTEM
-                return read_follow_up(self.model(), context, question, schema, system)[0]
+                seen = prompts.conversation_text([], text) if latest_only else context
+                return read_follow_up(self.model(), seen, question, schema, system)[0]
 
             turn: Turn[Any, Any] = Turn(facts=facts, known=known, tools=tools, step=step,
                                         conversation_id=row.conversation_id, reader=reader,
