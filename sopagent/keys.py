@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Collection
 from typing import Literal
 
 from sqlalchemy import inspect, text
@@ -152,6 +153,19 @@ def claim_conversation(store: Store, conversation_id: str, key: ApiKey) -> None:
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot record who owns conversation {conversation_id}: {type(exc).__name__}",
                          retryable=True) from exc
+
+
+def owners_of(store: Store, conversation_ids: Collection[str]) -> dict[str, str]:
+    """The tenant of each of ``conversation_ids`` that a key started (one query)."""
+    if not conversation_ids:
+        return {}
+    try:
+        with store.session() as session:
+            rows = session.exec(select(ConversationOwner).where(
+                col(ConversationOwner.conversation_id).in_(list(conversation_ids)))).all()
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot read who owns conversations: {type(exc).__name__}", retryable=True) from exc
+    return {row.conversation_id: row.tenant for row in rows}
 
 
 def tenant_of(store: Store, conversation_id: str) -> str | None:

@@ -158,7 +158,7 @@ def one_token_fields(schema: type[BaseModel]) -> dict[str, OneToken]:
     for name, info in schema.model_fields.items():
         for marker in info.metadata:
             if isinstance(marker, OneToken):
-                values = {arg for arg in _literal_values(info.annotation)}
+                values = set(literal_values(info.annotation))
                 if not set(marker.options) <= values or not marker.options:
                     raise PolicyError(f"{schema.__name__}.{name}: OneToken options {sorted(marker.options)} are not "
                                       f"values of the field ({sorted(map(str, values))})",
@@ -167,10 +167,11 @@ def one_token_fields(schema: type[BaseModel]) -> dict[str, OneToken]:
     return found
 
 
-def _literal_values(annotation: Any) -> list[Any]:
+def literal_values(annotation: Any) -> list[Any]:
+    """The values of a ``Literal`` annotation, an optional one's included (empty for any other type)."""
     if get_origin(annotation) is Literal:
         return list(get_args(annotation))
-    return [value for arg in get_args(annotation) for value in _literal_values(arg)]
+    return [value for arg in get_args(annotation) for value in literal_values(arg)]
 
 
 class Confirmation(OneOf):

@@ -23,14 +23,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TextIO, get_args, get_origin
+from typing import Any, Literal, TextIO
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sopagent import prompts
 from sopagent.errors import ConversationTestError
-from sopagent.policy import OneOf, Policy, load_policy
+from sopagent.policy import OneOf, Policy, literal_values, load_policy
 
 Kind = Literal["label", "choice", "text", "number", "date", "flag"]
 
@@ -112,7 +112,7 @@ def kind_of(schema: type[BaseModel], name: str) -> str:
     if issubclass(schema, OneOf):
         return "label"
     annotation = schema.model_fields[name].annotation
-    values = _literal_values(annotation)
+    values = literal_values(annotation)
     if values:
         return "flag" if len(values) == 2 and schema.model_fields[name].default in values else "choice"
     text = str(annotation)
@@ -121,12 +121,6 @@ def kind_of(schema: type[BaseModel], name: str) -> str:
     if "int" in text or "float" in text or "Decimal" in text:
         return "number"
     return "text"
-
-
-def _literal_values(annotation: Any) -> list[Any]:
-    if get_origin(annotation) is Literal:
-        return list(get_args(annotation))
-    return [value for arg in get_args(annotation) for value in _literal_values(arg)]
 
 
 def probe_policy(policy: Policy, probe: ProbeFile, model: Any) -> dict[tuple[str, str], FieldScore]:

@@ -19,6 +19,7 @@ written after the last checkpoint is only as safe as the database until the next
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -130,8 +131,7 @@ def write_checkpoint(store: Store, key_path: str | Path, directory: str | Path) 
 
 
 def _write_next(store: Store, key: Ed25519PrivateKey, place: Path) -> Path | None:
-    earlier = checkpoints_in(place)
-    first = int(_read(earlier[-1])["last_seq"]) + 1 if earlier else 1
+    first = signed_through(place) + 1
     head = chain_head(store.engine)
     last = head[1] if head else 0
     if last < first:
@@ -205,7 +205,17 @@ def verify_checkpoints(store: Store, public_key_path: str | Path, directory: str
 
 def records_since_checkpoint(store: Store, directory: str | Path) -> int:
     """How many records the chain has beyond the newest checkpoint in ``directory``."""
-    earlier = checkpoints_in(directory) if Path(directory).exists() else []
-    signed = int(_read(earlier[-1])["last_seq"]) if earlier else 0
     head = chain_head(store.engine)
-    return (head[1] if head else 0) - signed
+    return (head[1] if head else 0) - signed_through(directory)
+
+
+def signed_through(directory: str | Path) -> int:
+    """The last record the newest checkpoint in ``directory`` signs (0 when there is none)."""
+    earlier = checkpoints_in(directory) if Path(directory).exists() else []
+    return _last_seq(earlier[-1]) if earlier else 0
+
+
+@functools.lru_cache(maxsize=64)
+def _last_seq(path: Path) -> int:
+    """A checkpoint's last record; read once per file, since a checkpoint is written once (read-only)."""
+    return int(_read(path)["last_seq"])

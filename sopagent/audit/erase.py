@@ -113,11 +113,10 @@ def _clear(store: Store, kind: str, operator: str, reason: str, conversations: l
                     "UPDATE operatoraction SET slots_json=NULL, sent_text=NULL, salt=NULL, erased_at=:now "
                     f"WHERE id IN ({', '.join(map(str, chunk))})"), {"now": now})
             for chunk in _chunks(decisions):
-                conn.execute(text(f"DELETE FROM failedcheck WHERE decision_id IN ({', '.join(map(str, chunk))})"))
-            for chunk in _chunks(decisions):
                 conn.execute(text(
                     "UPDATE effect SET arguments_json=NULL, result_json=NULL, error=NULL, erased_at=:now "
                     f"WHERE decision_id IN ({', '.join(map(str, chunk))})"), {"now": now})
+                conn.execute(text(f"DELETE FROM failedcheck WHERE decision_id IN ({', '.join(map(str, chunk))})"))
             for chunk in _chunks(conversations):
                 conn.execute(text(
                     "UPDATE conversation SET customer_ref=NULL, metadata_json='{}', known_json='{}', erased_at=:now "

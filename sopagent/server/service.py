@@ -13,7 +13,7 @@ from sqlmodel import col, select
 
 from sopagent.engine import Agent, TurnResult
 from sopagent.errors import ConversationError, SopAgentError, StoreError
-from sopagent.keys import ApiKey, ConversationOwner, claim_conversation, ensure_table, tenant_of
+from sopagent.keys import ApiKey, ConversationOwner, claim_conversation, ensure_table, owners_of, tenant_of
 from sopagent.models.base import DecisionModel
 from sopagent.policy import Policy, load_policy
 from sopagent.server.config import ServeConfig
@@ -91,7 +91,9 @@ class Service:
 
     def tenant_pending(self, key: ApiKey) -> list[Decision]:
         """Decisions waiting for an operator in ``key``'s tenant's conversations, oldest first."""
-        return [d for d in self.store.pending_decisions() if tenant_of(self.store, d.conversation_id) == key.tenant]
+        pending = self.store.pending_decisions()
+        owners = owners_of(self.store, {d.conversation_id for d in pending})
+        return [d for d in pending if owners.get(d.conversation_id) == key.tenant]
 
     def turn(self, conversation_id: str, text: str, request_key: str | None = None) -> TurnResult:
         """One customer turn, serialized with the conversation's other turns across processes.
