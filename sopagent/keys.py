@@ -4,7 +4,10 @@ A key is shown once, when it is created; the database keeps only its SHA-256 (ke
 random tokens, so a plain hash is enough: there is nothing to brute-force). A key has a scope:
 
 * ``customer`` -- a chat channel: start conversations, post messages, read them, wait for replies;
-* ``operator`` -- a person or tool acting on conversations: approve, override, escalate.
+* ``operator`` -- a person or tool acting on conversations: approve, override, escalate;
+* ``browser`` -- a key that is published in a web page (the web chat): it can only start a
+  conversation, and each start returns a new ``conversation`` key that reaches that one conversation
+  alone (post messages, wait for its held and operator replies), never another visitor's.
 
 The key's name is the operator name recorded in the audit chain for operator actions.
 
@@ -29,8 +32,10 @@ from sqlmodel import Field, SQLModel, col, select
 from sopagent.errors import ApiKeyError, StoreError
 from sopagent.store import Store, utcnow
 
-Scope = Literal["customer", "operator"]
-SCOPES: tuple[str, ...] = ("customer", "operator")
+Scope = Literal["customer", "operator", "browser"]
+SCOPES: tuple[str, ...] = ("customer", "operator", "browser")
+CONVERSATION_SCOPE = "conversation"
+"""The scope of a key the service issues for one conversation started with a ``browser`` key."""
 KEY_PREFIX = "sop_"
 DEFAULT_TENANT = "default"
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -168,12 +173,43 @@ def owners_of(store: Store, conversation_ids: Collection[str]) -> dict[str, str]
     return {row.conversation_id: row.tenant for row in rows}
 
 
-def tenant_of(store: Store, conversation_id: str) -> str | None:
-    """The tenant ``conversation_id`` belongs to; None for a conversation no key started (the CLI's)."""
+def owner_of(store: Store, conversation_id: str) -> ConversationOwner | None:
+    """Who started ``conversation_id`` (tenant and key); None for a conversation no key started (the CLI's)."""
     try:
         with store.session() as session:
-            row = session.get(ConversationOwner, conversation_id)
+            return session.get(ConversationOwner, conversation_id)
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot read who owns conversation {conversation_id}: {type(exc).__name__}",
                          retryable=True) from exc
+
+
+def tenant_of(store: Store, conversation_id: str) -> str | None:
+    """The tenant ``conversation_id`` belongs to; None for a conversation no key started (the CLI's)."""
+    row = owner_of(store, conversation_id)
     return row.tenant if row is not None else None
+
+
+def may_reach(key: ApiKey, owner: ConversationOwner | None) -> bool:
+    """Whether ``key`` reaches a conversation with this owner: its tenant's, and for a ``conversation``
+    key only the one conversation it was issued for."""
+    if owner is None or owner.tenant != key.tenant:
+        return False
+    return key.scope != CONVERSATION_SCOPE or owner.key_id == key.id
+
+
+def issue_conversation_key(store: Store, conversation_id: str, browser_key: ApiKey) -> str:
+    """Create the key of one conversation a ``browser`` key started, record the conversation as its own,
+    and return the secret (given to that browser once, never stored)."""
+    key_id = "key_" + secrets.token_hex(6)
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(id=key_id, name=f"chat-{conversation_id}", scope=CONVERSATION_SCOPE, key_sha256=digest(secret),
+                 tenant=browser_key.tenant)
+    try:
+        with store.session() as session:
+            session.add(row)
+            session.add(ConversationOwner(conversation_id=conversation_id, tenant=row.tenant, key_id=row.id))
+            session.commit()
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot issue the key of conversation {conversation_id}: {type(exc).__name__}",
+                         retryable=True) from exc
+    return secret

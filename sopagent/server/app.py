@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sopagent.errors import ApiKeyError, ConversationError, SopAgentError, StoreError
 from sopagent.models.base import DecisionModel
-from sopagent.server import openai_compat, routes_conversations, routes_operator
+from sopagent.server import openai_compat, routes_conversations, routes_operator, routes_web
 from sopagent.server.config import ServeConfig
 from sopagent.server.limits import LimitExceeded
 from sopagent.server.schemas import Health
@@ -46,6 +46,7 @@ def create_app(config: ServeConfig, model: DecisionModel | None = None) -> FastA
     app.include_router(routes_conversations.router)
     app.include_router(routes_operator.router)
     app.include_router(openai_compat.router)
+    app.include_router(routes_web.router)
     _health(app, service)
     _handlers(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)

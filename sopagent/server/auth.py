@@ -1,7 +1,8 @@
 """API-key authentication: ``Authorization: Bearer KEY`` (what the openai client sends) or ``X-API-Key``.
 
-Missing or unknown/revoked key: 401. A key of the wrong scope: 403. Keys are never logged; only
-their public id appears in errors.
+A web page's ``browser`` key only starts conversations; each start gives that visitor a ``conversation``
+key for the one conversation. Missing or unknown/revoked key: 401. A key of the wrong scope: 403.
+Keys are never logged; only their public id appears in errors.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Annotated, AsyncIterator, Callable
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from sopagent.keys import ApiKey, authenticate, digest
+from sopagent.keys import CONVERSATION_SCOPE, ApiKey, authenticate, digest
 from sopagent.server.service import ApiProblem, Service
 
 bearer = HTTPBearer(auto_error=False, description="an API key from `sopagent keys create`")
@@ -76,5 +77,11 @@ def require(*scopes: str) -> Callable[..., ApiKey]:
 CustomerKey = Annotated[ApiKey, Depends(require("customer"))]
 OperatorKey = Annotated[ApiKey, Depends(require("operator"))]
 AnyKey = Annotated[ApiKey, Depends(require("customer", "operator"))]
+StartingKey = Annotated[ApiKey, Depends(require("customer", "browser"))]
+"""Who may open a conversation: a chat back end, or a web page's published key."""
+ChannelKey = Annotated[ApiKey, Depends(require("customer", CONVERSATION_SCOPE))]
+"""Who may post a customer's message: a chat back end, or the key of that one conversation."""
+WaitingKey = Annotated[ApiKey, Depends(require("customer", "operator", CONVERSATION_SCOPE))]
+"""Who may wait for a conversation's held and operator replies."""
 
 LongPollPlace = Annotated[None, Depends(long_poll_place)]

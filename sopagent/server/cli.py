@@ -29,7 +29,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          rate_limit=args.rate_limit, failed_auth_limit=args.failed_auth_limit,
                          long_polls_per_key=args.long_polls_per_key, max_connections=args.max_connections,
                          header_timeout_s=args.header_timeout, anchor_key=args.anchor_key,
-                         checkpoint_dir=args.checkpoints, checkpoint_every=args.checkpoint_every)
+                         checkpoint_dir=args.checkpoints, checkpoint_every=args.checkpoint_every,
+                         chat_origins=args.chat_origin)
+    try:
+        config.frame_ancestors()
+    except ValueError as exc:
+        print(f"sopagent serve: {exc}", file=sys.stderr)
+        return 2
     if bool(config.anchor_key) != bool(config.checkpoint_dir):
         print("sopagent serve: pass both --anchor-key KEY and --checkpoints DIR to write checkpoints", file=sys.stderr)
         return 2
@@ -78,7 +84,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         return 0
     for row in keys.list_keys(store):
         state = f"revoked {row.revoked_at}" if row.revoked_at else "active"
-        print(f"{row.id}  {row.scope:<8}  tenant {row.tenant}  {row.name}  created {row.created_at}  {state}")
+        print(f"{row.id}  {row.scope:<12}  tenant {row.tenant}  {row.name}  created {row.created_at}  {state}")
     return 0
 
 
@@ -119,13 +125,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--checkpoints", help="directory for signed audit checkpoints (keep it on write-once storage)")
     serve.add_argument("--checkpoint-every", type=int, default=1000,
                        help="write a checkpoint once the chain has grown by this many records (default 1000)")
+    serve.add_argument("--chat-origin", action="append", default=[], metavar="ORIGIN",
+                       help="a site that may embed the web chat (e.g. https://www.bank.example); repeat for more. "
+                            "Without one the chat page opens only on its own (at /chat)")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("keys", help="API keys for `sopagent serve`")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key and print it once")
-    create.add_argument("--scope", required=True, choices=["customer", "operator"])
+    create.add_argument("--scope", required=True, choices=["customer", "operator", "browser"],
+                        help="customer: a chat back end; operator: approve and take over; browser: the key "
+                             "published in a web page for the web chat (it can only start conversations)")
     create.add_argument("--name", help="channel or operator name (recorded with operator actions)")
     create.add_argument("--tenant", default="default",
                         help="the tenant whose conversations the key may start, read and act on (default: default)")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 
 CONFIG_ENV = "SOPAGENT_SERVE_CONFIG"
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 
 @dataclass
@@ -54,7 +56,18 @@ class ServeConfig:
     """A checkpoint is written once the chain has grown by this many records since the last."""
     confidence: float | None = None
     """Model choices below this probability wait for an operator (default: the policy's)."""
+    chat_origins: list[str] = field(default_factory=list)
+    """Sites (``https://host[:port]``) whose pages may embed the web chat; none: it opens only on its own."""
     extra: dict[str, str] = field(default_factory=dict)
+
+    def frame_ancestors(self) -> str:
+        """The Content-Security-Policy ``frame-ancestors`` value of the chat page; a ``ValueError`` naming
+        the origin that is not one."""
+        for origin in self.chat_origins:
+            if not ORIGIN.fullmatch(origin):
+                raise ValueError(f"--chat-origin {origin!r} is not an origin; write scheme://host[:port] with no "
+                                 "path, e.g. https://www.bank.example")
+        return " ".join(["'self'", *self.chat_origins])
 
     def connection_cap(self) -> int:
         """The connection cap in force: ``max_connections``, or the open-file limit less 256 descriptors

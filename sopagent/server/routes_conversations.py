@@ -11,7 +11,7 @@ from fastapi import APIRouter, BackgroundTasks, Header, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from sopagent.engine import TurnResult
-from sopagent.server.auth import AnyKey, CustomerKey, LongPollPlace
+from sopagent.server.auth import AnyKey, ChannelKey, LongPollPlace, StartingKey, WaitingKey
 from sopagent.server.schemas import (
     ActionView,
     ConversationView,
@@ -25,7 +25,7 @@ from sopagent.server.schemas import (
     StartConversation,
     Started,
 )
-from sopagent.server.service import Service, options_of
+from sopagent.server.service import ApiProblem, Service, options_of
 from sopagent.status import ChosenBy, Status
 from sopagent.store import Decision
 
@@ -50,16 +50,28 @@ def reply_of(result: TurnResult, request: Request) -> Reply:
 
 
 @router.post("/conversations", response_model=Started, status_code=201, responses=ERRORS)
-def start_conversation(body: StartConversation, request: Request, key: CustomerKey) -> Started:
-    """Open a conversation under a policy; returns its id."""
+def start_conversation(body: StartConversation, request: Request, key: StartingKey) -> Started:
+    """Open a conversation under a policy; returns its id.
+
+    With a ``browser`` key (a web page's) the answer also holds a ``conversation_key`` that reaches this
+    conversation alone; such a start may not name a customer or metadata (a page's visitor is anyone).
+    """
     service = _service(request)
-    cid = service.start(body.policy, body.customer_ref, body.metadata, key)
+    conversation_key = None
+    if key.scope == "browser":
+        if body.customer_ref is not None or body.metadata:
+            raise ApiProblem(422, "a browser key starts anonymous conversations: send only `policy` (a "
+                                  "customer reference or metadata must come from your back end's customer key)")
+        cid, conversation_key = service.start_for_browser(body.policy, key)
+    else:
+        cid = service.start(body.policy, body.customer_ref, body.metadata, key)
     conversation = service.conversation(cid)
-    return Started(conversation_id=cid, policy=body.policy, step=conversation.step, status=conversation.status)
+    return Started(conversation_id=cid, policy=body.policy, step=conversation.step, status=conversation.status,
+                   conversation_key=conversation_key)
 
 
 @router.post("/conversations/{conversation_id}/messages", response_model=Reply, responses=ERRORS)
-def post_message(body: CustomerMessage, request: Request, key: CustomerKey, background: BackgroundTasks,
+def post_message(body: CustomerMessage, request: Request, key: ChannelKey, background: BackgroundTasks,
                  conversation_id: str = ConversationId,
                  idempotency_key: str | None = Header(None, min_length=1, max_length=200, description=(
                      "a key of the client's choosing, new for each message: a retry with the same key and "
@@ -100,7 +112,7 @@ def read_conversation(request: Request, key: AnyKey, conversation_id: str = Conv
 
 
 @router.get("/decisions/{decision_id}/delivery", name="delivery", response_model=Delivery, responses=ERRORS)
-async def delivery(request: Request, _: LongPollPlace, key: AnyKey, decision_id: int = Path(ge=1, le=2**62),
+async def delivery(request: Request, _: LongPollPlace, key: WaitingKey, decision_id: int = Path(ge=1, le=2**62),
                    wait: float = Query(25.0, ge=0, le=3600, description="seconds to wait for an operator (long-poll)")
                    ) -> Delivery:
     """Long-poll a pending reply: returns as soon as an operator approved, overrode or escalated it,
@@ -129,7 +141,7 @@ async def _wait_for_resolution(request: Request, service: Service, decision: Dec
 
 
 @router.get("/conversations/{conversation_id}/operator-replies", response_model=OperatorReplies, responses=ERRORS)
-async def operator_replies(request: Request, _: LongPollPlace, key: AnyKey, conversation_id: str = ConversationId,
+async def operator_replies(request: Request, _: LongPollPlace, key: WaitingKey, conversation_id: str = ConversationId,
                            after: int = Query(0, ge=0, le=2**62, description="the `after` of the previous answer"),
                            wait: float = Query(25.0, ge=0, le=3600,
                                                description="seconds to wait for a reply (long-poll)")

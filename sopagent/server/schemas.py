@@ -43,6 +43,9 @@ class Started(BaseModel):
     policy: str
     step: str
     status: str
+    conversation_key: str | None = Field(None, description=(
+        "started with a `browser` key only: the key that reaches this conversation alone (post its messages, "
+        "wait for its replies); shown once"))
 
 
 class CustomerMessage(RequestBody):

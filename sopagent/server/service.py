@@ -13,7 +13,16 @@ from sqlmodel import col, select
 
 from sopagent.engine import Agent, TurnResult
 from sopagent.errors import ConversationError, SopAgentError, StoreError
-from sopagent.keys import ApiKey, ConversationOwner, claim_conversation, ensure_table, owners_of, tenant_of
+from sopagent.keys import (
+    ApiKey,
+    ConversationOwner,
+    claim_conversation,
+    ensure_table,
+    issue_conversation_key,
+    may_reach,
+    owner_of,
+    owners_of,
+)
 from sopagent.models.base import DecisionModel
 from sopagent.policy import Policy, load_policy
 from sopagent.server.config import ServeConfig
@@ -71,15 +80,16 @@ class Service:
             raise ApiProblem(404, str(exc)) from exc
 
     def owned_conversation(self, conversation_id: str, key: ApiKey) -> Conversation:
-        """A conversation of ``key``'s tenant, or 404 (another tenant's is answered as unknown)."""
-        if tenant_of(self.store, conversation_id) != key.tenant:
+        """A conversation ``key`` may reach (its tenant's; a conversation key's own), or 404: another's is
+        answered as unknown."""
+        if not may_reach(key, owner_of(self.store, conversation_id)):
             raise ApiProblem(404, f"unknown conversation {conversation_id!r}")
         return self.conversation(conversation_id)
 
     def owned_decision(self, decision_id: int, key: ApiKey) -> Decision:
-        """A decision of a conversation of ``key``'s tenant, or 404."""
+        """A decision of a conversation ``key`` may reach, or 404."""
         decision = self.decision(decision_id)
-        if tenant_of(self.store, decision.conversation_id) != key.tenant:
+        if not may_reach(key, owner_of(self.store, decision.conversation_id)):
             raise ApiProblem(404, f"unknown decision {decision_id}")
         return decision
 
@@ -88,6 +98,12 @@ class Service:
         conversation_id = self.agent(policy_name).start(customer_ref=customer_ref, metadata=metadata)
         claim_conversation(self.store, conversation_id, key)
         return conversation_id
+
+    def start_for_browser(self, policy_name: str, key: ApiKey) -> tuple[str, str]:
+        """Open a conversation for a web-chat visitor (a ``browser`` key); return its id and the new key that
+        reaches it alone."""
+        conversation_id = self.agent(policy_name).start(metadata={"channel": "web-chat"})
+        return conversation_id, issue_conversation_key(self.store, conversation_id, key)
 
     def tenant_pending(self, key: ApiKey) -> list[Decision]:
         """Decisions waiting for an operator in ``key``'s tenant's conversations, oldest first."""
