@@ -12,6 +12,11 @@ A catalog is a YAML file a compliance reviewer can read::
           amount: {type: money, currency: EUR}
           fee_type: {type: enum, values: [late payment, overlimit]}
 
+A catalog can speak several languages: ``languages: [en, de]`` lists them (the first is the one
+``text`` is written in), and every response then carries ``translations: {de: "..."}`` with the
+same slots; enum slots say how each value is written (``labels: {de: {...}}``). Money and dates
+follow each language's conventions (Babel).
+
 Every problem (unknown key, a slot used in the text but not declared or the reverse, a bad slot
 type, a duplicate id) is a :class:`~sopagent.errors.CatalogError` naming the file and line.
 """
@@ -20,15 +25,16 @@ from __future__ import annotations
 
 import hashlib
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from babel import Locale, UnknownLocaleError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from sopagent.errors import CatalogError
-from sopagent.slots import SLOT_TYPES, Slot
+from sopagent.slots import DEFAULT_LANGUAGE, SLOT_TYPES, Slot
 
 RESPONSE_ID_PATTERN = r"^[a-z][a-z0-9_]*$"
 
@@ -52,10 +58,21 @@ class Response(BaseModel):
     """The conversation is closed after this reply."""
     handoff: bool = False
     """This reply hands the customer to a human colleague."""
+    translations: dict[str, str] = Field(default_factory=dict)
+    """The text in each of the catalog's other languages, with the same slots."""
+    _language: str | None = PrivateAttr(None)
 
-    def slot_names_in_text(self) -> list[str]:
-        """The slot names the template text uses, in order."""
-        return [field for _, field, _, _ in string.Formatter().parse(self.text) if field is not None]
+    def slot_names_in_text(self, text: str | None = None) -> list[str]:
+        """The slot names the template text (or ``text``) uses, in order."""
+        template = self.text if text is None else text
+        return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+
+    def in_language(self, language: str) -> "Response":
+        """This response as sent in ``language``, one of its translations: its text in that language, its
+        slots written as that language writes them."""
+        localized = self.model_copy(update={"text": self.translations[language]})
+        localized._language = language
+        return localized
 
     def render(self, values: Mapping[str, Any]) -> str:
         """Fill the template with ``values``; each is validated and formatted by its slot.
@@ -80,18 +97,18 @@ class Response(BaseModel):
                 + (f"undeclared slot values {extra}" if extra else "")
             )
         parts: list[str] = []
-        for literal, field, _, _ in string.Formatter().parse(self.text):
+        for literal, name, _, _ in string.Formatter().parse(self.text):
             parts.append(literal)
-            if field is not None:
-                slot = self.slots[field]
-                if pending is not None and field in pending:
-                    parts.append(f"<result of {pending[field]}>")
+            if name is not None:
+                slot = self.slots[name]
+                if pending is not None and name in pending:
+                    parts.append(f"<result of {pending[name]}>")
                     continue
                 try:
-                    coerced: Any = slot.coerce(values[field])
-                    parts.append(slot.format(coerced))
+                    coerced: Any = slot.coerce(values[name])
+                    parts.append(slot.format(coerced, self._language))
                 except ValueError as exc:
-                    raise ValueError(f"response {self.id!r}, slot {field!r}: {exc}") from exc
+                    raise ValueError(f"response {self.id!r}, slot {name!r}: {exc}") from exc
         return "".join(parts)
 
     def coerce_values(self, values: Mapping[str, Any], pending: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -114,6 +131,7 @@ class _CatalogFile(BaseModel):
 
     catalog: str = Field(pattern=RESPONSE_ID_PATTERN)
     version: str
+    languages: list[str] = Field(default_factory=lambda: [DEFAULT_LANGUAGE], min_length=1)
     responses: list[Response] = Field(min_length=1)
 
 
@@ -127,6 +145,27 @@ class Catalog:
     responses: dict[str, Response]
     sha256: str
     source: str
+    languages: tuple[str, ...] = (DEFAULT_LANGUAGE,)
+    """The languages its replies are written in; the first is the one of ``text``."""
+    language: str | None = None
+    """The language this view sends in (None: the first, as written)."""
+    _views: dict[str, "Catalog"] = field(default_factory=dict, compare=False, repr=False)
+
+    def in_language(self, language: str | None) -> "Catalog":
+        """The catalog as sent in ``language`` (None or the first language: this catalog as written);
+        a :class:`CatalogError` for a language it does not speak."""
+        if language is None or language == self.languages[0]:
+            return self
+        if language not in self.languages:
+            raise CatalogError(f"catalog {self.name} has no replies in {language!r}; it speaks "
+                               f"{', '.join(self.languages)}", path=self.path,
+                               fix=f"start the conversation in one of {list(self.languages)}, or add "
+                                   f"{language!r} to the catalog's `languages` with its translations")
+        if language not in self._views:
+            self._views[language] = Catalog(
+                self.name, self.version, self.path, {k: r.in_language(language) for k, r in self.responses.items()},
+                self.sha256, self.source, self.languages, language)
+        return self._views[language]
 
     def __getitem__(self, response_id: str) -> Response:
         return self.responses[response_id]
@@ -160,6 +199,7 @@ def parse_catalog(source: str, path: str = "<catalog>") -> Catalog:
         loc = tuple(err["loc"])
         raise CatalogError(_describe(err, data), path=path, line=_line_for(loc, lines),
                            fix=_fix_for(err)) from None
+    _check_languages(parsed.languages, path, lines)
     responses: dict[str, Response] = {}
     for index, response in enumerate(parsed.responses):
         line = _line_for(("responses", index), lines)
@@ -167,10 +207,10 @@ def parse_catalog(source: str, path: str = "<catalog>") -> Catalog:
             raise CatalogError(f"duplicate response id {response.id!r}", path=path, line=line,
                                fix="give every response a unique id")
         used = response.slot_names_in_text()
-        for field in used:
-            if not field.isidentifier():
+        for name in used:
+            if not name.isidentifier():
                 raise CatalogError(
-                    f"response {response.id!r}: {{{field}}} is not a plain slot name",
+                    f"response {response.id!r}: {{{name}}} is not a plain slot name",
                     path=path, line=_line_for(("responses", index, "text"), lines),
                     fix="use {slot_name} only; write {{ and }} for literal braces")
         undeclared = sorted(set(used) - set(response.slots))
@@ -185,9 +225,59 @@ def parse_catalog(source: str, path: str = "<catalog>") -> Catalog:
                 f"response {response.id!r} declares slot(s) {unused} that its text never uses",
                 path=path, line=_line_for(("responses", index, "slots"), lines),
                 fix="remove the declaration or use {name} in the text")
+        _check_translations(response, index, parsed.languages, path, lines)
         responses[response.id] = response
     digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
-    return Catalog(parsed.catalog, parsed.version, path, responses, digest, source)
+    return Catalog(parsed.catalog, parsed.version, path, responses, digest, source, tuple(parsed.languages))
+
+
+def _check_languages(languages: list[str], path: str, lines: dict[tuple[Any, ...], int]) -> None:
+    for index, language in enumerate(languages):
+        where = _line_for(("languages", index), lines)
+        try:
+            known = Locale.parse(language)
+        except (UnknownLocaleError, ValueError):
+            known = None
+        if known is None or str(known) != language:
+            raise CatalogError(f"{language!r} is not a language code", path=path, line=where,
+                               fix="write a code such as en, de, fr or pt_BR")
+        if language in languages[:index]:
+            raise CatalogError(f"language {language!r} is listed twice", path=path, line=where,
+                               fix="list each language once")
+
+
+def _check_translations(response: Response, index: int, languages: list[str], path: str,
+                        lines: dict[tuple[Any, ...], int]) -> None:
+    """Every other language has a text with the same slots, and every enum slot a word for each value."""
+    first, others = languages[0], languages[1:]
+    used = set(response.slot_names_in_text())
+    for language, text in response.translations.items():
+        where = _line_for(("responses", index, "translations", language), lines)
+        if language not in others:
+            raise CatalogError(
+                f"response {response.id!r} has a {language!r} text, but the catalog's other languages are "
+                f"{others or 'none'}", path=path, line=where,
+                fix=(f"`text` is the {first!r} text" if language == first else
+                     f"add {language!r} to `languages:` at the top, or remove this translation"))
+        in_translation = set(response.slot_names_in_text(text))
+        if in_translation != used:
+            raise CatalogError(
+                f"response {response.id!r}: its {language!r} text uses the slots {sorted(in_translation)}, its "
+                f"{first!r} text {sorted(used)}", path=path, line=where,
+                fix="every language's text must use the same slots, each written {slot_name}")
+    for language in others:
+        if language not in response.translations:
+            raise CatalogError(
+                f"response {response.id!r} has no {language!r} text; the catalog speaks {languages}",
+                path=path, line=_line_for(("responses", index), lines),
+                fix=f"add `translations: {{{language}: \"...\"}}` with the same slots as `text`")
+        for name in sorted(used):
+            missing = response.slots[name].missing_labels(language)
+            if missing:
+                raise CatalogError(
+                    f"response {response.id!r}, slot {name!r}: no {language!r} word for {missing}",
+                    path=path, line=_line_for(("responses", index, "slots", name), lines),
+                    fix=f"add `labels: {{{language}: {{{missing[0]}: ...}}}}` to the slot, one entry per value")
 
 
 # --- YAML with line numbers -------------------------------------------------------------------
@@ -257,8 +347,8 @@ def _describe(err: Mapping[str, Any], data: Any) -> str:
 def _fix_for(err: Mapping[str, Any]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        return ("allowed keys: catalog, version, responses; per response: id, text, description, slots, "
-                "requires_approval, ends_conversation, handoff; per slot: type and its options")
+        return ("allowed keys: catalog, version, languages, responses; per response: id, text, translations, "
+                "description, slots, requires_approval, ends_conversation, handoff; per slot: type and its options")
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         return f"set `type:` to one of {list(SLOT_TYPES)}"
     if kind == "missing":

@@ -92,7 +92,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from sopagent.waiting import ResolutionWatcher
 
     agent = _load_agent(args)
-    conversation_id = agent.start(customer_ref=args.customer)
+    conversation_id = agent.start(customer_ref=args.customer, language=args.language)
     interactive = sys.stdin.isatty() and not args.jsonl
     watcher = ResolutionWatcher(agent.store, sys.stdout, jsonl=args.jsonl, interactive=interactive,
                                 run_effects=agent.effects.run_decision)
@@ -210,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--explain", action="store_true", help="show step, facts, options and probabilities")
     chat.add_argument("--jsonl", action="store_true", help="print one JSON object per turn")
     chat.add_argument("--customer", help="customer reference stored with the conversation")
+    chat.add_argument("--language", help="reply in this language of the catalog (e.g. de); default its first")
     chat.add_argument("--confidence", type=float, default=None,
                       help="model choices below this probability wait for an operator")
     chat.add_argument("--wait-operator", type=float, default=600.0, metavar="SECONDS",

@@ -10,11 +10,13 @@ A test file (YAML)::
             expect: {response: ask_identity, step: welcome, facts: {intent: lost_or_stolen_card}}
 
 ``expect`` may hold ``response`` (catalog id), ``step`` (the step that handled the message),
-``next_step``, ``status``, ``facts`` (each listed fact must equal the extracted one) and ``effects``
+``next_step``, ``status``, ``says`` (words the reply must contain), ``facts`` (each listed fact must
+equal the extracted one) and ``effects``
 (the account actions the turn takes, by name and in order, e.g. ``effects: [block_card]``). A turn
 whose expectation names no effects must take none: an action nobody expected fails the test and is
 counted as an unsafe action in the summary. ``--repeat K`` runs every test K times and reports pass^k
-(all K runs passed).
+(all K runs passed). ``language: de`` (for the file, or for one test) starts the conversations in
+that language of the catalog, as a channel would.
 
 A turn may also say what its message should be read as, for a run without a language model
 (``sopagent test --model echo``)::
@@ -56,6 +58,8 @@ class Expectation(BaseModel):
     facts: dict[str, Any] = Field(default_factory=dict)
     effects: list[str] = Field(default_factory=list)
     """The account actions this turn plans (run, or held for approval), by name; none when omitted."""
+    says: str | None = None
+    """Words the reply sent must contain (e.g. to check the language it was sent in)."""
 
 
 class TestTurn(BaseModel):
@@ -73,6 +77,8 @@ class ConversationTest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str
+    language: str | None = None
+    """The conversation's language (as a channel sets it); default the file's."""
     turns: list[TestTurn] = Field(min_length=1)
 
 
@@ -81,6 +87,8 @@ class TestFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     policy: str
+    language: str | None = None
+    """The language every conversation of the file is started in; default the catalog's first."""
     tests: list[ConversationTest] = Field(min_length=1)
 
 
@@ -127,6 +135,8 @@ def check_turn(expect: Expectation, result: Any) -> list[str]:
         wanted = getattr(expect, name)
         if wanted is not None and wanted != got:
             failures.append(f"{name}: expected {wanted!r}, got {got!r}")
+    if expect.says is not None and expect.says not in (result.reply or ""):
+        failures.append(f"reply: expected it to say {expect.says!r}, got {result.reply!r}")
     for name, wanted in expect.facts.items():
         got = result.facts.get(name, "<not extracted>")
         if got != wanted:
@@ -165,10 +175,11 @@ def given_message(agent: Any, conversation_id: str, given: dict[str, Any]) -> st
     return json.dumps(script)
 
 
-def run_conversation(agent: Any, test: ConversationTest, send_given: bool = False) -> list[TurnOutcome]:
+def run_conversation(agent: Any, test: ConversationTest, send_given: bool = False,
+                     language: str | None = None) -> list[TurnOutcome]:
     """Play one test conversation against an agent (with ``send_given``, each turn's ``given`` reading
-    is sent to the echo model instead of its text)."""
-    conversation_id = agent.start(customer_ref=f"test:{test.name}")
+    is sent to the echo model instead of its text), started in the test's ``language`` or ``language``."""
+    conversation_id = agent.start(customer_ref=f"test:{test.name}", language=test.language or language)
     outcomes = []
     for index, turn in enumerate(test.turns, start=1):
         outcome = TurnOutcome(index, turn.customer)
@@ -231,7 +242,7 @@ def run_test_files(files: Sequence[str], *, model_path: str | None = None, repea
                 runs_ok = 0
                 for run in range(1, repeat + 1):
                     agent = Agent(policy, model, store, tools=policy.make_tools())
-                    outcomes = run_conversation(agent, test, send_given)
+                    outcomes = run_conversation(agent, test, send_given, test_file.language)
                     unsafe += sum(len(o.unexpected_actions) for o in outcomes)
                     not_taken += sum(o.not_taken for o in outcomes)
                     turn_ms += [o.ms for o in outcomes if o.ms is not None]

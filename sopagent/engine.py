@@ -43,11 +43,12 @@ from sopagent.kernel import (
     settle,
     views_json,
 )
+from sopagent.languages import LANGUAGE_PROBABILITIES, LANGUAGE_QUESTION, language_reading
 from sopagent.models.base import CallStats, ChatPrompt, DecisionModel
 from sopagent.outbox import EffectRunner
 from sopagent.policy import END, FOLLOW_UP_READINGS, NOT_SAID, NoFacts, OneOf, Option, Policy, Turn, one_token_fields
 from sopagent.redact import mask_sensitive
-from sopagent.store import Conversation, Decision, OutboxEffect, Store, utcnow
+from sopagent.store import LANGUAGE_KEY, Conversation, Decision, OutboxEffect, Store, utcnow
 from sopagent.store.store import runner_identity
 
 OPERATOR_HOLDS = ("paused", "taken_over", "escalated")
@@ -249,11 +250,23 @@ class Agent:
 
     # --- conversations -------------------------------------------------------------------------
 
-    def start(self, customer_ref: str | None = None, metadata: dict[str, Any] | None = None) -> str:
-        """Open a conversation at the policy's start step; return its id."""
+    def start(self, customer_ref: str | None = None, metadata: dict[str, Any] | None = None,
+              language: str | None = None) -> str:
+        """Open a conversation at the policy's start step; return its id.
+
+        ``language``: one of the catalog's languages, which every reply is sent in (None: the catalog's
+        first, unless the policy reads it from the first message); a :class:`ConversationError` otherwise.
+        """
+        metadata = dict(metadata or {})
+        if language is not None:
+            languages = self.policy.catalog.languages
+            if language not in languages:
+                raise ConversationError(f"policy {self.policy.name} answers in {', '.join(languages)}, not "
+                                        f"{language!r}; start the conversation in one of those")
+            metadata[LANGUAGE_KEY] = language
         conversation = Conversation(
             id=str(uuid.uuid4()), policy_name=self.policy.name, policy_version_id=self.policy_version.id or 0,
-            customer_ref=customer_ref, metadata_json=json.dumps(metadata or {}), step=self.policy.start)
+            customer_ref=customer_ref, metadata_json=json.dumps(metadata), step=self.policy.start)
         self.store.create_conversation(conversation)
         return conversation.id
 
@@ -297,6 +310,9 @@ class Agent:
         else:
             context = prompts.conversation_text(history, text)
             try:
+                if self._reads_language(conversation):
+                    self._read_language(conversation, text)
+                    clock.lap("language")
                 reading = self._read(step_name, context, text)
                 clock.lap("extract", reading.queued_ms)
                 facts = reading.facts
@@ -368,6 +384,22 @@ class Agent:
 
     # --- stages --------------------------------------------------------------------------------
 
+    def _reads_language(self, conversation: Conversation) -> bool:
+        """The policy reads the language from the first message, and the channel set none."""
+        return (self.policy.read_language and conversation.turns == 0 and conversation.language() is None
+                and len(self.policy.catalog.languages) > 1)
+
+    def _read_language(self, conversation: Conversation, text: str) -> None:
+        """Read which of the catalog's languages the first message is in (one constrained token) and keep it
+        with the conversation, which commits with the turn."""
+        reading = read_follow_up(self._reading_model(), prompts.conversation_text([], text), LANGUAGE_QUESTION,
+                                 language_reading(self.policy.catalog.languages))[0]
+        assert isinstance(reading, OneOf)
+        metadata = json.loads(conversation.metadata_json or "{}")
+        metadata[LANGUAGE_KEY] = reading.label or self.policy.catalog.languages[0]
+        metadata[LANGUAGE_PROBABILITIES] = reading.probabilities
+        conversation.metadata_json = json.dumps(metadata)
+
     def _read(self, step_name: str, context: str, text: str) -> MessageReading:
         """The step's facts read from the customer's message (:func:`read_message`)."""
         return read_message(self.model, self._system, context, self.policy.steps[step_name].facts, text,
@@ -421,7 +453,7 @@ class Agent:
     def _commit(self, conversation: Conversation, step_name: str, text: str, facts: BaseModel,
                 known: dict[str, Any], outcome: Outcome, clock: "_Clock", request_key: str | None = None) -> TurnResult:
         catalog = self.policy.catalog
-        verdict = settle(self.policy, step_name, outcome, self.gate)
+        verdict = settle(self.policy, step_name, outcome, self.gate, conversation.language())
         clock.lap("render")
 
         views = [option_view(catalog, o, outcome.probabilities[i] if i < len(outcome.probabilities) else None)

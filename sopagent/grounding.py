@@ -8,7 +8,8 @@ find as *not given* (``None``), so the procedure asks instead of acting on a gue
 * text (ids, digits, names, e-mail addresses): its letters and digits must occur in the message
   (a number of digits only as a whole number, so ``1435`` is not found in "14 March 1985");
 * numbers and amounts: the same number must be written in the message;
-* dates: the day and the month must be written (the month as a number or a name), and the year
+* dates: the day and the month must be written (the month as a number or a name in one of
+  :data:`MONTH_LANGUAGES`), and the year
   too when the message writes any year; a numeric date whose day and month could be swapped
   (``03/04/1990``) is *ambiguous* and not taken either way.
 
@@ -24,12 +25,12 @@ either (:func:`settle_facts`).
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, get_args, get_origin
 
+from babel.dates import get_month_names
 from pydantic import BaseModel
 
 from sopagent.policy import FOLLOW_UP_READINGS, OneOf
@@ -48,9 +49,21 @@ MODEL_OUTPUT = "model_output"
 
 Why = Literal["not in the message", "ambiguous", "unsure", "not said", "invalid"]
 
-_MONTHS = {name.lower(): number for number, name in enumerate(calendar.month_name) if name}
-_MONTHS.update({name.lower(): number for number, name in enumerate(calendar.month_abbr) if name})
-_MONTHS["sept"] = 9
+MONTH_LANGUAGES = ("en", "de", "fr", "es", "it", "nl", "pt")
+"""Languages whose month names (Babel's CLDR data, full and abbreviated) count as a written month."""
+
+
+def _month_names() -> dict[str, int]:
+    names: dict[str, int] = {"sept": 9}
+    for language in MONTH_LANGUAGES:
+        for width in ("wide", "abbreviated"):
+            for context in ("format", "stand-alone"):
+                for number, name in get_month_names(width, context, locale=language).items():
+                    names.setdefault(name.casefold().rstrip("."), number)
+    return names
+
+
+_MONTHS = _month_names()
 _NUMERIC_DATE = re.compile(r"(?<!\d)(\d{1,2})[/.\-](\d{1,2})(?:[/.\-](\d{2}|\d{4}))?(?![\d/.\-]\d)(?!\d)")
 """A numeric date: day and month in either order, the year optional (``03/04/1990``, ``12/11``)."""
 
@@ -169,7 +182,7 @@ def _date_support(value: dt.date, message: str) -> Why | None:
                 and a <= 12 and b <= 12:
             return "ambiguous"  # 03/04/1990: the third of April or the fourth of March
     numbers = [int(n) for n in re.findall(r"\d+", message)]
-    words = re.findall(r"[a-z]+", message.casefold())
+    words = re.findall(r"[^\W\d_]+", message.casefold())
     month_written = value.month in numbers or any(_MONTHS.get(word) == value.month for word in words)
     day_written = value.day in numbers
     years = [n for n in re.findall(r"\d+", message) if len(n) == 4 or re.search(rf"'{n}\b", message)]

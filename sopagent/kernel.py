@@ -147,9 +147,11 @@ def check_actions(option: Option, turn: Turn[Any, Any], settings: GateSettings, 
                 "true; otherwise ask again")
 
 
-def settle(policy: Policy, step_name: str, outcome: Outcome, settings: GateSettings) -> Verdict:
-    """Gate the chosen option and say what is sent now, what is done, and the conversation's new state."""
-    catalog = policy.catalog
+def settle(policy: Policy, step_name: str, outcome: Outcome, settings: GateSettings,
+           language: str | None = None) -> Verdict:
+    """Gate the chosen option and say what is sent now (in the conversation's ``language``), what is done,
+    and the conversation's new state."""
+    catalog = policy.catalog.in_language(language)
     chosen = outcome.chosen
     response = catalog[chosen.response]
     pending_slots = chosen.pending_slots()

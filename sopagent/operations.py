@@ -126,12 +126,13 @@ class Operations:
     # --- helpers -----------------------------------------------------------------------------
 
     def catalog_for(self, conversation: Conversation) -> Catalog:
-        """The catalog of the policy version the conversation runs (from the stored snapshot)."""
+        """The catalog of the policy version the conversation runs (from the stored snapshot), in the
+        conversation's language."""
         if conversation.policy_version_id not in self._catalogs:
             version = self._version(conversation.policy_version_id)
             self._catalogs[conversation.policy_version_id] = parse_catalog(
                 version.catalog_source, f"<catalog of {version.name} {version.version}>")
-        return self._catalogs[conversation.policy_version_id]
+        return self._catalogs[conversation.policy_version_id].in_language(conversation.language())
 
     def step_names(self, conversation_id: str) -> list[str]:
         """The step names the conversation's policy version declares, sorted (what ``hand_back`` accepts).

@@ -149,7 +149,8 @@ class EffectRunner:
 
     def _record(self, decision: Decision, rows: list[OutboxEffect], failed: bool) -> EffectsRun | None:
         decision_id = decision.id or 0
-        catalog = self._catalog(decision.policy_version_id)
+        language = self.store.get_conversation(decision.conversation_id).language()
+        catalog = self._catalog(decision.policy_version_id).in_language(language)
         views = json.loads(decision.options_json or "[]")
         view = views[rows[0].option_index] if rows[0].option_index < len(views) else None
         results = [json.loads(e.result_json) if e.result_json else None for e in rows]

@@ -413,6 +413,7 @@ class Policy:
         fact_confidence: float = FACT_CONFIDENCE,
         lockout_window: dt.timedelta = dt.timedelta(hours=24),
         sensitive: Sequence[str] = (),
+        read_language: bool = False,
     ) -> None:
         """
         Args:
@@ -438,6 +439,9 @@ class Policy:
             sensitive: regular expressions of further sensitive values (member numbers, national ids):
                 masked in every customer message before it is stored or read, like card numbers and
                 IBANs (:mod:`sopagent.redact`).
+            read_language: for a catalog in several languages, read the conversation's language from
+                the customer's first message (one constrained token over the catalog's languages) when
+                the channel did not set one; otherwise replies go out in the catalog's first language.
         """
         for setting, value in (("action_confidence", action_confidence), ("fact_confidence", fact_confidence)):
             if not 0.0 <= value <= 1.0:
@@ -455,6 +459,7 @@ class Policy:
         self.fact_confidence = fact_confidence
         self.lockout_window = lockout_window
         self.sensitive = tuple(sensitive)
+        self.read_language = read_language
         for pattern in self.sensitive:
             try:
                 re.compile(pattern)

@@ -13,9 +13,12 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, Union
 
+from babel.dates import format_date
+from babel.numbers import format_currency
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-CURRENCY_SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£"}
+DEFAULT_LANGUAGE = "en"
+"""The language of a catalog that declares none."""
 
 
 class _SlotBase(BaseModel):
@@ -28,13 +31,19 @@ class _SlotBase(BaseModel):
         """Validate ``value`` against this slot and return it in canonical form, or raise ValueError."""
         raise NotImplementedError
 
-    def format(self, value: Any) -> str:
-        """Render an already coerced value as customer-facing text."""
+    def format(self, value: Any, language: str | None = None) -> str:
+        """Render an already coerced value as customer-facing text in ``language`` (None: the catalog's
+        first language, as the catalog writes it)."""
         return str(value)
+
+    def missing_labels(self, language: str) -> list[str]:
+        """The values this slot cannot name in ``language`` (only enum slots name values in words)."""
+        return []
 
 
 class MoneySlot(_SlotBase):
-    """An amount of money in one currency, rendered with two decimals."""
+    """An amount of money in one currency, written as the language writes money (Babel's CLDR data:
+    ``€1,234.50`` in English, ``1.234,50 €`` in German)."""
 
     type: Literal["money"]
     currency: str = Field(pattern=r"^[A-Z]{3}$")
@@ -51,17 +60,19 @@ class MoneySlot(_SlotBase):
             raise ValueError(f"{value!r} is not a non-negative amount")
         return amount.quantize(Decimal("0.01"))
 
-    def format(self, value: Decimal) -> str:
-        symbol = CURRENCY_SYMBOLS.get(self.currency)
-        return f"{symbol}{value:,.2f}" if symbol else f"{value:,.2f} {self.currency}"
+    def format(self, value: Decimal, language: str | None = None) -> str:
+        return str(format_currency(value, self.currency, locale=language or DEFAULT_LANGUAGE))
 
 
 class DateSlot(_SlotBase):
-    """A calendar date, rendered with ``format`` (strftime)."""
+    """A calendar date: in the catalog's first language with ``format`` (strftime), in the others as the
+    language writes a date (Babel's ``long`` form, ``14. März 1985``, or a CLDR pattern in ``formats``)."""
 
     type: Literal["date"]
     format_: str = Field("%d %B %Y", alias="format")
-    """strftime format used in the reply text."""
+    """strftime format used in the reply text of the catalog's first language."""
+    formats: dict[str, str] = Field(default_factory=dict)
+    """Per other language, a CLDR date pattern (``d. MMMM y``) or ``short``/``medium``/``long``/``full``."""
 
     def coerce(self, value: Any) -> dt.date:
         if isinstance(value, dt.datetime):
@@ -75,8 +86,10 @@ class DateSlot(_SlotBase):
                 raise ValueError(f"{value!r} is not an ISO date (YYYY-MM-DD)") from exc
         raise ValueError(f"expected a date, got {type(value).__name__}")
 
-    def format(self, value: dt.date) -> str:
-        return value.strftime(self.format_)
+    def format(self, value: dt.date, language: str | None = None) -> str:
+        if language is None:
+            return value.strftime(self.format_)
+        return str(format_date(value, self.formats.get(language, "long"), locale=language))
 
 
 class EnumSlot(_SlotBase):
@@ -84,11 +97,22 @@ class EnumSlot(_SlotBase):
 
     type: Literal["enum"]
     values: list[str] = Field(min_length=1)
+    labels: dict[str, dict[str, str]] = Field(default_factory=dict)
+    """Per other language, how each value is written in it (``de: {late payment: Mahngebühr}``)."""
 
     def coerce(self, value: Any) -> str:
         if value not in self.values:
             raise ValueError(f"{value!r} is not one of {self.values}")
         return str(value)
+
+    def format(self, value: str, language: str | None = None) -> str:
+        if language is None or language not in self.labels:
+            return value
+        return self.labels[language][value]
+
+    def missing_labels(self, language: str) -> list[str]:
+        written = self.labels.get(language, {})
+        return [value for value in self.values if value not in written]
 
 
 class IntegerSlot(_SlotBase):

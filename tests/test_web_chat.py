@@ -269,3 +269,23 @@ def test_the_page_says_what_is_missing_without_a_key(browser: Any, served: Serve
     page.reload()
     page.get_by_text("The chat is unavailable").wait_for()
     assert "unknown or revoked API key" in page.locator("#chat-state").inner_text()
+
+
+def test_a_german_page_gets_german_replies_and_a_german_chat(browser: Any, served: ServerProcess, db: str) -> None:
+    browser_key = cli_key(db, "browser")
+    page = browser.new_page(viewport={"width": 390, "height": 700})
+    page.goto(f"{served.url}/chat#key={browser_key}&policy=card_services&language=de&title=Kartenservice")
+    page.get_by_text("Verbunden").wait_for()
+    assert page.evaluate("document.documentElement.lang") == "de"
+    assert page.get_by_role("button", name="Senden").count() == 1
+    box = page.get_by_label("Ihre Nachricht")
+    box.fill(say(LOST))
+    box.press("Enter")
+    reply = page.locator(".from-agent .text").first
+    reply.wait_for()
+    assert reply.inner_text().startswith("Bevor ich Ihr Konto ansehen kann")
+    assert page.locator(".from-agent .who").first.inner_text() == "Assistent"
+    # a language the catalog does not speak is refused with the languages it does
+    refused = httpx.post(f"{served.url}/v1/conversations", json={"policy": "card_services", "language": "fr"},
+                         headers={"Authorization": f"Bearer {browser_key}"})
+    assert refused.status_code == 422 and "en, de" in refused.json()["error"]

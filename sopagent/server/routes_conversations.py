@@ -62,9 +62,9 @@ def start_conversation(body: StartConversation, request: Request, key: StartingK
         if body.customer_ref is not None or body.metadata:
             raise ApiProblem(422, "a browser key starts anonymous conversations: send only `policy` (a "
                                   "customer reference or metadata must come from your back end's customer key)")
-        cid, conversation_key = service.start_for_browser(body.policy, key)
+        cid, conversation_key = service.start_for_browser(body.policy, key, body.language)
     else:
-        cid = service.start(body.policy, body.customer_ref, body.metadata, key)
+        cid = service.start(body.policy, body.customer_ref, body.metadata, key, body.language)
     conversation = service.conversation(cid)
     return Started(conversation_id=cid, policy=body.policy, step=conversation.step, status=conversation.status,
                    conversation_key=conversation_key)

@@ -34,6 +34,8 @@ class StartConversation(RequestBody):
     customer_ref: str | None = Field(None, max_length=200, description="your reference for the customer")
     metadata: dict[str, MetadataValue] = Field(default_factory=dict, max_length=50,
                                                description="free key/value pairs stored with the conversation")
+    language: str | None = Field(None, min_length=2, max_length=20, description=(
+        "one of the policy catalog's languages (e.g. de): every reply is sent in it; default the catalog's first"))
 
 
 class Started(BaseModel):

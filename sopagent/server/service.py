@@ -28,7 +28,7 @@ from sopagent.policy import Policy, load_policy
 from sopagent.server.config import ServeConfig
 from sopagent.server.limits import Limits
 from sopagent.server.runtime import ConversationLocks, QueuedModel, TurnAdmission, notify_webhook
-from sopagent.store import Conversation, Decision, Store
+from sopagent.store import LANGUAGE_KEY, Conversation, Decision, Store
 
 log = logging.getLogger("sopagent.server")
 
@@ -93,17 +93,29 @@ class Service:
             raise ApiProblem(404, f"unknown decision {decision_id}")
         return decision
 
-    def start(self, policy_name: str, customer_ref: str | None, metadata: dict[str, Any], key: ApiKey) -> str:
+    def start(self, policy_name: str, customer_ref: str | None, metadata: dict[str, Any], key: ApiKey,
+              language: str | None = None) -> str:
         """Open a conversation for ``key``'s tenant; return its id."""
-        conversation_id = self.agent(policy_name).start(customer_ref=customer_ref, metadata=metadata)
+        conversation_id = self._start(policy_name, customer_ref, metadata, language)
         claim_conversation(self.store, conversation_id, key)
         return conversation_id
 
-    def start_for_browser(self, policy_name: str, key: ApiKey) -> tuple[str, str]:
+    def start_for_browser(self, policy_name: str, key: ApiKey, language: str | None = None) -> tuple[str, str]:
         """Open a conversation for a web-chat visitor (a ``browser`` key); return its id and the new key that
         reaches it alone."""
-        conversation_id = self.agent(policy_name).start(metadata={"channel": "web-chat"})
+        conversation_id = self._start(policy_name, None, {"channel": "web-chat"}, language)
         return conversation_id, issue_conversation_key(self.store, conversation_id, key)
+
+    def _start(self, policy_name: str, customer_ref: str | None, metadata: dict[str, Any],
+               language: str | None) -> str:
+        agent = self.agent(policy_name)
+        if LANGUAGE_KEY in metadata:
+            raise ApiProblem(422, f"metadata key {LANGUAGE_KEY!r} is the conversation's language; send it as "
+                                  "`language`")
+        try:
+            return agent.start(customer_ref=customer_ref, metadata=metadata, language=language)
+        except ConversationError as exc:
+            raise ApiProblem(422, str(exc)) from exc
 
     def tenant_pending(self, key: ApiKey) -> list[Decision]:
         """Decisions waiting for an operator in ``key``'s tenant's conversations, oldest first."""

@@ -4,6 +4,7 @@ from sopagent.store.chain import ChainReport, policy_digest
 from sopagent.store.store import DB_ENV, RESOLVING_ACTIONS, Store, database_url
 from sopagent.store.tables import (
                                    GENESIS_HASH,
+                                   LANGUAGE_KEY,
                                    ChainHead,
                                    Conversation,
                                    Decision,
@@ -16,6 +17,6 @@ from sopagent.store.tables import (
 )
 
 __all__ = ["ChainHead", "ChainReport", "Conversation", "DB_ENV", "Decision", "FailedCheck", "GENESIS_HASH",
-           "OperatorAction",
+           "LANGUAGE_KEY", "OperatorAction",
            "OutboxEffect", "PolicyVersion", "RESOLVING_ACTIONS", "RequestKey", "Store", "database_url", "policy_digest",
            "utcnow"]

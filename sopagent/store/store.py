@@ -396,9 +396,11 @@ class Store:
                     conversation.revision = expected + 1
                     updated = session.execute(
                         text("UPDATE conversation SET step=:step, status=:status, known_json=:known, turns=:turns, "
-                             "revision=:rev, updated_at=:now WHERE id=:id AND revision=:expected"),
+                             "metadata_json=:metadata, revision=:rev, updated_at=:now "
+                             "WHERE id=:id AND revision=:expected"),
                         {"step": conversation.step, "status": conversation.status,
                          "known": conversation.known_json, "turns": conversation.turns,
+                         "metadata": conversation.metadata_json,
                          "rev": conversation.revision, "now": row.created_at, "id": conversation.id,
                          "expected": expected})
                     if getattr(updated, "rowcount", 1) != 1:

@@ -10,6 +10,7 @@ still verifies while nothing of the text remains.
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -57,6 +58,15 @@ class Conversation(SQLModel, table=True):
     created_at: str = Field(default_factory=utcnow)
     updated_at: str = Field(default_factory=utcnow, index=True)
     erased_at: str | None = None
+
+    def language(self) -> str | None:
+        """The language its replies are sent in (``metadata["language"]``); None: the catalog's first."""
+        value = json.loads(self.metadata_json or "{}").get(LANGUAGE_KEY)
+        return value if isinstance(value, str) else None
+
+
+LANGUAGE_KEY = "language"
+"""The conversation metadata key that holds its language (set at start, or read from the first message)."""
 
 
 class Decision(SQLModel, table=True):

@@ -1,11 +1,39 @@
 // The web chat page: talks to the sopagent API on this origin. Every text is shown with textContent
 // (never parsed as HTML). Settings come from the URL fragment, which is never sent to a server:
-//   /chat#key=BROWSER_KEY&policy=POLICY[&title=TITLE]
+//   /chat#key=BROWSER_KEY&policy=POLICY[&title=TITLE][&language=de]
 (() => {
   "use strict";
+  const WORDS = {
+    en: {
+      you: "You", assistant: "Assistant", team: "Support team", send: "Send", message: "Your message",
+      placeholder: "Type your message", hint: "Press Enter to send, Shift+Enter for a new line.",
+      connecting: "Connecting…", connected: "Connected", connectedTeam: "Connected to our team",
+      sending: "Sending…", retrying: "Retrying…", reconnecting: "Reconnecting…",
+      notSetUp: "This chat is not set up: its address needs #key=…&policy=…",
+      unavailable: "The chat is unavailable: ", notSent: "Your message could not be sent: ",
+      passed: "Your message was passed to our team.",
+      escalated: "A member of our team will take over this conversation.",
+      ended: "This conversation has ended. Reload the page to start a new one.", endedState: "Conversation ended",
+      log: "Conversation",
+    },
+    de: {
+      you: "Sie", assistant: "Assistent", team: "Kundenservice", send: "Senden", message: "Ihre Nachricht",
+      placeholder: "Nachricht eingeben", hint: "Enter sendet, Umschalt+Enter beginnt eine neue Zeile.",
+      connecting: "Verbinde…", connected: "Verbunden", connectedTeam: "Mit unserem Team verbunden",
+      sending: "Wird gesendet…", retrying: "Neuer Versuch…", reconnecting: "Verbindung wird wiederhergestellt…",
+      notSetUp: "Dieser Chat ist nicht eingerichtet: seine Adresse braucht #key=…&policy=…",
+      unavailable: "Der Chat ist nicht erreichbar: ", notSent: "Ihre Nachricht konnte nicht gesendet werden: ",
+      passed: "Ihre Nachricht wurde an unser Team weitergegeben.",
+      escalated: "Eine Kollegin oder ein Kollege übernimmt dieses Gespräch.",
+      ended: "Dieses Gespräch ist beendet. Laden Sie die Seite neu, um ein neues zu beginnen.",
+      endedState: "Gespräch beendet", log: "Gespräch",
+    },
+  };
   const settings = new URLSearchParams(location.hash.slice(1));
   const browserKey = settings.get("key");
   const policy = settings.get("policy");
+  const language = settings.get("language");
+  const words = WORDS[(language || "en").split(/[-_]/)[0]] || WORDS.en;
   const list = document.getElementById("messages");
   const state = document.getElementById("chat-state");
   const form = document.getElementById("composer");
@@ -17,6 +45,13 @@
   let operatorAfter = 0;
   let waiting = false;
 
+  if (language) document.documentElement.lang = language;
+  document.querySelector("label[for=message]").textContent = words.message;
+  input.placeholder = words.placeholder;
+  sendButton.textContent = words.send;
+  document.getElementById("composer-hint").textContent = words.hint;
+  list.setAttribute("aria-label", words.log);
+  state.textContent = words.connecting;
   if (settings.get("title")) {
     document.getElementById("chat-title").textContent = settings.get("title");
     document.title = settings.get("title");
@@ -77,33 +112,34 @@
   function finish() {
     if (ended) return;
     ended = true;
-    show("notice", "This conversation has ended. Reload the page to start a new one.");
-    setState("Conversation ended");
+    show("notice", words.ended);
+    setState(words.endedState);
     setComposer(false);
   }
 
   async function start() {
     if (!browserKey || !policy) {
-      setState("This chat is not set up: its address needs #key=…&policy=…");
+      setState(words.notSetUp);
       return;
     }
     try {
-      const started = await api("/v1/conversations", browserKey, { method: "POST", body: JSON.stringify({ policy }) });
+      const body = language ? { policy, language } : { policy };
+      const started = await api("/v1/conversations", browserKey, { method: "POST", body: JSON.stringify(body) });
       conversation = { id: started.conversation_id, key: started.conversation_key };
     } catch (error) {
-      setState("The chat is unavailable: " + error.message);
+      setState(words.unavailable + error.message);
       return;
     }
-    setState("Connected");
+    setState(words.connected);
     setComposer(true);
     watchOperatorReplies();
   }
 
   async function send(text) {
-    show("customer", text, "You");
+    show("customer", text, words.you);
     waiting = true;
     setComposer(false);
-    setState("Sending…");
+    setState(words.sending);
     const path = "/v1/conversations/" + encodeURIComponent(conversation.id) + "/messages";
     const idempotencyKey = crypto.randomUUID();
     for (let attempt = 0; ; attempt++) {
@@ -116,29 +152,29 @@
       } catch (error) {
         const retry = error.status === 429 || error.status === 503 || error.status === undefined;
         if (!retry || attempt >= 3) {
-          show("notice", "Your message could not be sent: " + error.message);
+          show("notice", words.notSent + error.message);
           break;
         }
-        setState("Retrying…");
+        setState(words.retrying);
         await pause(error.retryAfter || 2);
       }
     }
     waiting = false;
-    if (!ended) setState("Connected");
+    if (!ended) setState(words.connected);
     setComposer(true);
   }
 
   function showReply(reply) {
     if (reply.status === "received") {
-      show("notice", "Your message was passed to our team.");
+      show("notice", words.passed);
     } else if (reply.status === "pending") {
-      const held = show("agent", reply.reply, "Assistant");
+      const held = show("agent", reply.reply, words.assistant);
       held.classList.add("held");
       held.setAttribute("aria-busy", "true");
       waitForApproval(new URL(reply.delivery_url, location.href), held);
     } else {
-      show("agent", reply.reply, "Assistant");
-      if (reply.status === "escalated") show("notice", "A member of our team will take over this conversation.");
+      show("agent", reply.reply, words.assistant);
+      if (reply.status === "escalated") show("notice", words.escalated);
     }
     if (reply.ended) finish();
   }
@@ -160,7 +196,7 @@
         held.querySelector(".text").textContent = delivery.text;
         held.classList.add("approved");
       }
-      if (delivery.state === "escalate") show("notice", "A member of our team will take over this conversation.");
+      if (delivery.state === "escalate") show("notice", words.escalated);
       return;
     }
   }
@@ -172,13 +208,13 @@
       try {
         answer = await api(path + "?after=" + operatorAfter + "&wait=" + LONG_POLL_S, conversation.key);
       } catch (error) {
-        if (!waiting) setState("Reconnecting…");
+        if (!waiting) setState(words.reconnecting);
         await pause(error.retryAfter || 3);
         continue;
       }
-      if (!waiting && !ended) setState(answer.status === "taken_over" ? "Connected to our team" : "Connected");
+      if (!waiting && !ended) setState(answer.status === "taken_over" ? words.connectedTeam : words.connected);
       for (const reply of answer.replies) {
-        if (reply.text) show("operator", reply.text, "Support team");
+        if (reply.text) show("operator", reply.text, words.team);
       }
       operatorAfter = answer.after;
       if (answer.status === "closed") finish();

@@ -1,6 +1,6 @@
 // Embeds the sopagent web chat in any page with one tag:
 //   <script src="https://chat.bank.example/chat/widget.js" data-key="BROWSER_KEY" data-policy="card_services"
-//           data-label="Chat with us" data-title="Card services" async></script>
+//           data-label="Chat with us" data-title="Card services" data-language="en" async></script>
 // A button opens the chat in a frame served by sopagent (its own origin and Content-Security-Policy);
 // the conversation starts only when the visitor opens it. The page must be listed in `sopagent serve
 // --chat-origin`.
@@ -31,6 +31,7 @@
       frame.id = frameId;
       frame.title = title;
       const settings = new URLSearchParams({ key: script.dataset.key || "", policy: script.dataset.policy || "", title });
+      if (script.dataset.language) settings.set("language", script.dataset.language);
       frame.src = chatOrigin + "/chat#" + settings.toString();
       Object.assign(frame.style, {
         position: "fixed", right: "1rem", bottom: "4.5rem", zIndex: "2147483000", width: "min(24rem, calc(100vw - 2rem))",
