@@ -10,9 +10,11 @@ no reading was tuned on), on one loaded model, and records per turn:
 * floor: what llama.cpp needs at the least, measured in this run: evaluating only the customer's new
   message (its tokens times this run's cost per prompt token) plus one decoded token per model call.
 
-Prints p50/p95 per policy and overall, and the ratio of wall to floor.
+Prints p50/p95 per policy and overall, and the ratio of wall to floor. With ``--baseline`` every
+conversation is also played with the keys of JSON answers decoded token by token (no jump-forward),
+alternating which goes first, and both are printed side by side.
 
-    .venv/bin/python benchmarks/turn_latency.py
+    .venv/bin/python benchmarks/turn_latency.py [--baseline]
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class TurnCost:
 
     def add(self, stats: CallStats, kind: str) -> None:
         self.calls += 1
-        self.new_prompt_tokens += stats.prompt_tokens - stats.reused_tokens
+        self.new_prompt_tokens += stats.prompt_tokens - stats.reused_tokens + stats.jumped_tokens
         self.decoded += stats.generated_tokens
         self.forced += stats.forced_tokens
         self.model_ms += stats.ms
@@ -102,9 +104,31 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else float("nan")
 
 
+def play(agent: Agent, test: Any, model: Recording, inner: Any, per_prompt: float, per_decoded: float,
+         rows: list[dict[str, float]], label: str) -> None:
+    """One test conversation; a row per turn."""
+    conversation = agent.start()
+    for turn in test.turns:
+        model.turn = TurnCost()
+        try:
+            result = agent.respond(conversation, turn.customer)
+        except Exception as exc:  # a closed conversation ends the test here
+            print(f"  {label}: {test.name}: {exc}", file=sys.stderr)
+            return
+        message_tokens = len(inner.llama.tokenize(turn.customer.encode(), add_bos=False, special=False))
+        cost = model.turn
+        floor = message_tokens * per_prompt + max(1, cost.calls) * per_decoded if cost.calls else 0.0
+        rows.append({"wall": result.latency_ms.get("total", 0.0), "new": cost.new_prompt_tokens,
+                     "decoded": cost.decoded, "forced": cost.forced, "calls": cost.calls, "floor": floor})
+        if result.ended:
+            return
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model spec (default: the embedded model)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also play every conversation with JSON keys decoded token by token, side by side")
     args = parser.parse_args()
     inner = load_model(args.model)
     per_prompt, per_decoded = cost_per_token(inner)
@@ -121,37 +145,29 @@ def main() -> None:
             test_file, policy_path = load_test_file(path)
             policy = load_policy(policy_path)
             inner.warm([s.facts for s in policy.steps.values() if s.facts.model_fields])
-            rows[label] = []
-            for test in test_file.tests:
-                agent = Agent(policy, model, store, tools=policy.make_tools())
-                conversation = agent.start()
-                for turn in test.turns:
-                    model.turn = TurnCost()
-                    try:
-                        result = agent.respond(conversation, turn.customer)
-                    except Exception as exc:  # a closed conversation ends the test here
-                        print(f"  {label}: {test.name}: {exc}", file=sys.stderr)
-                        break
-                    message_tokens = len(inner.llama.tokenize(turn.customer.encode(), add_bos=False, special=False))
-                    cost = model.turn
-                    floor = message_tokens * per_prompt + max(1, cost.calls) * per_decoded if cost.calls else 0.0
-                    rows[label].append({"wall": result.latency_ms.get("total", 0.0), "new": cost.new_prompt_tokens,
-                                        "decoded": cost.decoded, "forced": cost.forced, "calls": cost.calls,
-                                        "floor": floor})
-                    if result.ended:
-                        break
-    print(f"\n{'policy':22}{'turns':>6}{'wall p50':>10}{'p95':>8}{'floor p50':>11}{'wall/floor':>11}"
+            modes = [True, False] if args.baseline else [True]
+            for number, test in enumerate(test_file.tests):
+                for jump in modes if number % 2 == 0 else modes[::-1]:
+                    inner.jump_forward = jump
+                    name = label if jump else f"{label}, keys decoded"
+                    play(Agent(policy, model, store, tools=policy.make_tools()), test, model, inner, per_prompt,
+                         per_decoded, rows.setdefault(name, []), label)
+    print(f"\n{'policy':32}{'turns':>6}{'wall p50':>10}{'p95':>8}{'floor p50':>11}{'wall/floor':>11}"
           f"{'new tok':>9}{'decoded':>9}{'forced':>8}{'calls':>7}")
-    everything = [row for values in rows.values() for row in values]
-    for label, values in [*rows.items(), ("all", everything)]:
+    everything = [row for name, values in rows.items() if "keys decoded" not in name for row in values]
+    baseline = [row for name, values in rows.items() if "keys decoded" in name for row in values]
+    totals = [("all", everything)] + ([("all, keys decoded", baseline)] if baseline else [])
+    for label, values in [*sorted(rows.items()), *totals]:
         walls = [r["wall"] for r in values]
         floors = [r["floor"] for r in values if r["floor"]]
         ratio = statistics.median(walls) / statistics.median(floors) if floors else float("nan")
-        print(f"{label:22}{len(values):6d}{pct(walls, 0.5):10.0f}{pct(walls, 0.95):8.0f}{pct(floors, 0.5):11.0f}"
+        print(f"{label:32}{len(values):6d}{pct(walls, 0.5):10.0f}{pct(walls, 0.95):8.0f}{pct(floors, 0.5):11.0f}"
               f"{ratio:11.1f}{statistics.mean(r['new'] for r in values):9.0f}"
               f"{statistics.mean(r['decoded'] for r in values):9.1f}{statistics.mean(r['forced'] for r in values):8.1f}"
               f"{statistics.mean(r['calls'] for r in values):7.1f}")
-    print("\n(wall and floor in ms; new tok, decoded, forced and calls are means per turn)")
+    print("\n(wall and floor in ms; new tok (keys appended included), decoded, forced and calls are means per turn)")
+    if baseline:
+        print(f"wall p50 with keys appended / decoded: {pct([r['wall'] for r in everything], 0.5) / pct([r['wall'] for r in baseline], 0.5):.2f}")
 
 
 if __name__ == "__main__":

@@ -174,3 +174,30 @@ def test_a_one_token_field_takes_what_was_said_and_leaves_what_was_not(embedded_
     reading = read_message(embedded_model, system, prompts.conversation_text([], text), schema, text)
     assert reading.facts.refund_to == refund_to, reading.readings
     assert [r["field"] for r in reading.readings] == ["refund_to"] and "refund_to" in reading.probabilities
+
+
+def test_self_test_refuses_when_the_json_decoding_loop_drops_the_constraint(embedded_model, monkeypatch) -> None:
+    # the JSON answers decode with their own sampler: one built without the constraint must be caught
+    monkeypatch.setattr(embedded_model, "_greedy_sampler",
+                        lambda constraint: embedded_model.llama._init_sampler(temp=0.0, top_k=1))
+    with pytest.raises(ConstraintNotEnforcedError, match="JSON decoding is NOT being applied"):
+        embedded_model.self_test()
+
+
+@pytest.mark.parametrize("message", ["card 4821, born 14 March 1985", "It was 42.90 euros at City Books, London",
+                                     "my card ends 7730 and I was born on the 2nd of November 1992"])
+def test_keys_appended_after_each_value_give_the_answer_decoded_token_by_token(embedded_model, card_policy,
+                                                                                 monkeypatch, message: str) -> None:
+    from sopagent import prompts
+
+    schema = card_policy.steps["dispute_details" if "euros" in message else "verify_identity"].facts
+    prompt = prompts.extraction_prompt(prompts.system_text(card_policy.description),
+                                       prompts.conversation_text([], message), schema)
+    monkeypatch.setattr(embedded_model, "jump_forward", False)
+    decoded = embedded_model.extract(prompt, schema)
+    monkeypatch.setattr(embedded_model, "jump_forward", True)
+    jumped = embedded_model.extract(prompt, schema)
+    assert jumped.facts == decoded.facts
+    assert jumped.stats.jumped_tokens >= 4 and decoded.stats.jumped_tokens == 0
+    assert jumped.stats.generated_tokens <= decoded.stats.generated_tokens - jumped.stats.jumped_tokens + 2
+    assert set(jumped.probabilities) == set(decoded.probabilities) == set(schema.model_fields)

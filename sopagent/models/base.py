@@ -104,6 +104,9 @@ class CallStats:
     generated_tokens: int = 0
     forced_tokens: int = 0
     """Decoded tokens the constraint left no choice about (one allowed token), where the backend knows."""
+    jumped_tokens: int = 0
+    """Tokens the answer's structure fixed (a JSON key after a value), appended in one batch with the
+    token before them instead of decoded one by one; not counted in ``generated_tokens``."""
     constraint_ms: float = 0.0
     """Time spent building (or fetching from cache) the output constraint."""
     queued_ms: float = 0.0

@@ -11,7 +11,10 @@ Four things make it fast without weakening the constraint:
   and the probability of every option is read from that one step's constrained distribution;
 * a JSON answer's opening (``{"first_field":``), which every answer starts with, is evaluated with
   the prompt instead of decoded token by token, and decoding stops at the answer's closing brace
-  instead of evaluating it to decode the end-of-text token (:class:`PrefilledProcessor`).
+  instead of evaluating it to decode the end-of-text token (:class:`PrefilledProcessor`);
+* the key after each value (``"next_field":``), which the schema fixes once a value has ended, is
+  appended in one batch with the comma before it instead of decoded token by token (jump-forward
+  decoding, :func:`next_key`), after the constraint's guide accepted it.
 """
 
 from __future__ import annotations
@@ -91,6 +94,43 @@ class PrefilledProcessor(OutlinesLogitsProcessor):
         return self.inner.process_logits(input_ids, logits)
 
 
+def next_key(answer: str, keys: list[str], last_token_text: str) -> str:
+    """The rest of the next key of a flat JSON answer when its last token ended a value.
+
+    ``answer`` is the text after the prefilled opening (``{"keys[0]":``); a comma outside a string in
+    ``last_token_text`` ends value ``i`` and fixes ``"keys[i+1]":`` (with the space the model may have
+    written after the comma). Returns what of it the model has not written yet, or ``""``.
+    """
+    in_string = escaped = False
+    commas, last_comma = 0, -1
+    for index, char in enumerate(answer):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == ",":
+            commas, last_comma = commas + 1, index
+    if last_comma < len(answer) - len(last_token_text) or commas >= len(keys):
+        return ""
+    tail = answer[last_comma + 1:]
+    expected = (" " if tail.startswith(" ") else "") + json.dumps(keys[commas]) + ":"
+    if tail == expected or not expected.startswith(tail):
+        return ""
+    return expected[len(tail):]
+
+
+def _guides(processor: Any) -> list[Any]:
+    """The Outlines guides inside a chain of wrapping processors (each wrapper keeps its ``inner``)."""
+    while not hasattr(processor, "_guides"):
+        processor = processor.inner
+    return list(processor._guides)
+
+
 class ProbabilityRecorder(OutlinesLogitsProcessor):
     """Wraps an Outlines processor and keeps the constrained distribution of the first step."""
 
@@ -147,9 +187,10 @@ class LlamaCppModel(LocalConstrainedModel):
     constraint_apply_fix = "pip install numba outlines==1.3.3 and check that nothing replaces the logits processor"
 
     def __init__(self, model_path: str | Path, *, n_ctx: int = 4096, n_threads: int | None = None,
-                 seed: int = 0, prefill_json: bool = True) -> None:
+                 seed: int = 0, prefill_json: bool = True, jump_forward: bool = True) -> None:
         """Load ``model_path`` (a GGUF file). ``prefill_json`` off decodes every token of a JSON
-        answer (only to measure what the prefilled opening saves)."""
+        answer, ``jump_forward`` off decodes the keys after the opening (each only to measure what it
+        saves)."""
         path = Path(model_path)
         if not path.is_file():
             raise ModelUnavailableError(f"model file not found: {path}\n  fix: pass --model PATH.gguf or "
@@ -165,8 +206,9 @@ class LlamaCppModel(LocalConstrainedModel):
         self.llama = llama
         self.name = f"llamacpp:{path.name}"
         self._settings: dict[str, Any] = {"model_path": path, "n_ctx": n_ctx, "n_threads": threads, "seed": seed,
-                          "prefill_json": prefill_json}
+                          "prefill_json": prefill_json, "jump_forward": jump_forward}
         self.prefill_json = prefill_json
+        self.jump_forward = jump_forward
         self._openings: dict[type[BaseModel], AnswerOpening | None] = {}
         self._reading_lane: LlamaCppModel | None = None
         # Outlines' own constructor builds the tokenizer view its constraints are indexed on.
@@ -226,6 +268,66 @@ class LlamaCppModel(LocalConstrainedModel):
                           generated_tokens=int(completion["usage"]["completion_tokens"]))
         return choice["text"], stats, choice["finish_reason"]
 
+    def _greedy_sampler(self, constraint: Any) -> Any:
+        """A greedy llama.cpp sampler that applies ``constraint``, of this call's own (``Llama.sample()``
+        would reuse the sampler the last ``generate()`` left, with that call's constraint)."""
+        return self.llama._init_sampler(temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
+                                        logits_processor=constraint)
+
+    def _decode_jumping(self, tokens: list[int], processor: StepRecorder, max_tokens: int,
+                        keys: list[str]) -> tuple[str, CallStats, str]:
+        """Greedy decoding of a flat JSON answer after ``tokens`` (which end with its opening) under
+        ``processor``, up to its closing brace, with each key after a value appended in one batch
+        (:func:`next_key`) where the constraint's guide accepts it. The prefix shared with llama.cpp's
+        KV cache is reused. Returns the text, its cost and why it finished (``stop`` at the brace)."""
+        llama = self.llama
+        reused = 0
+        for cached, new in zip(llama.input_ids[: llama.n_tokens], tokens):
+            if cached != new:
+                break
+            reused += 1
+        reused = min(reused, len(tokens) - 1)  # the last prompt token is evaluated for its logits
+        started = time.perf_counter()
+        constraint = self.outlines_model.type_adapter.format_output_type(processor)
+        out: list[int] = []
+        pending, jumped, decoded, finish = tokens[reused:], 0, 0, "length"
+        llama.n_tokens = reused
+        try:
+            sampler = self._greedy_sampler(constraint)
+            while decoded < max_tokens:
+                llama.eval(pending)
+                token = sampler.sample(llama._ctx, -1)
+                decoded += 1
+                if token == llama.token_eos():
+                    finish = "stop"
+                    break
+                out.append(token)
+                answer = llama.detokenize(out).decode("utf-8", errors="ignore")
+                if ANSWER_END in answer:
+                    finish = "stop"
+                    break
+                pending = [token]
+                rest = next_key(answer, keys, llama.detokenize([token]).decode("utf-8", errors="ignore")) \
+                    if self.jump_forward else ""
+                forced = llama.tokenize(rest.encode(), add_bos=False, special=False) if rest else []
+                if forced and all(guide.accepts_tokens([token, *forced]) for guide in _guides(processor)):
+                    for guide in _guides(processor):  # the processor advances over the last one itself
+                        for skipped in [token, *forced[:-1]]:
+                            guide.advance(token_id=skipped, return_tokens=False)
+                    processor.steps.extend((forced_token, 1.0) for forced_token in forced)
+                    out.extend(forced)
+                    pending.extend(forced)
+                    jumped += len(forced)
+        except Exception as exc:  # llama.cpp and Outlines raise many types; normalise them
+            raise ModelError(f"llama.cpp generation failed: {type(exc).__name__}: {exc}",
+                             retryable=False) from exc
+        text = llama.detokenize(out).decode("utf-8", errors="replace")
+        if finish == "stop":
+            text = text.split(ANSWER_END, 1)[0]
+        stats = CallStats(ms=(time.perf_counter() - started) * 1000, prompt_tokens=len(tokens), reused_tokens=reused,
+                          generated_tokens=decoded, jumped_tokens=jumped)
+        return text, stats, finish
+
     def _run_facts(self, text: str, processor: Any, schema: type[BaseModel]) -> FactsAnswer:
         """The JSON answer with its opening prefilled and decoding stopped at its closing brace, and
         each field value's probability (:func:`field_probabilities`).
@@ -238,7 +340,8 @@ class LlamaCppModel(LocalConstrainedModel):
             recorder = StepRecorder(PrefilledProcessor(processor, opening.token_ids))
             recorder.reset()
             tokens = self._prompt_tokens(text) + opening.token_ids
-            out, stats, finish = self._generate(tokens, recorder, MAX_FACTS_TOKENS, stop=[ANSWER_END])
+            keys = list(facts_json_schema(schema)["properties"])
+            out, stats, finish = self._decode_jumping(tokens, recorder, MAX_FACTS_TOKENS, keys)
             raw = opening.text + out + (ANSWER_END if finish == "stop" else "")
             try:
                 json.loads(raw)
@@ -246,7 +349,8 @@ class LlamaCppModel(LocalConstrainedModel):
                 cut_short_ms = stats.ms
             else:
                 steps = [(token, 1.0) for token in opening.token_ids] + recorder.steps
-                stats.forced_tokens = sum(probability >= FORCED for _, probability in recorder.steps)
+                decoded_steps = recorder.steps  # jumped tokens are recorded at 1.0 but were not decoded
+                stats.forced_tokens = sum(p >= FORCED for _, p in decoded_steps) - stats.jumped_tokens
                 return FactsAnswer(raw, stats, field_probabilities(raw, self._token_texts(steps)))
         else:
             cut_short_ms = 0.0

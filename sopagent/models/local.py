@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from sopagent.errors import ConstraintNotEnforcedError, ConstraintViolationError, ModelError
 from sopagent.models.base import (
@@ -32,6 +32,14 @@ from sopagent.models.base import (
 
 MAX_FACTS_TOKENS = 256
 SELF_TEST_REGEX = r"zq[0-9]{2}"
+
+
+class SelfTestFacts(BaseModel):
+    """The JSON answer of the start-up self-test: two fields whose values no model writes unconstrained
+    (so the opening, the key after a value and the values are all decoded under the constraint)."""
+
+    colour: str = Field(pattern=f"^{SELF_TEST_REGEX}$")
+    code: str = Field(pattern=f"^{SELF_TEST_REGEX}$")
 
 
 @dataclass
@@ -225,3 +233,9 @@ class LocalConstrainedModel:
             raise ConstraintNotEnforcedError(
                 f"constrained decoding is NOT being applied by {self.name} (asked for {SELF_TEST_REGEX!r}, got "
                 f"{constrained!r}). sopagent refuses to run unconstrained.\n  fix: {self.constraint_apply_fix}")
+        try:  # the JSON path decodes with its own loop: it must apply the constraint as well
+            self.extract(SELF_TEST_PROMPT, SelfTestFacts)
+        except ModelError as exc:
+            raise ConstraintNotEnforcedError(
+                f"constrained JSON decoding is NOT being applied by {self.name}: {exc}. sopagent refuses to "
+                f"run unconstrained.\n  fix: {self.constraint_apply_fix}") from exc
