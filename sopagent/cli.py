@@ -131,6 +131,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
             watcher.watch(result.decision_id)
         if result.ended:
             break
+        if interactive:  # the reply is on screen: the model reads the conversation while the customer types
+            agent.prepare_next(conversation_id)
     if watcher.pending() and not watcher.wait(args.wait_operator):
         print(f"error: no operator settled the pending reply within {args.wait_operator:g} s; it stays in the "
               "approval queue (sopagent supervise)", file=sys.stderr)

@@ -384,6 +384,19 @@ class Agent:
 
     # --- stages --------------------------------------------------------------------------------
 
+    def prepare_next(self, conversation_id: str) -> CallStats | None:
+        """Evaluate the conversation so far into the model's prompt cache, for a backend that keeps one
+        (``prefetch``), so that the customer's next turn evaluates only their words and the task: call
+        it while the customer types. Nothing is read, decided or recorded. Returns what it evaluated
+        (None where there is nothing to prepare)."""
+        prefetch = getattr(self.model, "prefetch", None)
+        conversation = self.store.get_conversation(conversation_id)
+        if not callable(prefetch) or conversation.status not in ("active", "awaiting_approval"):
+            return None
+        context = prompts.conversation_text(self._history(conversation_id), "")
+        stats: CallStats = prefetch(ChatPrompt(self._system, context, ""), prompts.LATEST_MESSAGE)
+        return stats
+
     def _reads_language(self, conversation: Conversation) -> bool:
         """The policy reads the language from the first message, and the channel set none."""
         return (self.policy.read_language and conversation.turns == 0 and conversation.language() is None

@@ -27,12 +27,16 @@ def system_text(description: str) -> str:
     return SYSTEM_TEMPLATE.format(description=description.strip() or "customer support.")
 
 
+LATEST_MESSAGE = "Customer (latest message): "
+"""How the customer's latest message is introduced; everything before it is the same next turn."""
+
+
 def conversation_text(history: Sequence[tuple[str, str]], customer_text: str) -> str:
     """The transcript so far (older turns first) and the customer's latest message."""
     lines = ["Conversation so far:"]
     for role, text in history:
         lines.append(f"{role}: {text}")
-    lines.append(f"Customer (latest message): {customer_text}")
+    lines.append(f"{LATEST_MESSAGE}{customer_text}")
     return "\n".join(lines)
 
 

@@ -379,6 +379,29 @@ class LlamaCppModel(LocalConstrainedModel):
             self._openings[schema] = opening
         return self._openings[schema]
 
+    def prefetch(self, prompt: ChatPrompt, upto: str) -> CallStats:
+        """Evaluate ``prompt`` as rendered up to the last ``upto`` into the KV cache (nothing decoded), so
+        that a later prompt that starts the same evaluates only what follows: the next turn's prompt,
+        evaluated while the customer types. Returns what it evaluated."""
+        text = self.render(prompt)
+        cut = text.rfind(upto)
+        if cut <= 0:
+            return CallStats()
+        tokens = self._prompt_tokens(text[:cut])
+        llama = self.llama
+        reused = 0
+        for cached, new in zip(llama.input_ids[: llama.n_tokens], tokens):
+            if cached != new:
+                break
+            reused += 1
+        started = time.perf_counter()
+        llama.n_tokens = reused
+        try:
+            llama.eval(tokens[reused:])
+        except Exception as exc:  # llama.cpp raises many types; normalise them
+            raise ModelError(f"llama.cpp evaluation failed: {type(exc).__name__}: {exc}", retryable=True) from exc
+        return CallStats(ms=(time.perf_counter() - started) * 1000, prompt_tokens=len(tokens), reused_tokens=reused)
+
     def _recorder(self, inner: Any, token_ids: list[int]) -> "ProbabilityRecorder":
         return ProbabilityRecorder(inner, token_ids)
 

@@ -88,6 +88,7 @@ def post_message(body: CustomerMessage, request: Request, key: ChannelKey, backg
     if result.status == Status.ESCALATED:
         background.add_task(service.escalated, conversation_id, result.decision_id, "agent", result.error)
     background.add_task(service.checkpoint_if_due)
+    background.add_task(service.prepare_next, conversation_id)
     return reply_of(result, request)
 
 

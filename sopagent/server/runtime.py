@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from sopagent.errors import CapacityError, ModelError, StoreError
-from sopagent.models.base import ChatPrompt, Choice, DecisionModel, Extraction, M
+from sopagent.models.base import CallStats, ChatPrompt, Choice, DecisionModel, Extraction, M
 
 log = logging.getLogger("sopagent.server")
 R = TypeVar("R", Extraction, Choice)
@@ -38,6 +38,8 @@ class QueuedModel:
         self.name = model.name
         self.timeout_s = timeout_s
         self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sopagent-model")
+        self._queued = 0
+        self._count = threading.Lock()
 
     def extract(self, prompt: ChatPrompt, schema: type[M]) -> Extraction:
         """Queue an extraction; see :meth:`DecisionModel.extract`."""
@@ -46,6 +48,24 @@ class QueuedModel:
     def choose(self, prompt: ChatPrompt, n_options: int) -> Choice:
         """Queue a choice; see :meth:`DecisionModel.choose`."""
         return self._call(self.inner.choose, prompt, n_options)
+
+    def prefetch(self, prompt: ChatPrompt, upto: str) -> CallStats | None:
+        """Queue the inner model's ``prefetch`` only while no call waits (it must never delay a turn);
+        returns at once, None."""
+        prefetch = getattr(self.inner, "prefetch", None)
+        with self._count:
+            if not callable(prefetch) or self._queued:
+                return None
+            self._queued += 1
+        self._worker.submit(self._counted, prefetch, prompt, upto)
+        return None
+
+    def _counted(self, fn: Callable[..., R], *args: Any) -> R:
+        try:
+            return fn(*args)
+        finally:
+            with self._count:
+                self._queued -= 1
 
     def _call(self, fn: Callable[..., R], *args: Any) -> R:
         queued_at = time.perf_counter()
@@ -56,7 +76,9 @@ class QueuedModel:
             result.stats.queued_ms = waited_ms
             return result
 
-        future = self._worker.submit(run)
+        with self._count:
+            self._queued += 1
+        future = self._worker.submit(self._counted, run)
         try:
             return future.result(timeout=self.timeout_s)
         except concurrent.futures.TimeoutError:

@@ -149,6 +149,17 @@ class Service:
                 raise ApiProblem(409, str(exc)) from exc
         return result
 
+    def prepare_next(self, conversation_id: str) -> None:
+        """After a reply went out: the model evaluates the conversation so far while the customer types,
+        when it has nothing else queued (:meth:`Agent.prepare_next`); failures are only logged."""
+        try:
+            conversation = self.store.get_conversation(conversation_id)
+            agent = self.agents.get(conversation.policy_name)
+            if agent is not None:
+                agent.prepare_next(conversation_id)
+        except (SopAgentError, ConversationError) as exc:
+            log.warning("preparing the next turn of %s failed: %s", conversation_id, exc)
+
     def checkpoint_if_due(self) -> None:
         """Write a signed checkpoint once the chain has grown by ``checkpoint_every`` records (run after a
         response is sent; a failure is logged, never lost silently, and the next call tries again)."""
