@@ -50,11 +50,14 @@ class ConversationTestError(AuthoringError):
 
 
 class RunError(SopAgentError):
-    """Something failed while running; ``retryable`` says whether a retry can help."""
+    """Something failed while running; ``retryable`` says whether a retry can help, ``fix`` what to do
+    (shown on its own line, as for authoring errors)."""
 
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
+    def __init__(self, message: str, *, retryable: bool = False, fix: str | None = None) -> None:
         self.retryable = retryable
-        super().__init__(message)
+        self.fix = fix
+        self.detail = message
+        super().__init__(f"{message}\n  fix: {fix}" if fix else message)
 
 
 class ModelError(RunError):
@@ -64,9 +67,10 @@ class ModelError(RunError):
     holds it, and the engine records it with the decision's personal content, where erasure clears it.
     """
 
-    def __init__(self, message: str, *, retryable: bool = False, model_output: str | None = None) -> None:
+    def __init__(self, message: str, *, retryable: bool = False, model_output: str | None = None,
+                 fix: str | None = None) -> None:
         self.model_output = model_output
-        super().__init__(message, retryable=retryable)
+        super().__init__(message, retryable=retryable, fix=fix)
 
 
 class ModelUnavailableError(ModelError):

@@ -16,7 +16,7 @@ def open_store(url: str | None) -> Store:
     if chosen.startswith("sqlite:///") and ":memory:" not in chosen:
         path = Path(chosen.removeprefix("sqlite:///"))
         if not path.exists():
-            raise StoreError(f"no audit store at {path}\n  fix: pass --db with the database agents write to "
+            raise StoreError(f"no audit store at {path}", fix="pass --db with the database agents write to "
                              "(sopagent chat --db ...), or set $SOPAGENT_DB")
     return Store(chosen)
 

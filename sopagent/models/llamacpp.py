@@ -193,7 +193,7 @@ class LlamaCppModel(LocalConstrainedModel):
         saves)."""
         path = Path(model_path)
         if not path.is_file():
-            raise ModelUnavailableError(f"model file not found: {path}\n  fix: pass --model PATH.gguf or "
+            raise ModelUnavailableError(f"model file not found: {path}", fix="pass --model PATH.gguf or "
                                         "unset SOPAGENT_MODEL to use the embedded model")
         ensure_runnable_build(path)  # a build that would crash here is refused with its fix
         threads = n_threads or max(1, (os.cpu_count() or 2))

@@ -75,7 +75,7 @@ def probe(command: Sequence[str], timeout_s: float = PROBE_TIMEOUT_S) -> None:
         finished = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired as exc:
         raise ModelUnavailableError(f"llama.cpp did not decode a 6-token prompt within {timeout_s:.0f} s in a "
-                                    "test process\n  fix: check the machine's load, or rebuild llama-cpp-python: "
+                                    "test process", fix="check the machine's load, or rebuild llama-cpp-python: "
                                     f"{REBUILD_COMMAND}") from exc
     if finished.returncode >= 0:
         return
@@ -86,7 +86,7 @@ def probe(command: Sequence[str], timeout_s: float = PROBE_TIMEOUT_S) -> None:
     raise ModelUnavailableError(
         f"this llama-cpp-python build crashes on this machine ({name} while decoding a short prompt in a test "
         "process). It was compiled with Intel AMX kernels, which a virtual machine may advertise without "
-        f"enabling.\n  fix: rebuild it without AMX kernels: {REBUILD_COMMAND}")
+        f"enabling.", fix=f"rebuild it without AMX kernels: {REBUILD_COMMAND}")
 
 
 def ensure_runnable_build(model_path: Path, features: str | None = None,

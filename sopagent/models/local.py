@@ -232,10 +232,10 @@ class LocalConstrainedModel:
         if not re.fullmatch(SELF_TEST_REGEX, constrained):
             raise ConstraintNotEnforcedError(
                 f"constrained decoding is NOT being applied by {self.name} (asked for {SELF_TEST_REGEX!r}, got "
-                f"{constrained!r}). sopagent refuses to run unconstrained.\n  fix: {self.constraint_apply_fix}")
+                f"{constrained!r}). sopagent refuses to run unconstrained.", fix=self.constraint_apply_fix)
         try:  # the JSON path decodes with its own loop: it must apply the constraint as well
             self.extract(SELF_TEST_PROMPT, SelfTestFacts)
         except ModelError as exc:
             raise ConstraintNotEnforcedError(
                 f"constrained JSON decoding is NOT being applied by {self.name}: {exc}. sopagent refuses to "
-                f"run unconstrained.\n  fix: {self.constraint_apply_fix}") from exc
+                f"run unconstrained.", fix=self.constraint_apply_fix) from exc

@@ -163,7 +163,7 @@ class OpenAIChatModel:
             key = os.environ.get(spec.key_env)
             if not key and spec.backend == "openai":
                 raise ModelUnavailableError(
-                    f"{spec.display} needs an API key in ${spec.key_env}.\n  fix: export {spec.key_env}=... "
+                    f"{spec.display} needs an API key in ${spec.key_env}.", fix=f"export {spec.key_env}=... "
                     "(or name another variable with ?key_env=VAR in the spec or key_env in sopagent.toml)")
             client = openai.OpenAI(
                 api_key=key or SERVER_KEY_PLACEHOLDER,
@@ -198,7 +198,7 @@ class OpenAIChatModel:
             advice = ("retries are exhausted; try again later" if exc.retryable else
                       f"check the model spec {self.name!r}, the key in ${self.spec.key_env} and the server")
             raise BackendError(f"{self.name}: {what} failed: {type(exc).__name__}{status}: "
-                               f"{exc.original_exception or exc}\n  fix: {advice}",
+                               f"{exc.original_exception or exc}", fix=advice,
                                retryable=exc.retryable) from exc
 
     def complete(self, prompt: ChatPrompt, schema: dict[str, Any], name: str, max_tokens: int,
@@ -281,7 +281,7 @@ class OpenAIChatModel:
             if isinstance(exc.__cause__, UNREACHABLE):
                 raise  # the server is down or slow: not a verdict on its constraints
             raise ConstraintNotEnforcedError(f"{self.name} rejected the structured-output request at start-up: "
-                                             f"{exc}\n  fix: {fix}") from exc
+                                             f"{exc}", fix=fix) from exc
         try:
             answer = json.loads(raw).get("answer")
         except (ValueError, AttributeError):
@@ -289,4 +289,4 @@ class OpenAIChatModel:
         if answer not in SELF_TEST_VALUES:
             raise ConstraintNotEnforcedError(
                 f"constrained decoding is NOT being applied by {self.name} (format {self.format}): asked for "
-                f"one of {SELF_TEST_VALUES}, got {raw[:80]!r}. sopagent refuses to run unconstrained.\n  fix: {fix}")
+                f"one of {SELF_TEST_VALUES}, got {raw[:80]!r}. sopagent refuses to run unconstrained.", fix=fix)

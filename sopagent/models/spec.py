@@ -83,11 +83,11 @@ def _parse_options(text: str, spec: str) -> dict[str, Any]:
         if key.lower() in SECRET_OPTIONS:
             raise ModelSpecError(
                 f"model spec {redact(spec)!r} carries a secret ({key}=...); secrets never go in a spec "
-                "because the spec is recorded in the audit log.\n  fix: put the key in an environment "
+                "because the spec is recorded in the audit log.", fix="put the key in an environment "
                 f"variable and name it: ?key_env=MY_KEY_VARIABLE (default {DEFAULT_KEY_ENV})")
         kind = OPTION_TYPES.get(key)
         if kind is None:
-            raise ModelSpecError(f"unknown option {key!r} in model spec {redact(spec)!r}.\n  fix: use one of "
+            raise ModelSpecError(f"unknown option {key!r} in model spec {redact(spec)!r}.", fix=f"use one of "
                                  f"{', '.join(OPTION_TYPES)}")
         options[key] = _coerce(key, value, kind)
     return options
@@ -101,16 +101,16 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
             return True
         if str(value).lower() in ("0", "false", "no", "off"):
             return False
-        raise ModelSpecError(f"option {key}={value!r} is not a yes/no value.\n  fix: {key}=true or {key}=false")
+        raise ModelSpecError(f"option {key}={value!r} is not a yes/no value.", fix=f"{key}=true or {key}=false")
     try:
         coerced = kind(value)
     except (TypeError, ValueError):
-        raise ModelSpecError(f"option {key}={value!r} is not a {kind.__name__}.\n  fix: e.g. "
+        raise ModelSpecError(f"option {key}={value!r} is not a {kind.__name__}.", fix=f"e.g. "
                              f"{key}={'20' if kind is not str else 'NAME'}") from None
     if key == "threads" and coerced < 1:
-        raise ModelSpecError(f"threads={coerced} must be at least 1.\n  fix: e.g. threads=2")
+        raise ModelSpecError(f"threads={coerced} must be at least 1.", fix="e.g. threads=2")
     if key == "format" and coerced not in FORMATS:
-        raise ModelSpecError(f"format={coerced!r} is not known.\n  fix: use one of {', '.join(FORMATS)}")
+        raise ModelSpecError(f"format={coerced!r} is not known.", fix=f"use one of {', '.join(FORMATS)}")
     return coerced
 
 
@@ -144,7 +144,7 @@ def parse_spec(text: str | os.PathLike[str]) -> ModelSpec:
     if not sep or backend not in BACKENDS or (len(backend) == 1 and os.name == "nt"):
         if Path(spec).suffix.lower() != ".gguf" and not Path(spec).exists() and ":" in spec:
             raise ModelSpecError(
-                f"unknown model backend {backend!r} in {redact(spec)!r}.\n  fix: start the spec with one of "
+                f"unknown model backend {backend!r} in {redact(spec)!r}.", fix=f"start the spec with one of "
                 f"{', '.join(BACKENDS)} (for example openai:gpt-4.1-mini), or pass a path to a .gguf file")
         return ModelSpec("llamacpp", spec)  # a bare path: a GGUF file, as before specs existed
     if backend in URL_BACKENDS:
@@ -161,10 +161,10 @@ def parse_spec(text: str | os.PathLike[str]) -> ModelSpec:
 def _parse_url_spec(backend: str, rest: str, spec: str) -> ModelSpec:
     parts = urlsplit(rest)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ModelSpecError(f"model spec {redact(spec)!r} needs a server URL.\n  fix: e.g. {_example(backend)}")
+        raise ModelSpecError(f"model spec {redact(spec)!r} needs a server URL.", fix=f"e.g. {_example(backend)}")
     if parts.password or parts.username:
         raise ModelSpecError(f"model spec {redact(spec)!r} carries credentials in its URL; the spec is recorded "
-                             "in the audit log.\n  fix: remove user:password@ and put the key in an environment "
+                             "in the audit log.", fix="remove user:password@ and put the key in an environment "
                              f"variable named by ?key_env=VAR (default {DEFAULT_KEY_ENV})")
     if not parts.fragment:
         raise ModelSpecError(f"model spec {redact(spec)!r} does not name the model served there.\n"
@@ -205,9 +205,9 @@ def read_config(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         with file.open("rb") as handle:
             document = tomllib.load(handle)
     except FileNotFoundError:
-        raise ModelSpecError(f"config file not found: {file}\n  fix: check the --config path") from None
+        raise ModelSpecError(f"config file not found: {file}", fix="check the --config path") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ModelSpecError(f"{file}: not valid TOML: {exc}\n  fix: correct the file (see README, "
+        raise ModelSpecError(f"{file}: not valid TOML: {exc}", fix="correct the file (see README, "
                              "'Model backends')") from None
     document["__path__"] = str(file)
     return document
@@ -224,7 +224,7 @@ def resolve_spec(cli_value: str | None = None, *, config: str | os.PathLike[str]
     document = read_config(config)
     table = document.get("model", {})
     if not isinstance(table, dict):
-        raise ModelSpecError(f"{document.get('__path__')}: 'model' must be a table.\n  fix: write [model] "
+        raise ModelSpecError(f"{document.get('__path__')}: 'model' must be a table.", fix="write [model] "
                              "then spec = \"...\" on the next line")
     unknown = set(table) - {"spec", *OPTION_TYPES}
     if unknown:
