@@ -116,7 +116,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from sopagent import Store
-    from sopagent.keys import create_key
+    from sopagent.server.keys import create_key
 
     pg = PostgresServer()
     try:

@@ -18,7 +18,7 @@ import httpx
 import uvicorn
 
 from postgres import free_port
-from sopagent.keys import create_key
+from sopagent.server.keys import create_key
 from sopagent.server.app import create_app
 from sopagent.server.config import ServeConfig
 from sopagent.server.service import Service

@@ -14,7 +14,7 @@ import pytest
 from postgres import fresh_postgres_url, postgres_server, postgres_url  # noqa: F401 (fixtures)
 from server_harness import (CARD, DISPUTE, ID_MARIA, LARGE_PAYMENT, LOST, Live, WebhookReceiver, say,
                             serve_in_thread)
-from sopagent.keys import revoke_key
+from sopagent.server.keys import revoke_key
 from sopagent.server.config import ServeConfig
 
 
@@ -82,7 +82,7 @@ def test_keys_and_scopes(live: Live) -> None:
 
 
 def _keys(live: Live) -> list:
-    from sopagent.keys import list_keys
+    from sopagent.server.keys import list_keys
 
     return list_keys(live.service.store)
 

@@ -189,7 +189,7 @@ def test_keys_never_appear_in_the_service_log_or_the_database(tmp_path: Path) ->
     db = f"sqlite:///{tmp_path / 'keys.db'}"
     customer, operator, revoked = cli_key(db, "customer"), cli_key(db, "operator"), cli_key(db, "customer")
     store = Store(db)
-    from sopagent.keys import authenticate, revoke_key
+    from sopagent.server.keys import authenticate, revoke_key
 
     revoked_key = authenticate(store, revoked)
     assert revoked_key is not None

@@ -11,7 +11,7 @@ import pytest
 
 from postgres import fresh_postgres_url, postgres_server, postgres_url  # noqa: F401 (fixtures)
 from server_harness import CARD, DISPUTE, ID_MARIA, LARGE_PAYMENT, Live, say, serve_in_thread
-from sopagent.keys import create_key, tenant_of
+from sopagent.server.keys import create_key, tenant_of
 from sopagent.server.config import ServeConfig
 
 
@@ -107,7 +107,7 @@ def test_key_names_are_unique_and_keys_made_before_tenants_belong_to_the_default
     from sqlalchemy import text
 
     from sopagent.errors import ApiKeyError
-    from sopagent.keys import authenticate, ensure_table
+    from sopagent.server.keys import authenticate, ensure_table
     from sopagent.store import Store
 
     store = Store(f"sqlite:///{tmp_path / 'old.db'}")

@@ -12,7 +12,7 @@ from typing import Annotated, AsyncIterator, Callable
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from sopagent.keys import CONVERSATION_SCOPE, ApiKey, authenticate, digest
+from sopagent.server.keys import CONVERSATION_SCOPE, ApiKey, authenticate, digest
 from sopagent.server.service import ApiProblem, Service
 
 bearer = HTTPBearer(auto_error=False, description="an API key from `sopagent keys create`")

@@ -67,7 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     """Create, revoke or list API keys."""
-    from sopagent import keys
+    from sopagent.server import keys
     from sopagent.store import Store
 
     store = Store(args.db)

@@ -13,7 +13,10 @@ from sqlmodel import col, select
 
 from sopagent.engine import Agent, TurnResult
 from sopagent.errors import ConversationError, SopAgentError, StoreError
-from sopagent.keys import (
+from sopagent.models.base import DecisionModel
+from sopagent.policy import Policy, load_policy
+from sopagent.server.config import ServeConfig
+from sopagent.server.keys import (
     ApiKey,
     ConversationOwner,
     claim_conversation,
@@ -23,9 +26,6 @@ from sopagent.keys import (
     owner_of,
     owners_of,
 )
-from sopagent.models.base import DecisionModel
-from sopagent.policy import Policy, load_policy
-from sopagent.server.config import ServeConfig
 from sopagent.server.limits import Limits
 from sopagent.server.runtime import ConversationLocks, QueuedModel, TurnAdmission, notify_webhook
 from sopagent.store import LANGUAGE_KEY, Conversation, Decision, Store
