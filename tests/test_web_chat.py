@@ -289,3 +289,35 @@ def test_a_german_page_gets_german_replies_and_a_german_chat(browser: Any, serve
     refused = httpx.post(f"{served.url}/v1/conversations", json={"policy": "card_services", "language": "fr"},
                          headers={"Authorization": f"Bearer {browser_key}"})
     assert refused.status_code == 422 and "en, de" in refused.json()["error"]
+
+
+def test_a_reload_shows_the_conversation_again_and_still_waits_for_the_held_reply(browser: Any, served: ServerProcess,
+                                                                                 db: str) -> None:
+    browser_key = cli_key(db, "browser")
+    page = browser.new_page()
+    page.goto(f"{served.url}/chat#key={browser_key}&policy=card_services")
+    page.get_by_text("Connected").wait_for()
+    for count, facts in enumerate((DISPUTE, ID_MARIA, LARGE_PAYMENT), start=1):
+        _send(page, say(facts))
+        page.locator(".from-agent").nth(count - 1).wait_for()
+    page.locator(".held").wait_for()
+    page.reload()  # the address has no key any more: the tab keeps it
+    page.get_by_text("Connected").wait_for()
+    assert page.locator(".from-customer .text").all_inner_texts() == [say(DISPUTE), say(ID_MARIA), say(LARGE_PAYMENT)]
+    assert page.locator(".from-agent").count() == 3 and page.locator(".held").count() == 1
+    ops = Operations(Store(db), "ana")
+    [pending] = ops.store.pending_decisions()
+    ops.approve(pending.id or 0, "checked")
+    page.locator(".from-agent.approved").wait_for()
+    assert "€899.00" in page.locator(".from-agent.approved .text").inner_text()
+    # another visitor's key cannot read this transcript; the back end's key can
+    other = httpx.post(f"{served.url}/v1/conversations", json={"policy": "card_services"},
+                       headers={"Authorization": f"Bearer {browser_key}"}).json()["conversation_key"]
+    assert httpx.get(f"{served.url}/v1/conversations/{pending.conversation_id}/transcript",
+                     headers={"Authorization": f"Bearer {other}"}).status_code == 404
+    # an ended conversation is not resumed: a reload starts a new one
+    _send(page, say({"intent": "nothing_else", "handoff": "not_requested"}))
+    page.get_by_text("This conversation has ended").wait_for()
+    page.reload()
+    page.get_by_text("Connected").wait_for()
+    assert page.locator(".message").count() == 0 and page.get_by_label("Your message").is_enabled()

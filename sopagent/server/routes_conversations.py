@@ -24,6 +24,8 @@ from sopagent.server.schemas import (
     Reply,
     StartConversation,
     Started,
+    Transcript,
+    TranscriptLine,
 )
 from sopagent.server.service import ApiProblem, Service, options_of
 from sopagent.status import ChosenBy, Status
@@ -110,6 +112,33 @@ def read_conversation(request: Request, key: AnyKey, conversation_id: str = Conv
                             step=conversation.step, turns=conversation.turns, customer_ref=conversation.customer_ref,
                             metadata=json.loads(conversation.metadata_json or "{}"), created_at=conversation.created_at,
                             decisions=decisions, actions=actions)
+
+
+@router.get("/conversations/{conversation_id}/transcript", response_model=Transcript, responses=ERRORS)
+def read_transcript(request: Request, key: WaitingKey, conversation_id: str = ConversationId) -> Transcript:
+    """What the customer wrote and what was sent to them (no facts, options or operator names): what a
+    chat page shows again after a reload. A conversation key may read its own conversation's."""
+    service = _service(request)
+    conversation = service.owned_conversation(conversation_id, key)
+    lines: list[TranscriptLine] = []
+    after, pending = 0, None
+    for row in service.store.transcript(conversation_id):
+        if isinstance(row, Decision):
+            if row.customer_text:
+                lines.append(TranscriptLine(seq=row.seq, speaker="customer", text=row.customer_text,
+                                            created_at=row.created_at))
+            if row.status == Status.PENDING:
+                pending = row.id
+        elif row.decision_id is not None and row.decision_id == pending:
+            pending = None  # settled by an operator
+        if row.sent_text:
+            operator = not isinstance(row, Decision) and row.action == "operator_reply"
+            lines.append(TranscriptLine(seq=row.seq, speaker="operator" if operator else "assistant",
+                                        text=row.sent_text, created_at=row.created_at))
+            after = max(after, row.seq) if operator else after
+    return Transcript(conversation_id=conversation_id, status=conversation.status,
+                      ended=conversation.status == "closed", lines=lines, after=after,
+                      pending_decision_id=pending if conversation.status == "awaiting_approval" else None)
 
 
 @router.get("/decisions/{decision_id}/delivery", name="delivery", response_model=Delivery, responses=ERRORS)

@@ -99,6 +99,27 @@ class OperatorReplies(BaseModel):
     after: int = Field(description="the chain position to pass as `after` next time")
 
 
+class TranscriptLine(BaseModel):
+    """One message of a conversation as its customer saw it."""
+
+    seq: int = Field(description="its place in the audit chain")
+    speaker: Literal["customer", "assistant", "operator"]
+    text: str
+    created_at: str
+
+
+class Transcript(BaseModel):
+    """What the customer wrote and what was sent to them, in order: what a chat page shows after a reload."""
+
+    conversation_id: str
+    status: str
+    ended: bool = Field(description="the conversation is closed")
+    lines: list[TranscriptLine]
+    after: int = Field(description="the chain position to pass as `after` to the operator-replies long-poll")
+    pending_decision_id: int | None = Field(None, description=(
+        "a reply waiting for an operator: long-poll /v1/decisions/{id}/delivery for it"))
+
+
 class DecisionView(BaseModel):
     """One recorded decision."""
 

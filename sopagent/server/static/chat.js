@@ -29,7 +29,15 @@
       endedState: "Gespräch beendet", log: "Gespräch",
     },
   };
-  const settings = new URLSearchParams(location.hash.slice(1));
+  const SETTINGS = "sopagent-chat-settings";  // the fragment leaves the address bar; a reload finds it here
+  let fragment = location.hash.slice(1);
+  try {
+    if (fragment) sessionStorage.setItem(SETTINGS, fragment);
+    else fragment = sessionStorage.getItem(SETTINGS) || "";
+  } catch (error) {
+    // storage refused (private mode): a reload then needs the address again
+  }
+  const settings = new URLSearchParams(fragment);
   const browserKey = settings.get("key");
   const policy = settings.get("policy");
   const language = settings.get("language");
@@ -117,18 +125,62 @@
     setComposer(false);
   }
 
+  const STORED = "sopagent-chat:" + policy;  // this tab's conversation, kept across reloads
+
+  async function resume() {
+    let saved;
+    try {
+      saved = JSON.parse(sessionStorage.getItem(STORED) || "null");
+    } catch (error) {
+      saved = null;
+    }
+    if (!saved || !saved.id || !saved.key) return false;
+    let transcript;
+    try {
+      transcript = await api("/v1/conversations/" + encodeURIComponent(saved.id) + "/transcript", saved.key);
+    } catch (error) {
+      transcript = null;
+    }
+    if (!transcript || transcript.ended) {  // gone, or over: a reload starts a new conversation
+      sessionStorage.removeItem(STORED);
+      return false;
+    }
+    conversation = saved;
+    let lastAssistant = null;
+    for (const line of transcript.lines) {
+      const who = { customer: words.you, assistant: words.assistant, operator: words.team }[line.speaker];
+      const item = show(line.speaker === "assistant" ? "agent" : line.speaker, line.text, who);
+      if (line.speaker === "assistant") lastAssistant = item;
+    }
+    operatorAfter = transcript.after;
+    if (transcript.pending_decision_id && lastAssistant) {
+      lastAssistant.classList.add("held");
+      lastAssistant.setAttribute("aria-busy", "true");
+      waitForApproval(new URL("/v1/decisions/" + transcript.pending_decision_id + "/delivery", location.href),
+                      lastAssistant);
+    }
+    return true;
+  }
+
   async function start() {
     if (!browserKey || !policy) {
       setState(words.notSetUp);
       return;
     }
-    try {
-      const body = language ? { policy, language } : { policy };
-      const started = await api("/v1/conversations", browserKey, { method: "POST", body: JSON.stringify(body) });
-      conversation = { id: started.conversation_id, key: started.conversation_key };
-    } catch (error) {
-      setState(words.unavailable + error.message);
-      return;
+    if (!(await resume())) {
+      try {
+        const body = language ? { policy, language } : { policy };
+        const started = await api("/v1/conversations", browserKey, { method: "POST", body: JSON.stringify(body) });
+        conversation = { id: started.conversation_id, key: started.conversation_key };
+      } catch (error) {
+        setState(words.unavailable + error.message);
+        return;
+      }
+      try {
+        sessionStorage.setItem(STORED, JSON.stringify(conversation));
+      } catch (error) {
+        // storage refused (private mode): the conversation still works, it is only not kept across reloads
+      }
     }
     setState(words.connected);
     setComposer(true);
