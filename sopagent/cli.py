@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from sopagent.effects import describe, shown_slots
 from sopagent.errors import AuthoringError, RunError, SopAgentError
 from sopagent.grounding import facts_lines
+from sopagent.models.base import WarmableModel
 from sopagent.models.embedded import progress_printer
 from sopagent.status import Status
 
@@ -32,7 +33,7 @@ def _load_agent(args: argparse.Namespace) -> Any:
     settings = agent_settings(config)
     print(f"loading model{' ' + redact(args.model) if args.model else ''} ...", file=sys.stderr)
     model = load_model(args.model, progress=progress_printer(sys.stderr), config=config)
-    if hasattr(model, "warm"):
+    if isinstance(model, WarmableModel):
         model.warm([step.facts for step in policy.steps.values() if step.facts.model_fields])
     confidence = args.confidence if args.confidence is not None else settings.get("confidence_threshold")
     return Agent(policy, model, store, confidence_threshold=confidence,

@@ -215,6 +215,7 @@ def run_test_files(files: Sequence[str], *, model_path: str | None = None, repea
     turn instead."""
     from sopagent.engine import Agent
     from sopagent.models import load_model
+    from sopagent.models.base import WarmableModel
     from sopagent.models.echo import EchoModel
     from sopagent.policy import load_policy
     from sopagent.store import Store
@@ -233,7 +234,7 @@ def run_test_files(files: Sequence[str], *, model_path: str | None = None, repea
         turn_ms: list[float] = []
         for path, test_file, policy_path in loaded:
             policy = load_policy(policy_path)
-            if hasattr(model, "warm"):
+            if isinstance(model, WarmableModel):
                 model.warm([s.facts for s in policy.steps.values() if s.facts.model_fields])
             file_passed = file_total = 0
             for test in test_file.tests:

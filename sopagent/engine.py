@@ -44,7 +44,13 @@ from sopagent.kernel import (
     views_json,
 )
 from sopagent.languages import LANGUAGE_PROBABILITIES, LANGUAGE_QUESTION, language_reading
-from sopagent.models.base import CallStats, ChatPrompt, DecisionModel
+from sopagent.models.base import (
+    CallStats,
+    ChatPrompt,
+    DecisionModel,
+    PromptCachingModel,
+    ReadingLaneModel,
+)
 from sopagent.outbox import EffectRunner
 from sopagent.policy import END, FOLLOW_UP_READINGS, NOT_SAID, NoFacts, OneOf, Option, Policy, Turn, one_token_fields
 from sopagent.redact import mask_sensitive
@@ -389,13 +395,12 @@ class Agent:
         (``prefetch``), so that the customer's next turn evaluates only their words and the task: call
         it while the customer types. Nothing is read, decided or recorded. Returns what it evaluated
         (None where there is nothing to prepare)."""
-        prefetch = getattr(self.model, "prefetch", None)
         conversation = self.store.get_conversation(conversation_id)
-        if not callable(prefetch) or conversation.status not in ("active", "awaiting_approval"):
+        if not isinstance(self.model, PromptCachingModel) or conversation.status not in ("active",
+                                                                                          "awaiting_approval"):
             return None
         context = prompts.conversation_text(self._history(conversation_id), "")
-        stats: CallStats = prefetch(ChatPrompt(self._system, context, ""), prompts.LATEST_MESSAGE)
-        return stats
+        return self.model.prefetch(ChatPrompt(self._system, context, ""), prompts.LATEST_MESSAGE)
 
     def _reads_language(self, conversation: Conversation) -> bool:
         """The policy reads the language from the first message, and the channel set none."""
@@ -460,8 +465,7 @@ class Agent:
     def _reading_model(self) -> DecisionModel:
         """The model for follow-up readings: the backend's own reading lane where it has one (a second
         llama.cpp context keeps their prompt prefix apart), else the agent's model."""
-        lane = getattr(self.model, "reading_lane", None)
-        return lane() if callable(lane) else self.model
+        return self.model.reading_lane() if isinstance(self.model, ReadingLaneModel) else self.model
 
     def _commit(self, conversation: Conversation, step_name: str, text: str, facts: BaseModel,
                 known: dict[str, Any], outcome: Outcome, clock: "_Clock", request_key: str | None = None) -> TurnResult:

@@ -151,3 +151,33 @@ class DecisionModel(Protocol):
     def choose(self, prompt: ChatPrompt, n_options: int) -> Choice:
         """Return the index of one of ``n_options`` labelled options, with all probabilities."""
         ...
+
+
+# --- abilities some backends have ------------------------------------------------------------------
+
+
+@runtime_checkable
+class WarmableModel(Protocol):
+    """A backend that compiles a policy's constraints ahead of its first turn."""
+
+    def warm(self, schemas: list[type[BaseModel]], max_options: int = 8) -> None:
+        """Compile the constraints of ``schemas`` and of choices among up to ``max_options``."""
+        ...
+
+
+@runtime_checkable
+class PromptCachingModel(Protocol):
+    """A backend that keeps a prompt prefix in a cache and can fill it ahead of a call."""
+
+    def prefetch(self, prompt: ChatPrompt, upto: str) -> CallStats | None:
+        """Evaluate ``prompt`` as rendered up to the last ``upto`` into the cache; decode nothing."""
+        ...
+
+
+@runtime_checkable
+class ReadingLaneModel(Protocol):
+    """A backend with a second context for follow-up readings, so they keep their own cached prefix."""
+
+    def reading_lane(self) -> DecisionModel:
+        """The model follow-up readings run on."""
+        ...

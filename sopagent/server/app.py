@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sopagent.errors import ApiKeyError, ConversationError, SopAgentError, StoreError
-from sopagent.models.base import DecisionModel
+from sopagent.models.base import DecisionModel, WarmableModel
 from sopagent.server import openai_compat, routes_conversations, routes_operator, routes_web
 from sopagent.server.config import ServeConfig
 from sopagent.server.limits import LimitExceeded
@@ -36,7 +36,7 @@ def load_serving_model(spec: str | None, threads: int | None = None) -> Decision
 def create_app(config: ServeConfig, model: DecisionModel | None = None) -> FastAPI:
     """Build the service: policies loaded, store opened, model ready (``model`` overrides ``config.model``)."""
     service = Service(config, model if model is not None else load_serving_model(config.model, config.model_threads))
-    if hasattr(service.model.inner, "warm"):
+    if isinstance(service.model.inner, WarmableModel):
         for agent in service.agents.values():
             service.model.inner.warm([s.facts for s in agent.policy.steps.values() if s.facts.model_fields])
     app = FastAPI(title="sopagent", version="0.1.0",

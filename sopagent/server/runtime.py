@@ -18,10 +18,11 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from sopagent.errors import CapacityError, ModelError, StoreError
-from sopagent.models.base import CallStats, ChatPrompt, Choice, DecisionModel, Extraction, M
+from sopagent.models.base import CallStats, ChatPrompt, Choice, DecisionModel, Extraction, M, PromptCachingModel
 
 log = logging.getLogger("sopagent.server")
 R = TypeVar("R", Extraction, Choice)
+T = TypeVar("T")
 
 
 class QueuedModel:
@@ -52,15 +53,16 @@ class QueuedModel:
     def prefetch(self, prompt: ChatPrompt, upto: str) -> CallStats | None:
         """Queue the inner model's ``prefetch`` only while no call waits (it must never delay a turn);
         returns at once, None."""
-        prefetch = getattr(self.inner, "prefetch", None)
+        if not isinstance(self.inner, PromptCachingModel):
+            return None
         with self._count:
-            if not callable(prefetch) or self._queued:
+            if self._queued:
                 return None
             self._queued += 1
-        self._worker.submit(self._counted, prefetch, prompt, upto)
+        self._worker.submit(self._counted, self.inner.prefetch, prompt, upto)
         return None
 
-    def _counted(self, fn: Callable[..., R], *args: Any) -> R:
+    def _counted(self, fn: Callable[..., T], *args: Any) -> T:
         try:
             return fn(*args)
         finally:
