@@ -253,10 +253,6 @@ def build_parser() -> argparse.ArgumentParser:
     common(run, model=False)
     run.set_defaults(func=cmd_effects_run)
 
-    from sopagent.audit.cli import add_parser as add_audit  # audit: list, show, export, verify, replay, erase
-
-    add_audit(sub)
-
     supervise = sub.add_parser("supervise", help="operator console: watch, approve, take over, audit")
     common(supervise)
     supervise.add_argument("--operator", help="your name, recorded on every action (default: login name)")
@@ -264,13 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     supervise.add_argument("--poll", type=float, default=1.0, help="seconds between database polls")
     supervise.set_defaults(func=cmd_supervise)
 
-    from sopagent.server.cli import register as register_server  # serve, keys (their imports stay lazy)
+    # commands with their own module, each registered by its `register(sub)` (their imports stay lazy):
+    # audit (list, show, export, verify, replay, erase), serve and keys, eval star
+    from sopagent.audit import cli as audit_cli
+    from sopagent.eval.star import cli as star_cli
+    from sopagent.server import cli as server_cli
 
-    register_server(sub)
-
-    from sopagent.eval.star.cli import add_parser as add_eval_parser  # registers `eval star`
-
-    add_eval_parser(sub)
+    for module in (audit_cli, server_cli, star_cli):
+        module.register(sub)
     return parser
 
 

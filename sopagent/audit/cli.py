@@ -9,7 +9,7 @@ from typing import Any
 from sopagent.audit.query import AuditFilter
 
 
-def add_parser(sub: Any) -> None:
+def register(sub: Any) -> None:
     """Register ``audit`` and its subcommands on the main parser's subparsers."""
     audit = sub.add_parser("audit", help="query, export, verify, replay and erase the audit log")
     cmds = audit.add_subparsers(dest="audit_command", required=True)

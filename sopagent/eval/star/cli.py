@@ -14,7 +14,7 @@ DEFAULT_DATA_DIR = Path("data") / "star"
 """Relative to the current folder (the repository root)."""
 
 
-def add_parser(sub: Any) -> None:
+def register(sub: Any) -> None:
     """Register ``eval star`` under the ``sopagent`` command's subparsers."""
     evaluate = sub.add_parser("eval", help="benchmarks on public data sets")
     benchmarks = evaluate.add_subparsers(dest="benchmark", required=True)
