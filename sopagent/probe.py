@@ -102,8 +102,8 @@ def load_probe_file(path: str | Path) -> tuple[ProbeFile, Path]:
         raise ConversationTestError(f"cannot read probe file {source}: {exc}") from exc
     except ValidationError as exc:
         problem = exc.errors()[0]
-        raise ConversationTestError(f"{source}: {'.'.join(map(str, problem['loc']))}: {problem['msg']}\n"
-                                    "  fix: see `sopagent probe --help` for the format") from exc
+        raise ConversationTestError(f"{source}: {'.'.join(map(str, problem['loc']))}: {problem['msg']}",
+                                    fix="see `sopagent probe --help` for the format") from exc
     return probe, (source.parent / probe.policy).resolve()
 
 

@@ -64,8 +64,8 @@ def _scripted_from_file(path: str) -> DecisionModel:
         with open(path, encoding="utf-8") as handle:
             script = json.load(handle)
     except (OSError, ValueError) as exc:
-        raise ModelUnavailableError(f"cannot read the scripted model {path}: {exc}\n"
-                                    '  fix: give a JSON file {"facts": [...], "choices": [...]}') from exc
+        raise ModelUnavailableError(f"cannot read the scripted model {path}: {exc}",
+                                    fix='give a JSON file {"facts": [...], "choices": [...]}') from exc
     return ScriptedModel(facts=script.get("facts", []), choices=script.get("choices", []))
 
 
@@ -87,5 +87,5 @@ def build_model(spec: ModelSpec, *, progress: Callable[[int, int], None] | None 
         return TransformersModel(spec.target)
     from sopagent.errors import ModelSpecError
 
-    raise ModelSpecError(f"the {spec.backend!r} backend is not available in this installation.\n"
-                         "  fix: use llamacpp:, openai:, openai-compatible:, vllm: or transformers:")
+    raise ModelSpecError(f"the {spec.backend!r} backend is not available in this installation.",
+                         fix="use llamacpp:, openai:, openai-compatible:, vllm: or transformers:")

@@ -31,8 +31,8 @@ try:
     from outlines.processors import OutlinesLogitsProcessor
     from transformers import AutoModelForCausalLM, AutoTokenizer
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ModelUnavailableError(f"the transformers backend needs torch and transformers ({exc}).\n"
-                                f"  fix: {INSTALL_HINT}") from exc
+    raise ModelUnavailableError(f"the transformers backend needs torch and transformers ({exc}).",
+                                fix=INSTALL_HINT) from exc
 
 GEMMA_ALIAS = "gemma3-270m"
 

@@ -43,8 +43,8 @@ try:  # imported lazily by users who only need the scripted model
     from outlines_core import Guide
 except ImportError as exc:  # pragma: no cover - exercised only on broken installs
     raise ModelUnavailableError(
-        f"the llama.cpp backend needs llama-cpp-python and outlines ({exc}).\n"
-        "  fix: pip install -e . (builds llama-cpp-python from source, about 5 minutes)") from exc
+        f"the llama.cpp backend needs llama-cpp-python and outlines ({exc}).",
+        fix="pip install -e . (builds llama-cpp-python from source, about 5 minutes)") from exc
 
 FORCED = 0.9999
 """A decoded token whose constrained probability is at least this had no alternative (the constraint
@@ -201,8 +201,8 @@ class LlamaCppModel(LocalConstrainedModel):
             llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                           seed=seed, verbose=False)
         except (ValueError, RuntimeError) as exc:
-            raise ModelUnavailableError(f"llama.cpp could not load {path}: {exc}\n"
-                                        "  fix: check that the file is a GGUF model") from exc
+            raise ModelUnavailableError(f"llama.cpp could not load {path}: {exc}",
+                                        fix="check that the file is a GGUF model") from exc
         self.llama = llama
         self.name = f"llamacpp:{path.name}"
         self._settings: dict[str, Any] = {"model_path": path, "n_ctx": n_ctx, "n_threads": threads, "seed": seed,

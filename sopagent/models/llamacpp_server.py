@@ -43,8 +43,8 @@ def llamacpp_server(model_path: str | Path, *, n_ctx: int = 4096, n_threads: int
     try:
         import llama_cpp.server  # noqa: F401
     except ImportError as exc:
-        raise ModelUnavailableError(f"llama-cpp-python's server is not installed ({exc}).\n"
-                                    "  fix: pip install 'llama-cpp-python[server]'") from exc
+        raise ModelUnavailableError(f"llama-cpp-python's server is not installed ({exc}).",
+                                    fix="pip install 'llama-cpp-python[server]'") from exc
     port = free_port()
     threads = n_threads or max(1, os.cpu_count() or 2)
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",

@@ -227,8 +227,8 @@ class LocalConstrainedModel:
         try:
             constrained, _ = self._run(text, processor, 6)
         except ModelError as exc:
-            raise ConstraintNotEnforcedError(f"constrained decoding failed at start-up: {exc}\n"
-                                             f"  fix: {self.constraint_install_fix}") from exc
+            raise ConstraintNotEnforcedError(f"constrained decoding failed at start-up: {exc}",
+                                             fix=self.constraint_install_fix) from exc
         if not re.fullmatch(SELF_TEST_REGEX, constrained):
             raise ConstraintNotEnforcedError(
                 f"constrained decoding is NOT being applied by {self.name} (asked for {SELF_TEST_REGEX!r}, got "

@@ -62,8 +62,8 @@ try:
     from outlines.inputs import Chat
     from outlines.types import JsonSchema
 except ImportError as exc:  # pragma: no cover - broken installs only
-    raise ModelUnavailableError(f"the OpenAI backends need openai and outlines ({exc}).\n"
-                                "  fix: pip install -e .") from exc
+    raise ModelUnavailableError(f"the OpenAI backends need openai and outlines ({exc}).",
+                                fix="pip install -e .") from exc
 
 MAX_FACTS_TOKENS = 256
 MAX_CHOICE_TOKENS = 16

@@ -151,8 +151,8 @@ def parse_spec(text: str | os.PathLike[str]) -> ModelSpec:
         return _parse_url_spec(backend, rest, spec)
     target, _, query = rest.partition("?")
     if not target:
-        raise ModelSpecError(f"model spec {spec!r} names no {'model' if backend == 'openai' else 'path'}.\n"
-                             f"  fix: e.g. {_example(backend)}")
+        raise ModelSpecError(f"model spec {spec!r} names no {'model' if backend == 'openai' else 'path'}.",
+                             fix=f"e.g. {_example(backend)}")
     if backend == "llamacpp" and target in ("embedded", "default"):
         target = "embedded"
     return ModelSpec(backend, target, None, _parse_options(query, spec))
@@ -167,8 +167,8 @@ def _parse_url_spec(backend: str, rest: str, spec: str) -> ModelSpec:
                              "in the audit log.", fix="remove user:password@ and put the key in an environment "
                              f"variable named by ?key_env=VAR (default {DEFAULT_KEY_ENV})")
     if not parts.fragment:
-        raise ModelSpecError(f"model spec {redact(spec)!r} does not name the model served there.\n"
-                             f"  fix: add #MODEL-NAME, e.g. {_example(backend)}")
+        raise ModelSpecError(f"model spec {redact(spec)!r} does not name the model served there.",
+                             fix=f"add #MODEL-NAME, e.g. {_example(backend)}")
     base = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
     return ModelSpec(backend, base, parts.fragment, _parse_options(parts.query, spec))
 
@@ -228,8 +228,8 @@ def resolve_spec(cli_value: str | None = None, *, config: str | os.PathLike[str]
                              "then spec = \"...\" on the next line")
     unknown = set(table) - {"spec", *OPTION_TYPES}
     if unknown:
-        raise ModelSpecError(f"{document['__path__']}: unknown key(s) in [model]: {', '.join(sorted(unknown))}.\n"
-                             f"  fix: use spec, {', '.join(OPTION_TYPES)}")
+        raise ModelSpecError(f"{document['__path__']}: unknown key(s) in [model]: {', '.join(sorted(unknown))}.",
+                             fix=f"use spec, {', '.join(OPTION_TYPES)}")
     if cli_value:
         text, source = cli_value, "--model"
     elif env.get(MODEL_ENV):
@@ -252,6 +252,6 @@ def agent_settings(config: str | os.PathLike[str] | None = None) -> dict[str, An
     allowed = {"confidence_threshold": float, "approve_when_confidence_unknown": bool}
     unknown = set(table) - set(allowed)
     if unknown:
-        raise ModelSpecError(f"{document['__path__']}: unknown key(s) in [agent]: {', '.join(sorted(unknown))}.\n"
-                             f"  fix: use {', '.join(allowed)}")
+        raise ModelSpecError(f"{document['__path__']}: unknown key(s) in [agent]: {', '.join(sorted(unknown))}.",
+                             fix=f"use {', '.join(allowed)}")
     return {key: _coerce(key, value, allowed[key]) for key, value in table.items()}

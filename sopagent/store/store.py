@@ -68,8 +68,8 @@ class Store:
         try:
             self.engine: Engine = create_engine(self.url, connect_args=connect_args)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
-            raise StoreError(f"cannot open the audit store {self.url!r}: {exc}\n"
-                             "  fix: pass --db sqlite:///PATH or a valid database URL") from exc
+            raise StoreError(f"cannot open the audit store {self.url!r}: {exc}",
+                             fix="pass --db sqlite:///PATH or a valid database URL") from exc
         if self.url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
@@ -78,15 +78,15 @@ class Store:
                 self._create_schema()
         except Timeout as exc:
             raise StoreError(f"cannot initialise the audit store {self.url!r}: another process held {exc.lock_file} "
-                             f"for over {timeout_s:g} s\n"
-                             "  fix: wait for the other process to finish opening it, or remove the .lock file if "
+                             f"for over {timeout_s:g} s",
+                             fix="wait for the other process to finish opening it, or remove the .lock file if "
                              "no sopagent process is running", retryable=True) from exc
         except OSError as exc:
-            raise StoreError(f"cannot initialise the audit store {self.url!r}: {exc}\n"
-                             "  fix: check that the folder exists and is writable") from exc
+            raise StoreError(f"cannot initialise the audit store {self.url!r}: {exc}",
+                             fix="check that the folder exists and is writable") from exc
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot initialise the audit store {self.url!r}: {_short(exc)}\n"
-                             "  fix: check that the path is writable and the server is reachable",
+            raise StoreError(f"cannot initialise the audit store {self.url!r}: {_short(exc)}",
+                             fix="check that the path is writable and the server is reachable",
                              retryable=True) from exc
 
     def _first_open_lock(self, timeout_s: float) -> contextlib.AbstractContextManager[Any]:
