@@ -121,3 +121,28 @@ def test_cli_reports_a_bad_spec_or_config_without_a_traceback(tmp_path: Path, ca
     status = main(["chat", str(root / "policies" / "card_services.py"), "--db", db, "--config", str(config)])
     err = capsys.readouterr().err
     assert status == 3 and "approve_when_confidence_unknown" in err and "fix:" in err
+
+
+@pytest.mark.parametrize("text, backend, target", [("echo", "echo", "0"), ("echo:0.05", "echo", "0.05"),
+                                                    ("scripted:answers.json", "scripted", "answers.json")])
+def test_the_test_models_are_specs_like_the_others(text: str, backend: str, target: str) -> None:
+    spec = parse_spec(text)
+    assert (spec.backend, spec.target) == (backend, target)
+
+
+def test_an_echo_delay_that_is_not_one_says_how_to_write_it() -> None:
+    with pytest.raises(ModelSpecError, match=r"echo:soon is not a delay\n  fix: write echo or echo:SECONDS"):
+        parse_spec("echo:soon")
+
+
+def test_the_echo_model_comes_from_the_environment_or_the_config_file_too(tmp_path, monkeypatch) -> None:
+    from sopagent.models import load_model
+    from sopagent.models.echo import EchoModel
+
+    monkeypatch.delenv("SOPAGENT_MODEL", raising=False)
+    config = tmp_path / "sopagent.toml"
+    config.write_text('[model]\nspec = "echo:0.01"\n')
+    model = load_model(config=config)
+    assert isinstance(model, EchoModel) and model.delay_s == 0.01
+    monkeypatch.setenv("SOPAGENT_MODEL", "echo")
+    assert isinstance(load_model(), EchoModel)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from sopagent.models.base import OPTION_LABELS, ChatPrompt, Choice, DecisionModel, Extraction
+from sopagent.models.base import OPTION_LABELS, ChatPrompt, Choice, DecisionModel, Extraction, SelfTestingModel
 from sopagent.models.scripted import ScriptedModel
 from sopagent.models.spec import MODEL_ENV, ModelSpec, parse_spec, resolve_spec
 
@@ -15,9 +15,6 @@ __all__ = ["ChatPrompt", "Choice", "DecisionModel", "Extraction", "OPTION_LABELS
 ECHO = "echo"
 """Test model: ``--model echo`` (or ``echo:DELAY_S``) reads the facts from the customer's message as JSON
 (:class:`~sopagent.models.echo.EchoModel`); ``sopagent test`` sends a test turn's ``given`` facts."""
-
-SCRIPTED_PREFIX = "scripted:"
-"""Test aid: ``--model scripted:FILE.json`` runs a ScriptedModel (JSON ``{"facts": [...], "choices": [...]}``)."""
 
 
 def load_model(spec: str | None = None, *, self_test: bool = True,
@@ -31,26 +28,14 @@ def load_model(spec: str | None = None, *, self_test: bool = True,
     enforced is never returned. ``threads`` is the CPU threads of an in-process llama.cpp model
     when the spec does not set ``?threads=`` itself.
     """
-    chosen = spec or os.environ.get(MODEL_ENV)
-    if chosen and chosen.startswith(SCRIPTED_PREFIX):
-        return _scripted_from_file(chosen.removeprefix(SCRIPTED_PREFIX))
-    if chosen and (chosen == ECHO or chosen.startswith(ECHO + ":")):
-        from sopagent.errors import ModelSpecError
-        from sopagent.models.echo import EchoModel
-
-        delay = chosen.partition(":")[2]
-        try:
-            return EchoModel(float(delay) if delay else 0.0)
-        except ValueError as exc:
-            raise ModelSpecError(f"echo:{delay} is not a delay; write echo or echo:SECONDS (e.g. echo:0.05)") from exc
     parsed = resolve_spec(spec, config=config).spec
     if threads and parsed.option("threads") is None:
         from dataclasses import replace
 
         parsed = replace(parsed, options={**parsed.options, "threads": threads})
     model = build_model(parsed, progress=progress)
-    if self_test:
-        model.self_test()  # type: ignore[attr-defined]
+    if self_test and isinstance(model, SelfTestingModel):
+        model.self_test()
     return model
 
 
@@ -71,6 +56,12 @@ def _scripted_from_file(path: str) -> DecisionModel:
 
 def build_model(spec: ModelSpec, *, progress: Callable[[int, int], None] | None = None) -> DecisionModel:
     """Construct the backend for a parsed spec (no self-test)."""
+    if spec.backend == "echo":
+        from sopagent.models.echo import EchoModel
+
+        return EchoModel(float(spec.target))
+    if spec.backend == "scripted":
+        return _scripted_from_file(spec.target)
     if spec.backend == "llamacpp":
         from sopagent.models.embedded import embedded_model_path
         from sopagent.models.llamacpp import LlamaCppModel

@@ -157,6 +157,15 @@ class DecisionModel(Protocol):
 
 
 @runtime_checkable
+class SelfTestingModel(Protocol):
+    """A backend that proves at start-up that it applies the constraint (every one but the test models)."""
+
+    def self_test(self) -> None:
+        """Raise :class:`~sopagent.errors.ConstraintNotEnforcedError` unless the constraint is applied."""
+        ...
+
+
+@runtime_checkable
 class WarmableModel(Protocol):
     """A backend that compiles a policy's constraints ahead of its first turn."""
 

@@ -8,6 +8,8 @@ A spec is ``BACKEND:TARGET`` (see the README table)::
     openai-compatible:http://host:8000/v1#model      any OpenAI-compatible server
     vllm:http://host:8000/v1#model                   a vLLM server
     transformers:PATH                                a Hugging Face model folder or GGUF file
+    echo  /  echo:0.05                               the test model: facts from the message as JSON
+    scripted:answers.json                            the test model that answers from a script
 
 A bare path keeps meaning a GGUF file, and no spec means the embedded model. Options follow a
 ``?`` as ``key=value`` pairs joined by ``&`` (``openai:gpt-4.1-mini?key_env=TEAM_KEY&timeout=20``).
@@ -35,8 +37,10 @@ MODEL_ENV = "SOPAGENT_MODEL"
 CONFIG_FILE = "sopagent.toml"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
-BACKENDS = ("llamacpp", "openai", "openai-compatible", "vllm", "transformers", "scripted")
-"""Known backend names (``scripted`` is reserved for the test model)."""
+BACKENDS = ("llamacpp", "openai", "openai-compatible", "vllm", "transformers", "echo", "scripted")
+"""Known backend names; ``echo`` and ``scripted`` are the test models (:data:`TEST_BACKENDS`)."""
+TEST_BACKENDS = ("echo", "scripted")
+"""Test models: no language model, no start-up self-test."""
 URL_BACKENDS = ("openai-compatible", "vllm")
 OPTION_TYPES: dict[str, type] = {"key_env": str, "timeout": float, "retries": int, "format": str,
                                  "logprobs": bool, "threads": int}
@@ -140,6 +144,15 @@ def parse_spec(text: str | os.PathLike[str]) -> ModelSpec:
     spec = str(text).strip()
     if not spec:
         return ModelSpec("llamacpp", "embedded")
+    if spec == "echo" or spec.startswith("echo:"):
+        delay = spec.partition(":")[2] or "0"
+        try:
+            if float(delay) < 0:
+                raise ValueError(delay)
+        except ValueError:
+            raise ModelSpecError(f"echo:{delay} is not a delay", fix="write echo or echo:SECONDS (e.g. echo:0.05)") \
+                from None
+        return ModelSpec("echo", delay)
     backend, sep, rest = spec.partition(":")
     if not sep or backend not in BACKENDS or (len(backend) == 1 and os.name == "nt"):
         if Path(spec).suffix.lower() != ".gguf" and not Path(spec).exists() and ":" in spec:
