@@ -244,15 +244,20 @@ class LlamaCppModel(LocalConstrainedModel):
         """A rendered prompt's tokens, with the BOS token where the model's vocabulary asks for one."""
         return self.llama.tokenize(text.encode(), add_bos=True, special=True)
 
-    def _generate(self, tokens: list[int], processor: Any, max_tokens: int,
-                  stop: list[str] | None = None) -> tuple[str, CallStats, str | None]:
-        """Greedy generation after ``tokens`` under ``processor``; llama.cpp re-uses the longest
-        prefix they share with its KV cache. Returns the text, its cost and why it finished."""
+    def _cached_prefix(self, tokens: list[int]) -> int:
+        """How many of ``tokens``, from the start, llama.cpp's KV cache holds already."""
         reused = 0
         for cached, new in zip(self.llama.input_ids[: self.llama.n_tokens], tokens):
             if cached != new:
                 break
             reused += 1
+        return reused
+
+    def _generate(self, tokens: list[int], processor: Any, max_tokens: int,
+                  stop: list[str] | None = None) -> tuple[str, CallStats, str | None]:
+        """Greedy generation after ``tokens`` under ``processor``; llama.cpp re-uses the longest
+        prefix they share with its KV cache. Returns the text, its cost and why it finished."""
+        reused = self._cached_prefix(tokens)
         started = time.perf_counter()
         try:
             # Outlines' own adapter turns the processor into llama.cpp's argument, as in its generate()
@@ -281,11 +286,7 @@ class LlamaCppModel(LocalConstrainedModel):
         (:func:`next_key`) where the constraint's guide accepts it. The prefix shared with llama.cpp's
         KV cache is reused. Returns the text, its cost and why it finished (``stop`` at the brace)."""
         llama = self.llama
-        reused = 0
-        for cached, new in zip(llama.input_ids[: llama.n_tokens], tokens):
-            if cached != new:
-                break
-            reused += 1
+        reused = self._cached_prefix(tokens)
         reused = min(reused, len(tokens) - 1)  # the last prompt token is evaluated for its logits
         started = time.perf_counter()
         constraint = self.outlines_model.type_adapter.format_output_type(processor)
@@ -389,11 +390,7 @@ class LlamaCppModel(LocalConstrainedModel):
             return CallStats()
         tokens = self._prompt_tokens(text[:cut])
         llama = self.llama
-        reused = 0
-        for cached, new in zip(llama.input_ids[: llama.n_tokens], tokens):
-            if cached != new:
-                break
-            reused += 1
+        reused = self._cached_prefix(tokens)
         started = time.perf_counter()
         llama.n_tokens = reused
         try:
