@@ -116,9 +116,8 @@ class TurnResult:
 def facts_prompt(system: str, context: str, schema: type[BaseModel], text: str) -> ChatPrompt:
     """How the model is asked for a step's facts: one lettered label for a :class:`OneOf`, else JSON."""
     if issubclass(schema, OneOf):
-        in_system = schema.listed_in_system or schema.question_in_system
-        texts = None if in_system else list(schema.options.values())
-        question = "" if schema.question_in_system else schema.question.replace("{message}", text)
+        texts = None if schema.in_policy_text else list(schema.options.values())
+        question = "" if schema.in_policy_text else schema.question.replace("{message}", text)
         return prompts.classification_prompt(system, context, question, texts)
     return prompts.extraction_prompt(system, context, schema)
 

@@ -74,9 +74,12 @@ class OneOf(Facts):
     Instead of generating JSON, the engine asks the model's choice API (one forward step over
     the letters A, B, C...) and fills ``probabilities`` with every label's probability, so a step
     can weigh the model's reading against what the procedure expects. Subclass it and set
-    ``options`` (label -> description, in order, at most 26). With ``listed_in_system`` the
-    lettered options are already part of the policy description (built with
-    :meth:`lettered_options`), which keeps them in the model's cached prompt prefix.
+    ``options`` (label -> description, in order, at most 26).
+
+    With ``in_policy_text`` the lettered options and the question are told once, in the policy's
+    description (put :meth:`system_instructions` in it), instead of after the conversation: every
+    reading then shares its whole prompt with the previous one up to the conversation's new lines,
+    which the model's prompt cache keeps. Worth it where many options are read on every turn.
     """
 
     label: str | None = None
@@ -87,11 +90,9 @@ class OneOf(Facts):
     question: ClassVar[str] = ("The customer's latest message is: \"{message}\"\n"
                                "Which of the kinds listed above is it?")
     """Asked after the conversation; ``{message}`` is replaced by the customer's latest message."""
-    listed_in_system: ClassVar[bool] = False
-    question_in_system: ClassVar[bool] = False
-    """The question is in the policy description too (built with :meth:`system_instructions`), so
-    nothing is asked after the conversation and the prompt a reading evaluates anew is only the
-    conversation's new lines."""
+    in_policy_text: ClassVar[bool] = False
+    """The options and the question are in the policy's description (:meth:`system_instructions`),
+    so nothing is asked after the conversation; the question then cannot name ``{message}``."""
 
     @model_validator(mode="after")
     def _known_label(self) -> "OneOf":
@@ -108,11 +109,9 @@ class OneOf(Facts):
 
     @classmethod
     def system_instructions(cls) -> str:
-        """The lettered options and, with ``question_in_system``, the question, for a policy description."""
+        """The lettered options and the question, for the policy description of an ``in_policy_text`` reading."""
         from sopagent.prompts import LETTER_ONLY
 
-        if not cls.question_in_system:
-            return cls.lettered_options()
         return f"{cls.lettered_options()}\nFor each conversation you are shown, answer: {cls.question} {LETTER_ONLY}"
 
 
@@ -479,11 +478,8 @@ class Policy:
             raise PolicyError(f"step facts must be a Pydantic model class, got {facts!r}",
                               fix="declare `class MyFacts(Facts): ...` and pass facts=MyFacts")
 
-        if issubclass(facts, OneOf) and facts.question_in_system and "{message}" in facts.question:
-            raise PolicyError(f"{facts.__name__}.question names {{message}}, but question_in_system puts the "
-                              "question in the system text, which is the same for every message",
-                              fix="drop {message} from the question (the message is the conversation's last line) "
-                                  "or set question_in_system = False")
+        if issubclass(facts, OneOf) and facts.in_policy_text:
+            self._check_in_policy_text(facts)
 
         def register(function: StepFunction) -> StepFunction:
             step_name = name or function.__name__
@@ -495,6 +491,19 @@ class Policy:
             return function
 
         return register
+
+    def _check_in_policy_text(self, facts: type[OneOf]) -> None:
+        """Refuse an ``in_policy_text`` reading whose options and question the description does not tell."""
+        if "{message}" in facts.question:
+            raise PolicyError(f"{facts.__name__}.question names {{message}}, but in_policy_text puts the "
+                              "question in the system text, which is the same for every message",
+                              fix="drop {message} from the question (the message is the conversation's last line) "
+                                  "or set in_policy_text = False")
+        if facts.system_instructions() not in self.description:
+            raise PolicyError(f"{facts.__name__} is read with in_policy_text, but the description of policy "
+                              f"{self.name!r} does not tell its options and question",
+                              fix=f"end the description with {facts.__name__}.system_instructions(), "
+                                  "or set in_policy_text = False")
 
     def guard(self, function: Callable[[Turn[Any, Any]], list[Option] | None]
               ) -> Callable[[Turn[Any, Any]], list[Option] | None]:

@@ -236,23 +236,43 @@ def test_shared_model_queue_wait_is_recorded_apart_from_model_time(card_policy, 
         assert delay_s * 1000 * 0.9 <= lap["extract"] < delay_s * 1000 * 1.8
 
 
-def test_a_question_told_in_the_system_text_cannot_name_the_message(tmp_path: Path) -> None:
+def test_a_reading_told_in_the_policy_text_is_checked_against_the_description(tmp_path: Path) -> None:
     from sopagent.errors import PolicyError
     from sopagent.policy import OneOf, Policy
 
     class Kind(OneOf):
         options = {"lost": "lost card", "fee": "fee refund"}
         question = "The customer wrote \"{message}\". Which kind is it?"
-        question_in_system = True
+        in_policy_text = True
 
     policy = Policy(name="p", version="1", catalog=tmp_path / "c.yaml", start="s", fallback="f")
-    with pytest.raises(PolicyError, match="question_in_system") as error:
+    with pytest.raises(PolicyError, match="in_policy_text") as error:
         policy.step(facts=Kind, name="s")(lambda turn: [])
     assert "drop {message}" in str(error.value)
     Kind.question = "Which kind is the customer's latest message?"
-    policy.step(facts=Kind, name="s")(lambda turn: [])
+    with pytest.raises(PolicyError, match="does not tell its options") as error:
+        policy.step(facts=Kind, name="s")(lambda turn: [])
+    assert "Kind.system_instructions()" in str(error.value)
+    told = Policy(name="p", version="1", catalog=tmp_path / "c.yaml", start="s", fallback="f",
+                  description="card services. Messages are of these kinds:\n" + Kind.system_instructions())
+    told.step(facts=Kind, name="s")(lambda turn: [])
     assert "Which kind is the customer's latest message? Answer with the letter only." in Kind.system_instructions()
     assert Kind.system_instructions().startswith("A) lost card\nB) fee refund\n")
+
+
+def test_a_reading_told_in_the_policy_text_asks_nothing_after_the_conversation() -> None:
+    from sopagent.engine import facts_prompt
+    from sopagent.policy import OneOf
+
+    class Kind(OneOf):
+        options = {"lost": "lost card", "fee": "fee refund"}
+        question = "Which kind is the customer's latest message?"
+
+    asked = facts_prompt("SYSTEM", "Customer: my card is gone", Kind, "my card is gone")
+    Kind.in_policy_text = True
+    told = facts_prompt("SYSTEM", "Customer: my card is gone", Kind, "my card is gone")
+    assert "lost card" in asked.messages()[-1]["content"] and "Which kind" in asked.messages()[-1]["content"]
+    assert "lost card" not in told.messages()[-1]["content"] and "Which kind" not in told.messages()[-1]["content"]
 
 
 @pytest.mark.parametrize("reading, response", [([0.7, 0.3], "complaint_acknowledged"), ([0.55, 0.45], "ask_how_to_help")])

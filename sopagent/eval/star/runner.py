@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from sopagent.eval.star.adapter import RecordedDialogue, build_policy, step_name
+from sopagent.eval.star.adapter import KNOWN_ALLOWED, RecordedDialogue, build_policy, step_name
 from sopagent.eval.star.data import KB_BOOKKEEPING_FIELDS, QUERY_LABELS, Case, Event, TaskSchema, format_item
 from sopagent.models.base import CallStats, ChatPrompt, Choice, DecisionModel, Extraction, M
 from sopagent.policy import FOLLOW_UP_READINGS
@@ -38,30 +38,24 @@ class UniformModel:
         return Choice(index=0, probabilities=[1.0 / n_options] * n_options, raw="A", stats=CallStats())
 
 
-def event_line(event: Event, hidden_fields: tuple[str, ...] = KB_BOOKKEEPING_FIELDS,
-               query_parameters: bool = False) -> str:
+def event_line(event: Event, hidden_fields: tuple[str, ...] = KB_BOOKKEEPING_FIELDS) -> str:
     """What the model is shown of one event of the dialogue.
 
     A knowledge-base query is shown by its label only (``[query_book]``): its parameters repeat what
-    the customer said (``query_parameters`` shows them). A result is shown whole but its
-    ``hidden_fields``, which name the API and the database row (:data:`KB_BOOKKEEPING_FIELDS`).
-    Every other event is shown as recorded. The event itself keeps everything for the policy.
+    the customer said. A result is shown whole but its ``hidden_fields``, which name the API and the
+    database row (:data:`KB_BOOKKEEPING_FIELDS`). Every other event is shown as recorded. The event
+    itself keeps everything for the policy.
     """
-    if event.role == "agent" and event.action in QUERY_LABELS and not query_parameters:
+    if event.role == "agent" and event.action in QUERY_LABELS:
         return f"[{event.action}]"
     if event.role == "backend" and event.item:
         return f"[result] {format_item(event.item, hidden_fields)}"
     return event.text
 
 
-def transcript(history: Iterable[Event], hidden_fields: tuple[str, ...] = KB_BOOKKEEPING_FIELDS,
-               query_parameters: bool = False) -> list[tuple[str, str]]:
-    """The dialogue so far as (role, text) lines for the prompt (:func:`event_line` for each event).
-
-    Leaving out the queries' parameters and the results' bookkeeping fields cut the tokens the
-    message readings evaluate over all cases from 211,653 to 174,084 (``benchmarks/star_tokens.py``).
-    """
-    return [(ROLE_NAMES[e.role], event_line(e, hidden_fields, query_parameters)) for e in history]
+def transcript(history: Iterable[Event]) -> list[tuple[str, str]]:
+    """The dialogue so far as (role, text) lines for the prompt (:func:`event_line` for each event)."""
+    return [(ROLE_NAMES[e.role], event_line(e)) for e in history]
 
 
 def read_done(path: Path) -> dict[str, dict[str, Any]]:
@@ -139,7 +133,7 @@ class Runner:
         result = agent.replay(conversation_id, transcript(case.history), step, customer_text)
         latency = (time.perf_counter() - started) * 1000
         known = json.loads(self.store.get_conversation(conversation_id).known_json)
-        allowed = list(known.get("star_allowed") or [])
+        allowed = list(known.get(KNOWN_ALLOWED) or [])
         return {
             "case_id": case.case_id, "dialogue_id": case.dialogue_id, "task": case.task, "domain": case.domain,
             "gold": case.gold, "pred": result.response_id, "allowed": allowed,
