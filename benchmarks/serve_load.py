@@ -1,30 +1,45 @@
-"""Load test of ``sopagent serve``: N concurrent conversations of T turns on loopback.
+"""``sopagent serve`` under load on loopback, each figure measured in the same run as its baseline.
 
-Starts a throwaway PostgreSQL 15 (as the test suite does) and ``sopagent serve --workers W`` on it,
-drives every conversation concurrently with httpx, then checks that every turn was answered and
-recorded exactly once and that the audit chain verifies. Prints throughput, latency percentiles and
-the ratio of end-to-end time to model time measured in the same run:
+* ``load``: N concurrent conversations of T turns. Starts a throwaway PostgreSQL 15 (as the test suite
+  does) and ``sopagent serve --workers W`` on it, drives every conversation concurrently with httpx, then
+  checks that every turn was answered and recorded exactly once and that the audit chain verifies. Prints
+  throughput, latency percentiles and the ratio of end-to-end time to model time:
 
-* model time = with the echo model, its fixed delay times the model calls each recorded turn made
-  (exact); with a real model, the ``extract``/``choose`` laps the engine recorded (the model's own
-  time: the wait in the process's FIFO model queue is recorded apart, as ``model_queue``);
-* overhead ratio = the run's wall time / (model time / worker processes): with one model per
-  process the model is the bottleneck, so 1.0 means the service adds nothing around it.
+  - model time = with the echo model, its fixed delay times the model calls each recorded turn made
+    (exact); with a real model, the ``extract``/``choose`` laps the engine recorded (the model's own
+    time: the wait in the process's FIFO model queue is recorded apart, as ``model_queue``);
+  - overhead ratio = the run's wall time / (model time / worker processes): with one model per
+    process the model is the bottleneck, so 1.0 means the service adds nothing around it.
 
-    python benchmarks/serve_load.py --model echo:0.05 --conversations 200 --turns 5 --workers 2
-    flock /tmp/sopagent-model.lock python benchmarks/serve_load.py --model embedded --conversations 200 \
-        --turns 5 --workers 2 --model-timeout 7200
+  Exits 1 when a request failed, a turn was lost or recorded twice, a reply came from the fallback, or
+  the audit chain does not verify.
+* ``flood``: does one key's flood of long-polls starve everyone else? Starts ``sopagent serve`` (echo
+  model, SQLite), holds one pending decision, then opens ``--polls`` long-polls on it from one key (at
+  most ``sopagent serve --long-polls-per-key`` of them are held open, the rest are answered 429 at once)
+  while a second key keeps asking ``/healthz`` and posting turns. Prints ``/healthz`` and turn latency
+  before the flood and during it, side by side, and how the flood's requests were answered.
+
+Run::
+
+    .venv/bin/python benchmarks/serve_load.py load --model echo:0.05 --conversations 200 --turns 5 --workers 2
+    flock /tmp/sopagent-model.lock .venv/bin/python benchmarks/serve_load.py load --model embedded \\
+        --conversations 200 --turns 5 --workers 2 --model-timeout 7200
+    .venv/bin/python benchmarks/serve_load.py flood --polls 10000
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
+import multiprocessing
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import httpx
 
@@ -32,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from postgres import PostgresServer  # noqa: E402
-from server_harness import ServerProcess  # noqa: E402
+from server_harness import ServerProcess, cli_key  # noqa: E402
 
 N = "not_requested"
 ECHO_SCRIPT = [{"intent": "lost_or_stolen_card", "handoff": N},
@@ -86,6 +101,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def drive(url: str, key: str, conversations: int, turns: int, script: list[str],
                 timeout_s: float) -> dict:
+    """Run ``conversations`` conversations at once; their latencies, errors, decision ids and wall time."""
     latencies: list[float] = []
     errors: list[str] = []
     decision_ids: list[int] = []
@@ -103,18 +119,8 @@ async def drive(url: str, key: str, conversations: int, turns: int, script: list
             "answered": sum(answered)}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--conversations", type=int, default=200)
-    parser.add_argument("--turns", type=int, default=5)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--model", default="echo:0.05", help="echo:DELAY_S, a GGUF path, or 'embedded'")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads of the model per worker (default: sopagent serve's, cores / workers)")
-    parser.add_argument("--model-timeout", type=float, default=600.0,
-                        help="seconds a turn may wait for the model, queue included (the client waits 60 s more)")
-    args = parser.parse_args()
-
+def measure_load(args: argparse.Namespace) -> int:
+    """``load``: concurrent conversations on PostgreSQL; 0 when every turn was answered and recorded once."""
     from sopagent import Store
     from sopagent.server.keys import create_key
 
@@ -172,6 +178,124 @@ def main() -> int:
 def _embedded(db: str, extra: list[str]) -> ServerProcess:
     """``sopagent serve`` with the embedded model (no --model): a ServerProcess whose model is the default."""
     return ServerProcess(db, *extra, model="", start_timeout_s=400)
+
+
+DISPUTE = {"intent": "dispute_payment", "handoff": N}
+IDENTITY = {"card_last4": "4821", "date_of_birth": "1985-03-14", "handoff": N}
+LARGE = {"payment_date": "2026-11-15", "amount": 899.0, "merchant": "Techland Store", "handoff": N}
+LOST = {"intent": "lost_or_stolen_card", "handoff": N}
+
+
+async def probe(client: httpx.AsyncClient, key: str, seconds: float) -> tuple[list[float], list[float]]:
+    """``/healthz`` and one-turn latencies (ms) of a well-behaved key for ``seconds``."""
+    health, turns = [], []
+    headers = {"Authorization": f"Bearer {key}"}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        (await client.get("/healthz")).raise_for_status()
+        health.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        cid = (await client.post("/v1/conversations", json={"policy": "card_services"}, headers=headers)).json()[
+            "conversation_id"]
+        (await client.post(f"/v1/conversations/{cid}/messages", json={"text": json.dumps(LOST)},
+                           headers=headers)).raise_for_status()
+        turns.append((time.perf_counter() - started) * 1000)
+        await asyncio.sleep(0.05)
+    return health, turns
+
+
+async def flood(url: str, key: str, polls: int, wait: float) -> collections.Counter[str]:
+    """``polls`` concurrent long-polls of ``url`` with ``key``; how they were answered."""
+    limits = httpx.Limits(max_connections=polls, max_keepalive_connections=0)
+    outcomes: collections.Counter[str] = collections.Counter()
+    async with httpx.AsyncClient(limits=limits, timeout=wait + 30,
+                                 headers={"Authorization": f"Bearer {key}"}) as client:
+        async def one() -> None:
+            """One long-poll; count its status code or its error."""
+            try:
+                outcomes[str((await client.get(url, params={"wait": wait})).status_code)] += 1
+            except httpx.HTTPError as exc:
+                outcomes[type(exc).__name__] += 1
+        await asyncio.gather(*(one() for _ in range(polls)))
+    return outcomes
+
+
+def flood_process(url: str, key: str, polls: int, wait: float, results: "multiprocessing.Queue[dict]") -> None:
+    """The flood in a process of its own, so its event loop never delays the probe's."""
+    results.put(dict(asyncio.run(flood(url, key, polls, wait))))
+
+
+def nearest_rank(values: list[float], fraction: float) -> float:
+    """The sorted value at ``fraction`` (0-1) of the way up, or NaN for no values."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else float("nan")
+
+
+async def flood_run(args: argparse.Namespace) -> None:
+    """Probe a quiet server, then the same server under the flood, and print both side by side."""
+    with tempfile.TemporaryDirectory() as scratch:
+        db = f"sqlite:///{scratch}/audit.db"
+        flooder, other = cli_key(db, "customer"), cli_key(db, "customer")
+        server = ServerProcess(db)
+        try:
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+                headers = {"Authorization": f"Bearer {flooder}"}
+                cid = (await client.post("/v1/conversations", json={"policy": "card_services"},
+                                         headers=headers)).json()["conversation_id"]
+                for facts in (DISPUTE, IDENTITY):
+                    await client.post(f"/v1/conversations/{cid}/messages", json={"text": json.dumps(facts)},
+                                      headers=headers)
+                held = (await client.post(f"/v1/conversations/{cid}/messages", json={"text": json.dumps(LARGE)},
+                                          headers=headers)).json()
+                quiet_health, quiet_turns = await probe(client, other, args.probe_seconds)
+                results: multiprocessing.Queue[dict] = multiprocessing.Queue()
+                flooding = multiprocessing.Process(target=flood_process, args=(
+                    held["delivery_url"], flooder, args.polls, args.wait, results))
+                flooding.start()
+                await asyncio.sleep(2.0)  # let the flood open its connections
+                busy_health, busy_turns = await probe(client, other, args.probe_seconds)
+                outcomes = results.get(timeout=args.wait + 120)
+                flooding.join(30)
+        finally:
+            server.stop()
+    print(f"flood: {args.polls} long-polls from one key (in another process), answered {outcomes}")
+    print(f"{'':24}{'quiet p50':>10}{'p95':>9}{'flood p50':>11}{'p95':>9}{'ratio p50':>11}")
+    for name, quiet, busy in (("/healthz ms", quiet_health, busy_health), ("turn ms (other key)", quiet_turns,
+                                                                          busy_turns)):
+        print(f"{name:24}{nearest_rank(quiet, 0.5):10.1f}{nearest_rank(quiet, 0.95):9.1f}"
+              f"{nearest_rank(busy, 0.5):11.1f}{nearest_rank(busy, 0.95):9.1f}"
+              f"{statistics.median(busy) / statistics.median(quiet):11.2f}")
+
+
+def measure_flood(args: argparse.Namespace) -> None:
+    """``flood``: /healthz and turn latency of one key, quiet and while another key floods long-polls."""
+    asyncio.run(flood_run(args))
+
+
+def main() -> int:
+    """Parse the command line, run one measurement and return its exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    text = "concurrent conversations on sopagent serve and PostgreSQL: throughput, latency, wall / model time"
+    load = commands.add_parser("load", help=text, description=text)
+    load.add_argument("--conversations", type=int, default=200, help="conversations, all at once")
+    load.add_argument("--turns", type=int, default=5, help="turns per conversation")
+    load.add_argument("--workers", type=int, default=2, help="sopagent serve --workers")
+    load.add_argument("--model", default="echo:0.05", help="echo:DELAY_S, a GGUF path, or 'embedded'")
+    load.add_argument("--threads", type=int, default=None,
+                      help="CPU threads of the model per worker (default: sopagent serve's, cores / workers)")
+    load.add_argument("--model-timeout", type=float, default=600.0,
+                      help="seconds a turn may wait for the model, queue included (the client waits 60 s more)")
+    text = "one key's flood of long-polls: /healthz and turn latency of another key, quiet and during it"
+    flood_parser = commands.add_parser("flood", help=text, description=text)
+    flood_parser.add_argument("--polls", type=int, default=10_000, help="long-polls the flooding key opens at once")
+    flood_parser.add_argument("--wait", type=float, default=20.0, help="seconds each long-poll asks to wait")
+    flood_parser.add_argument("--probe-seconds", type=float, default=8.0,
+                              help="seconds the other key is probed, quiet and again during the flood")
+    args = parser.parse_args()
+    measures: dict[str, Callable[[argparse.Namespace], int | None]] = {"load": measure_load, "flood": measure_flood}
+    return measures[args.command](args) or 0
 
 
 if __name__ == "__main__":

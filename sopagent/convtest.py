@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sopagent.errors import ConversationTestError, RunError
 from sopagent.grounding import UNGROUNDED, facts_lines
 from sopagent.policy import OneOf
+from sopagent.settings import Settings
 
 
 class Expectation(BaseModel):
@@ -206,16 +207,15 @@ def run_conversation(agent: Any, test: ConversationTest, send_given: bool = Fals
     return outcomes
 
 
-def run_test_files(files: Sequence[str], *, model_path: str | None = None, repeat: int = 1,
+def run_test_files(files: Sequence[str], *, settings: Settings | None = None, repeat: int = 1,
                    db: str | None = None, out: TextIO, model: Any = None, select: str | None = None,
                    explain: bool = False, jsonl: bool = False) -> int:
     """Run test files (with ``select``, only the tests whose name contains it), print per-turn pass/fail,
     a line per file and a summary; exit status 0 only if all pass. ``explain`` adds each turn's reply,
     facts (with probabilities and what was not taken) and latency; ``jsonl`` prints one JSON object per
-    turn instead."""
-    from sopagent.engine import Agent
-    from sopagent.models import load_model
-    from sopagent.models.base import WarmableModel
+    turn instead. ``settings`` name the model (unless ``model`` is given) and the agent's settings; the
+    conversations are recorded in ``db``, else in a scratch database removed afterwards."""
+    from sopagent.compose import build_agent, open_model, warm_for
     from sopagent.models.echo import EchoModel
     from sopagent.policy import load_policy
     from sopagent.store import Store
@@ -225,8 +225,9 @@ def run_test_files(files: Sequence[str], *, model_path: str | None = None, repea
     if chosen == 0:
         raise ConversationTestError(f"no test name contains {select!r} in {', '.join(files)}"
                                     if select else f"no tests in {', '.join(files)}")
+    settings = settings if settings is not None else Settings.load()
     if model is None:
-        model = load_model(model_path)
+        model = open_model(settings)
     send_given = isinstance(model, EchoModel)
     with tempfile.TemporaryDirectory() as scratch:
         store = Store(db or f"sqlite:///{scratch}/tests.db")
@@ -234,15 +235,14 @@ def run_test_files(files: Sequence[str], *, model_path: str | None = None, repea
         turn_ms: list[float] = []
         for path, test_file, policy_path in loaded:
             policy = load_policy(policy_path)
-            if isinstance(model, WarmableModel):
-                model.warm([s.facts for s in policy.steps.values() if s.facts.model_fields])
+            warm_for(model, policy)
             file_passed = file_total = 0
             for test in test_file.tests:
                 if select and select not in test.name:
                     continue
                 runs_ok = 0
                 for run in range(1, repeat + 1):
-                    agent = Agent(policy, model, store, tools=policy.make_tools())
+                    agent = build_agent(policy, settings, model=model, store=store, tools=policy.make_tools())
                     outcomes = run_conversation(agent, test, send_given, test_file.language)
                     unsafe += sum(len(o.unexpected_actions) for o in outcomes)
                     not_taken += sum(o.not_taken for o in outcomes)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from sopagent.errors import ModelSpecError, ModelUnavailableError
-from sopagent.models import build_model, load_model, parse_spec, resolve_spec
-from sopagent.models.spec import agent_settings
+from sopagent.models import build_model, load_model, parse_spec, spec_of
+from sopagent.settings import Settings
 
 
 @pytest.mark.parametrize("text, backend, target, model", [
@@ -59,40 +59,71 @@ def test_bad_specs_say_how_to_fix_them_without_echoing_secrets(text: str, needle
     assert "sk-live-123" not in message and "hunter2" not in message
 
 
-def test_precedence_cli_then_env_then_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_precedence_flag_then_env_then_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "sopagent.toml"
-    config.write_text('[model]\nspec = "openai:gpt-4.1-mini"\ntimeout = 12\nkey_env = "TEAM_KEY"\n')
+    config.write_text('db = "team.db"\n[model]\nspec = "openai:gpt-4.1-mini"\ntimeout = 12\nkey_env = "TEAM_KEY"\n'
+                      '[agent]\nconfidence_threshold = 0.6\n')
     monkeypatch.chdir(tmp_path)
-    assert resolve_spec(None, environ={}).spec.target == "gpt-4.1-mini"  # ./sopagent.toml
-    settings = resolve_spec(None, environ={"SOPAGENT_MODEL": "vllm:http://h/v1#m"})
-    assert settings.spec.backend == "vllm" and settings.source == "$SOPAGENT_MODEL"
-    assert settings.spec.options == {"timeout": 12.0, "key_env": "TEAM_KEY"}  # config options still apply
-    cli = resolve_spec("openai:gpt-4.1?timeout=3", environ={"SOPAGENT_MODEL": "vllm:http://h/v1#m"})
-    assert cli.spec.target == "gpt-4.1" and cli.spec.options["timeout"] == 3.0 and cli.source == "--model"
+    monkeypatch.delenv("SOPAGENT_MODEL", raising=False)
+    monkeypatch.delenv("SOPAGENT_DB", raising=False)
+    settings = Settings.load()  # ./sopagent.toml
+    assert spec_of(settings).target == "gpt-4.1-mini" and settings.database_url() == "sqlite:///team.db"
+    assert settings.config_path == str(config)
+    monkeypatch.setenv("SOPAGENT_MODEL", "vllm:http://h/v1#m")
+    monkeypatch.setenv("SOPAGENT_AGENT__CONFIDENCE_THRESHOLD", "0.8")
+    from_env = Settings.load()
+    assert spec_of(from_env).backend == "vllm" and from_env.agent.confidence_threshold == 0.8
+    assert spec_of(from_env).options == {"timeout": 12.0, "key_env": "TEAM_KEY"}  # config options still apply
+    flags = Settings.load(model="openai:gpt-4.1?timeout=3", db="other.db", agent={"confidence_threshold": 0.5})
+    spec = spec_of(flags)
+    assert spec.target == "gpt-4.1" and spec.options["timeout"] == 3.0 and spec.options["key_env"] == "TEAM_KEY"
+    assert flags.database_url() == "sqlite:///other.db" and flags.agent.confidence_threshold == 0.5
 
 
 def test_no_spec_anywhere_means_the_embedded_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    settings = resolve_spec(None, environ={})
-    assert settings.spec.display == "llamacpp:embedded" and settings.source == "default"
+    monkeypatch.delenv("SOPAGENT_MODEL", raising=False)
+    settings = Settings.load()
+    assert spec_of(settings).display == "llamacpp:embedded" and settings.config_path is None
 
 
-def test_explicit_config_file_and_its_errors(tmp_path: Path) -> None:
+def test_explicit_config_file_and_its_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SOPAGENT_MODEL", raising=False)
     good = tmp_path / "prod.toml"
     good.write_text('[model]\nspec = "transformers:gemma3-270m"\n[agent]\napprove_when_confidence_unknown = true\n'
                     "confidence_threshold = 0.6\n")
-    assert resolve_spec(None, config=good, environ={}).spec.backend == "transformers"
-    assert agent_settings(good) == {"approve_when_confidence_unknown": True, "confidence_threshold": 0.6}
+    settings = Settings.load(good)
+    assert spec_of(settings).backend == "transformers"
+    assert settings.agent.model_dump() == {"approve_when_confidence_unknown": True, "confidence_threshold": 0.6}
     broken = tmp_path / "broken.toml"
     broken.write_text("[model\nspec = 1\n")
     with pytest.raises(ModelSpecError, match="not valid TOML"):
-        resolve_spec(None, config=broken, environ={})
+        Settings.load(broken)
     typo = tmp_path / "typo.toml"
     typo.write_text('[model]\nspecs = "openai:gpt"\n')
-    with pytest.raises(ModelSpecError, match="unknown key.*specs"):
-        resolve_spec(None, config=typo, environ={})
+    with pytest.raises(ModelSpecError, match=r"typo.toml: unknown key\(s\) in \[model\]: specs") as caught:
+        Settings.load(typo)
+    assert "use spec, key_env" in str(caught.value)
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text("[agent]\nconfidence_threshold = 2\n")
+    with pytest.raises(ModelSpecError, match=r"confidence_threshold in \[agent\]") as caught:
+        Settings.load(wrong)
+    assert "fix:" in str(caught.value)
     with pytest.raises(ModelSpecError, match="not found"):
-        resolve_spec(None, config=tmp_path / "missing.toml", environ={})
+        Settings.load(tmp_path / "missing.toml")
+
+
+def test_every_command_reads_the_config_file_it_is_given(tmp_path: Path) -> None:
+    from sopagent.cli import build_parser
+
+    config = tmp_path / "team.toml"
+    config.write_text('db = "team.db"\n[model]\nspec = "echo"\n')
+    parser = build_parser()
+    for argv in (["chat", "p.py"], ["test", "t.yaml"], ["serve", "p.py"], ["supervise"], ["audit", "verify"],
+                 ["audit", "replay", "--policy", "p.py"], ["keys", "list"], ["effects", "run", "p.py"], ["probe", "p.py"]):
+        settings = Settings.from_args(parser.parse_args([*argv, "--config", str(config)]))
+        assert settings.database_url() == "sqlite:///team.db", argv
+        assert settings.model == "echo", argv
 
 
 def test_openai_without_a_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,7 @@ from sopagent.engine import Agent
 from sopagent.models.scripted import ScriptedModel
 from sopagent.operations import Operations
 from sopagent.store import Store
-from sopagent.waiting import ResolutionWatcher
+from sopagent.chat.watcher import ResolutionWatcher
 
 FEE = {"intent": "fee_refund", "handoff": "not_requested"}
 

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from sopagent.audit.query import AuditFilter
+from sopagent.settings import Settings, add_setting_flags
 
 
 def register(sub: Any) -> None:
@@ -55,7 +56,6 @@ def register(sub: Any) -> None:
     p = cmds.add_parser("replay", help="re-run recorded conversations under another policy version")
     p.add_argument("--policy", required=True, help="policy file, or stored policy version id (#3)")
     filters(p)
-    p.add_argument("--model", help="GGUF file for turns whose model input changed (default: embedded model)")
     p.add_argument("--max-changed-share", type=float, default=None,
                    help="exit 1 when more than this share (0..1) of replayed turns would change")
     p.add_argument("--details", action="store_true", help="print every changed turn")
@@ -70,8 +70,8 @@ def register(sub: Any) -> None:
     p.add_argument("--operator", default="retention")
     p.add_argument("--reason", default="")
     p.set_defaults(audit_func=cmd_purge)
-    for command in cmds.choices.values():
-        command.add_argument("--db", help="audit store URL (default $SOPAGENT_DB or sqlite:///sopagent.db)")
+    for name, command in cmds.choices.items():  # replay runs the model for the turns whose input changed
+        add_setting_flags(command, model=name == "replay")
     audit.set_defaults(func=run)
 
 
@@ -81,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _store(args: argparse.Namespace) -> Any:
-    from sopagent.store import Store
+    from sopagent.compose import open_store
 
-    return Store(args.db)
+    return open_store(Settings.from_args(args))
 
 
 def _filter(args: argparse.Namespace) -> AuditFilter:
@@ -212,11 +212,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     policy = load_policy_spec(store, args.policy)
 
     def model_factory() -> Any:
-        from sopagent.models import load_model
+        from sopagent.compose import open_model
         from sopagent.models.embedded import progress_printer
+        from sopagent.models.spec import redact
 
-        print(f"loading model{' ' + args.model if args.model else ''} for changed turns ...", file=sys.stderr)
-        return load_model(args.model, progress=progress_printer(sys.stderr))
+        settings = Settings.from_args(args)
+        print(f"loading model{' ' + redact(settings.model) if settings.model else ''} for changed turns ...",
+              file=sys.stderr)
+        return open_model(settings, progress=progress_printer(sys.stderr))
 
     report = replay(store, policy, _filter(args), model_factory)
     changes = report.changes

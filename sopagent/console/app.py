@@ -17,6 +17,7 @@ from textual.binding import Binding
 from sopagent.errors import SopAgentError
 from sopagent.models.base import DecisionModel
 from sopagent.operations import Operations
+from sopagent.settings import Settings
 from sopagent.store import Store
 
 Progress = Callable[[int, int], None]
@@ -26,13 +27,13 @@ ModelFactory = Callable[[Progress], DecisionModel]
 DEFAULT_POLICIES = Path("policies")
 
 
-def default_model_factory(model_path: str | None = None) -> ModelFactory:
-    """A factory that loads the real model (``model_path``, ``$SOPAGENT_MODEL`` or the embedded one)."""
+def default_model_factory(settings: Settings | None = None) -> ModelFactory:
+    """A factory that loads the model the settings name (default: :meth:`Settings.load`)."""
 
     def build(progress: Progress) -> DecisionModel:
-        from sopagent.models import load_model
+        from sopagent.compose import open_model
 
-        return load_model(model_path, progress=progress)
+        return open_model(settings if settings is not None else Settings.load(), progress=progress)
 
     return build
 
@@ -48,7 +49,8 @@ class ConsoleApp(App[None]):
     ]
 
     def __init__(self, store: Store, operator: str, *, model_factory: ModelFactory | None = None,
-                 policies_dir: Path | str = DEFAULT_POLICIES, poll_interval: float = 1.0) -> None:
+                 policies_dir: Path | str = DEFAULT_POLICIES, poll_interval: float = 1.0,
+                 settings: Settings | None = None) -> None:
         """
         Args:
             store: the audit store agents write to.
@@ -56,12 +58,14 @@ class ConsoleApp(App[None]):
             model_factory: builds the model for "try a policy" (tests pass a ScriptedModel).
             policies_dir: where "try a policy" lists policy files.
             poll_interval: seconds between database polls (0 turns polling off; refresh with ctrl+r).
+            settings: the model and agent settings of "try a policy" (default: :meth:`Settings.load`).
         """
         super().__init__()
+        self.settings = settings if settings is not None else Settings.load()
         self.store = store
         self.ops = Operations(store, operator)
         self.operator = self.ops.operator
-        self.model_factory = model_factory or default_model_factory()
+        self.model_factory = model_factory or default_model_factory(self.settings)
         self.policies_dir = Path(policies_dir)
         self.poll_interval = poll_interval
         self.sub_title = f"operator {self.operator}  |  {store.url}"
@@ -137,7 +141,8 @@ class ConsoleApp(App[None]):
 
 
 def create_app(store: Store, operator: str, *, model_factory: ModelFactory | None = None,
-               policies_dir: Path | str = DEFAULT_POLICIES, poll_interval: float = 1.0) -> ConsoleApp:
+               policies_dir: Path | str = DEFAULT_POLICIES, poll_interval: float = 1.0,
+               settings: Settings | None = None) -> ConsoleApp:
     """Build the console app (the one factory the CLI, the tests and the benchmark use)."""
     return ConsoleApp(store, operator, model_factory=model_factory, policies_dir=policies_dir,
-                      poll_interval=poll_interval)
+                      poll_interval=poll_interval, settings=settings)

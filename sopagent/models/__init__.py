@@ -7,10 +7,11 @@ from typing import Callable
 
 from sopagent.models.base import OPTION_LABELS, ChatPrompt, Choice, DecisionModel, Extraction, SelfTestingModel
 from sopagent.models.scripted import ScriptedModel
-from sopagent.models.spec import MODEL_ENV, ModelSpec, parse_spec, resolve_spec
+from sopagent.models.spec import ModelSpec, parse_spec, spec_of
+from sopagent.settings import Settings
 
 __all__ = ["ChatPrompt", "Choice", "DecisionModel", "Extraction", "OPTION_LABELS", "ScriptedModel",
-           "MODEL_ENV", "ModelSpec", "build_model", "load_model", "parse_spec", "resolve_spec"]
+           "ModelSpec", "build_model", "load_model", "parse_spec", "spec_of"]
 
 ECHO = "echo"
 """Test model: ``--model echo`` (or ``echo:DELAY_S``) reads the facts from the customer's message as JSON
@@ -19,16 +20,17 @@ ECHO = "echo"
 
 def load_model(spec: str | None = None, *, self_test: bool = True,
                progress: Callable[[int, int], None] | None = None,
-               config: str | os.PathLike[str] | None = None, threads: int | None = None) -> DecisionModel:
+               config: str | os.PathLike[str] | None = None, threads: int | None = None,
+               settings: Settings | None = None) -> DecisionModel:
     """Load the model a spec names (see :mod:`sopagent.models.spec`).
 
-    ``spec`` (``--model``), else ``$SOPAGENT_MODEL``, else the config file's ``[model] spec``,
-    else the embedded default. A bare path is a GGUF file under llama.cpp, as before. The
-    constraint self-test runs unless ``self_test`` is False; a model whose constraint is not
-    enforced is never returned. ``threads`` is the CPU threads of an in-process llama.cpp model
-    when the spec does not set ``?threads=`` itself.
+    ``settings`` name it; without them, ``spec`` (``--model``), else ``$SOPAGENT_MODEL``, else the
+    config file's ``[model] spec`` (``config``, else ``./sopagent.toml``), else the embedded default
+    (:meth:`Settings.load`). The constraint self-test runs unless ``self_test`` is False; a model
+    whose constraint is not enforced is never returned. ``threads`` is the CPU threads of an
+    in-process llama.cpp model when the spec does not set ``?threads=`` itself.
     """
-    parsed = resolve_spec(spec, config=config).spec
+    parsed = spec_of(settings if settings is not None else Settings.load(config, model=spec))
     if threads and parsed.option("threads") is None:
         from dataclasses import replace
 

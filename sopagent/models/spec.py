@@ -17,24 +17,21 @@ Secrets never go in a spec: API keys are read from the environment variable the 
 (``key_env``, default ``OPENAI_API_KEY``), so :attr:`ModelSpec.display` -- what the audit log
 records as the model -- never holds one.
 
-The spec comes from ``--model``, else ``$SOPAGENT_MODEL``, else the ``[model]`` table of the
-config file (``--config PATH``, else ``sopagent.toml`` in the current folder), else the embedded
-model.
+The spec is the ``model`` setting (:mod:`sopagent.settings`): ``--model``, else ``$SOPAGENT_MODEL``,
+else the ``[model]`` table of the config file, else the embedded model.
 """
 
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from sopagent.errors import ModelSpecError
+from sopagent.settings import Settings
 
-MODEL_ENV = "SOPAGENT_MODEL"
-CONFIG_FILE = "sopagent.toml"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
 BACKENDS = ("llamacpp", "openai", "openai-compatible", "vllm", "transformers", "echo", "scripted")
@@ -197,74 +194,8 @@ def _example(backend: str) -> str:
     }[backend]
 
 
-@dataclass(frozen=True)
-class ModelSettings:
-    """Where the spec came from and the config file's defaults for options."""
-
-    spec: ModelSpec
-    source: str
-    """``--model``, ``$SOPAGENT_MODEL``, the config file's path, or ``default``."""
-
-
-def read_config(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """The config file as a dict: ``path``, else ``./sopagent.toml`` if it exists, else empty."""
-    if path is None:
-        candidate = Path.cwd() / CONFIG_FILE
-        if not candidate.is_file():
-            return {}
-        path = candidate
-    file = Path(path)
-    try:
-        with file.open("rb") as handle:
-            document = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ModelSpecError(f"config file not found: {file}", fix="check the --config path") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ModelSpecError(f"{file}: not valid TOML: {exc}", fix="correct the file (see README, "
-                             "'Model backends')") from None
-    document["__path__"] = str(file)
-    return document
-
-
-def resolve_spec(cli_value: str | None = None, *, config: str | os.PathLike[str] | None = None,
-                 environ: Mapping[str, str] | None = None) -> ModelSettings:
-    """The spec in force: ``--model``, else ``$SOPAGENT_MODEL``, else the config file, else embedded.
-
-    Options set in the config file's ``[model]`` table (``key_env``, ``timeout``, ``retries``,
-    ``format``, ``logprobs``) apply unless the spec itself sets them.
-    """
-    env = os.environ if environ is None else environ
-    document = read_config(config)
-    table = document.get("model", {})
-    if not isinstance(table, dict):
-        raise ModelSpecError(f"{document.get('__path__')}: 'model' must be a table.", fix="write [model] "
-                             "then spec = \"...\" on the next line")
-    unknown = set(table) - {"spec", *OPTION_TYPES}
-    if unknown:
-        raise ModelSpecError(f"{document['__path__']}: unknown key(s) in [model]: {', '.join(sorted(unknown))}.",
-                             fix=f"use spec, {', '.join(OPTION_TYPES)}")
-    if cli_value:
-        text, source = cli_value, "--model"
-    elif env.get(MODEL_ENV):
-        text, source = env[MODEL_ENV], f"${MODEL_ENV}"
-    elif table.get("spec"):
-        text, source = str(table["spec"]), str(document["__path__"])
-    else:
-        text, source = "", "default"
-    spec = parse_spec(text)
-    defaults = {key: _coerce(key, value, OPTION_TYPES[key]) for key, value in table.items() if key != "spec"}
-    if defaults:
-        spec = replace(spec, options={**defaults, **spec.options})
-    return ModelSettings(spec=spec, source=source)
-
-
-def agent_settings(config: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """The config file's ``[agent]`` table (``confidence_threshold``, ``approve_when_confidence_unknown``)."""
-    document = read_config(config)
-    table = document.get("agent", {})
-    allowed = {"confidence_threshold": float, "approve_when_confidence_unknown": bool}
-    unknown = set(table) - set(allowed)
-    if unknown:
-        raise ModelSpecError(f"{document['__path__']}: unknown key(s) in [agent]: {', '.join(sorted(unknown))}.",
-                             fix=f"use {', '.join(allowed)}")
-    return {key: _coerce(key, value, allowed[key]) for key, value in table.items()}
+def spec_of(settings: Settings) -> ModelSpec:
+    """The spec the settings name, with the ``[model]`` table's options where the spec sets none."""
+    spec = parse_spec(settings.model)
+    defaults = {key: _coerce(key, value, OPTION_TYPES[key]) for key, value in settings.model_options.given().items()}
+    return replace(spec, options={**defaults, **spec.options}) if defaults else spec

@@ -23,19 +23,13 @@ from sopagent.server.service import ApiProblem, Service
 log = logging.getLogger("sopagent.server")
 
 
-def load_serving_model(spec: str | None, threads: int | None = None) -> DecisionModel:
-    """``echo`` / ``echo:DELAY_S`` (the test model), a model spec, or None for the embedded model.
-
-    ``threads``: CPU threads of an in-process llama.cpp model (unless the spec sets ``?threads=``).
-    """
-    from sopagent.models import load_model
-
-    return load_model(spec, threads=threads)
-
-
 def create_app(config: ServeConfig, model: DecisionModel | None = None) -> FastAPI:
     """Build the service: policies loaded, store opened, model ready (``model`` overrides ``config.model``)."""
-    service = Service(config, model if model is not None else load_serving_model(config.model, config.model_threads))
+    if model is None:
+        from sopagent.compose import open_model
+
+        model = open_model(config.settings(), threads=config.model_threads)
+    service = Service(config, model)
     if isinstance(service.model.inner, WarmableModel):
         for agent in service.agents.values():
             service.model.inner.warm([s.facts for s in agent.policy.steps.values() if s.facts.model_fields])

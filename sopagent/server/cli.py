@@ -7,6 +7,7 @@ import os
 import sys
 
 from sopagent.errors import ApiKeyError
+from sopagent.settings import add_setting_flags
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -16,16 +17,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sopagent.policy import load_policy
     from sopagent.server.config import CONFIG_ENV, ServeConfig
     from sopagent.server.workers import reuse_port_supported, run_workers
-    from sopagent.store import database_url
+    from sopagent.settings import Settings
 
     if args.turns_in_flight < 1 or (args.threads is not None and args.threads < 1):
         print("sopagent serve: --turns-in-flight and --threads must be at least 1", file=sys.stderr)
         return 2
     threads = args.threads or (max(1, (os.cpu_count() or 1) // args.workers) if args.workers > 1 else None)
-    config = ServeConfig(policies=[str(p) for p in args.policies], db=database_url(args.db), model=args.model,
+    settings = Settings.from_args(args)
+    config = ServeConfig(policies=[str(p) for p in args.policies], db=settings.database_url(),
+                         model=settings.model or None, config_file=settings.config_path,
                          model_threads=threads, model_timeout_s=args.model_timeout,
                          turns_in_flight=args.turns_in_flight, turn_wait_s=args.turn_wait, webhook_url=args.webhook,
-                         max_message_chars=args.max_message_chars, confidence=args.confidence,
+                         max_message_chars=args.max_message_chars, confidence=settings.agent.confidence_threshold,
                          rate_limit=args.rate_limit, failed_auth_limit=args.failed_auth_limit,
                          long_polls_per_key=args.long_polls_per_key, max_connections=args.max_connections,
                          header_timeout_s=args.header_timeout, anchor_key=args.anchor_key,
@@ -67,10 +70,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     """Create, revoke or list API keys."""
+    from sopagent.compose import open_store
     from sopagent.server import keys
-    from sopagent.store import Store
+    from sopagent.settings import Settings
 
-    store = Store(args.db)
+    store = open_store(Settings.from_args(args))
     if args.keys_command == "create":
         row, secret = keys.create_key(store, args.scope, args.name, args.tenant)
         print(secret)
@@ -92,8 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``serve`` and ``keys`` to the ``sopagent`` parser."""
     serve = sub.add_parser("serve", help="run the HTTP API (support-bot backend, OpenAI-compatible chat)")
     serve.add_argument("policies", nargs="+", metavar="POLICY", help="policy files to serve")
-    serve.add_argument("--db", help="audit store URL (default $SOPAGENT_DB or sqlite:///sopagent.db)")
-    serve.add_argument("--model", help="GGUF file, or echo[:DELAY_S] (test model); default the embedded model")
+    add_setting_flags(serve, confidence=True)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="processes (use PostgreSQL for more than one)")
@@ -109,8 +112,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="seconds a turn may wait for admission before 503 (nothing recorded or sent)")
     serve.add_argument("--webhook", help="URL that receives a JSON POST for every escalation")
     serve.add_argument("--max-message-chars", type=int, default=4000)
-    serve.add_argument("--confidence", type=float, default=None,
-                       help="model choices below this probability wait for an operator")
     serve.add_argument("--rate-limit", default="6000/minute",
                        help="requests one key may send (e.g. 6000/minute: a chat key carries all its customers)")
     serve.add_argument("--failed-auth-limit", default="60/minute",
@@ -140,12 +141,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--name", help="channel or operator name (recorded with operator actions)")
     create.add_argument("--tenant", default="default",
                         help="the tenant whose conversations the key may start, read and act on (default: default)")
-    create.add_argument("--db", help="audit store URL")
+    add_setting_flags(create, model=False)
     revoke = keys_sub.add_parser("revoke", help="revoke a key by its id (key_...)")
     revoke.add_argument("key_id")
-    revoke.add_argument("--db", help="audit store URL")
+    add_setting_flags(revoke, model=False)
     listing = keys_sub.add_parser("list", help="list keys (never the secrets)")
-    listing.add_argument("--db", help="audit store URL")
+    add_setting_flags(listing, model=False)
     for p in (keys, create, revoke, listing):
         p.set_defaults(func=cmd_keys)
 

@@ -7,6 +7,8 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 
+from sopagent.settings import Settings
+
 CONFIG_ENV = "SOPAGENT_SERVE_CONFIG"
 ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
@@ -20,7 +22,9 @@ class ServeConfig:
     db: str | None = None
     """Audit store URL (SQLite for one process, PostgreSQL for several)."""
     model: str | None = None
-    """A GGUF path, ``echo`` / ``echo:DELAY_S`` (the test model), or None for the embedded model."""
+    """A model spec (``echo`` / ``echo:DELAY_S`` the test model), or None for the embedded model."""
+    config_file: str | None = None
+    """The config file the parent read (``--config`` or ``./sopagent.toml``); each worker reads it too."""
     model_threads: int | None = None
     """CPU threads of an in-process llama.cpp model in each worker (None: all cores)."""
     model_timeout_s: float = 30.0
@@ -78,6 +82,11 @@ class ServeConfig:
 
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         return max(64, soft - 256) if soft != resource.RLIM_INFINITY else 65536
+
+    def settings(self) -> Settings:
+        """The settings each worker builds its store, model and agents from (:mod:`sopagent.compose`)."""
+        return Settings.load(self.config_file, model=self.model, db=self.db,
+                             agent={"confidence_threshold": self.confidence})
 
     def to_env(self) -> str:
         """JSON for :data:`CONFIG_ENV`."""

@@ -11,6 +11,7 @@ from sqlalchemy import text as sql
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 
+from sopagent.compose import build_agent, open_store
 from sopagent.engine import Agent, TurnResult
 from sopagent.errors import ConversationError, SopAgentError, StoreError
 from sopagent.models.base import DecisionModel
@@ -28,7 +29,7 @@ from sopagent.server.keys import (
 )
 from sopagent.server.limits import Limits
 from sopagent.server.runtime import ConversationLocks, QueuedModel, TurnAdmission, notify_webhook
-from sopagent.store import LANGUAGE_KEY, Conversation, Decision, Store
+from sopagent.store import LANGUAGE_KEY, Conversation, Decision
 
 log = logging.getLogger("sopagent.server")
 
@@ -52,7 +53,8 @@ class Service:
 
     def __init__(self, config: ServeConfig, model: DecisionModel) -> None:
         self.config = config
-        self.store = Store(config.db)
+        settings = config.settings()
+        self.store = open_store(settings)
         ensure_table(self.store)
         self.model = QueuedModel(model, config.model_timeout_s)
         self.locks = ConversationLocks(self.store.url)
@@ -63,7 +65,7 @@ class Service:
         self.agents: dict[str, Agent] = {}
         for path in config.policies:
             policy: Policy = load_policy(path)
-            self.agents[policy.name] = Agent(policy, self.model, self.store, confidence_threshold=config.confidence)
+            self.agents[policy.name] = build_agent(policy, settings, model=self.model, store=self.store)
 
     def agent(self, policy_name: str) -> Agent:
         """The agent for a policy name, or 404 listing the served policies."""

@@ -36,19 +36,17 @@ from sopagent.store.tables import (
     utcnow,
 )
 
-DB_ENV = "SOPAGENT_DB"
-DEFAULT_DB_URL = "sqlite:///sopagent.db"
 RESOLVING_ACTIONS = ("approve", "override", "escalate")
 """Operator actions that settle a pending decision; only one may exist per decision."""
 SCHEMA_LOCK_KEY = 0x736F7061  # "sopa": the advisory lock that serializes schema creation on PostgreSQL
 
 
 def database_url(url: str | None = None) -> str:
-    """``url``, else ``$SOPAGENT_DB``, else a SQLite file ``sopagent.db`` in the current folder."""
-    chosen = url or os.environ.get(DB_ENV) or DEFAULT_DB_URL
-    if "://" not in chosen:  # a bare path means a SQLite file
-        chosen = f"sqlite:///{chosen}"
-    return chosen
+    """``url``, else the ``db`` setting (``$SOPAGENT_DB``, ``sopagent.toml``, else a SQLite file
+    ``sopagent.db`` in the current folder); a bare path means a SQLite file."""
+    from sopagent.settings import Settings
+
+    return Settings.load(db=url).database_url()
 
 
 def subject_digest(policy_name: str, check: str, subject: str) -> str:

@@ -72,7 +72,7 @@ class TryPolicyScreen(Screen[None]):
         self.run_worker(lambda: self._load(path), thread=True, exclusive=True, group="try-load")
 
     def _load(self, path: Path) -> None:
-        from sopagent.engine import Agent
+        from sopagent.compose import build_agent
         from sopagent.policy import load_policy
 
         def progress(done: int, total: int) -> None:
@@ -81,7 +81,7 @@ class TryPolicyScreen(Screen[None]):
         try:
             policy = load_policy(path)
             model = self.console.model_factory(progress)
-            agent = Agent(policy, model, self.console.store)
+            agent = build_agent(policy, self.console.settings, model=model, store=self.console.store)
             conversation_id = agent.start(customer_ref=f"try:{self.console.operator}",
                                           metadata={"test": True, "operator": self.console.operator})
         except SopAgentError as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sopagent.errors import EvalDataError
+from sopagent.settings import Settings
 
 DEFAULT_DATA_DIR = Path("data") / "star"
 """Relative to the current folder (the repository root)."""
@@ -32,6 +33,7 @@ def register(sub: Any) -> None:
                            "second, 80 the third), for held-out checks")
     star.add_argument("--model", help="GGUF file, 'uniform' (no model: the procedure alone) "
                                       "(default $SOPAGENT_MODEL or the embedded model)")
+    star.add_argument("--config", help="config file (default ./sopagent.toml; see docs/backends.md)")
     star.add_argument("--out", default="star_results.json", help="summary JSON (default star_results.json)")
     star.add_argument("--cases-file", help="per-case JSONL, appended as the run goes and used to resume "
                                            "(default OUT with .cases.jsonl)")
@@ -41,15 +43,16 @@ def register(sub: Any) -> None:
     star.set_defaults(func=cmd_eval_star)
 
 
-def _load_model(name: str | None) -> Any:
+def _load_model(name: str | None, settings: Settings) -> Any:
     if name == "uniform":
         from sopagent.eval.star.runner import UniformModel
 
         return UniformModel()
-    from sopagent.models import load_model
+    from sopagent.compose import open_model
+    from sopagent.models.spec import redact
 
-    print(f"loading model{' ' + name if name else ''} ...", file=sys.stderr)
-    return load_model(name)
+    print(f"loading model{' ' + redact(settings.model) if settings.model else ''} ...", file=sys.stderr)
+    return open_model(settings)
 
 
 def cmd_eval_star(args: argparse.Namespace) -> int:
@@ -90,7 +93,8 @@ def cmd_eval_star(args: argparse.Namespace) -> int:
     todo = sum(c.case_id not in done for c in cases)
     print(f"{len(cases)} cases in {len({c.domain for c in cases})} domains; {len(cases) - todo} already done "
           f"in {cases_file}", file=sys.stderr)
-    model = _load_model(args.model) if todo else None
+    settings = Settings.load(args.config, model=None if args.model == "uniform" else args.model)
+    model = _load_model(args.model, settings) if todo else None
     if args.baseline:
         from sopagent.eval.star.baseline import BaselineRunner
 
@@ -98,7 +102,7 @@ def cmd_eval_star(args: argparse.Namespace) -> int:
     else:
         from sopagent.eval.star.runner import Runner
 
-        runner = Runner(tasks, model, workdir, cases_file)  # type: ignore[arg-type]
+        runner = Runner(tasks, model, workdir, cases_file, settings)  # type: ignore[arg-type]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, disable=args.quiet or not todo, transient=False) as progress:

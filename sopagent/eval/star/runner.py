@@ -13,10 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from sopagent.eval.star.adapter import KNOWN_ALLOWED, RecordedDialogue, build_policy, step_name
+from sopagent.eval.star.adapter import (
+    DEFAULT_SETTINGS,
+    KNOWN_ALLOWED,
+    RecordedDialogue,
+    StarSettings,
+    build_policy,
+    step_name,
+)
 from sopagent.eval.star.data import KB_BOOKKEEPING_FIELDS, QUERY_LABELS, Case, Event, TaskSchema, format_item
 from sopagent.models.base import CallStats, ChatPrompt, Choice, DecisionModel, Extraction, M
 from sopagent.policy import FOLLOW_UP_READINGS
+from sopagent.settings import Settings
 
 ROLE_NAMES = {"customer": "Customer", "agent": "Agent", "backend": "Knowledge base"}
 
@@ -93,6 +101,10 @@ class Runner:
     model: DecisionModel
     workdir: Path
     results_path: Path
+    settings: Settings | None = None
+    """The agent's settings (default: :meth:`Settings.load`); the audit store is always ``workdir``'s own."""
+    star_settings: StarSettings = DEFAULT_SETTINGS
+    """The harness's settings (the graph's prior, when a second reading is asked)."""
 
     def __post_init__(self) -> None:
         from sopagent.store import Store
@@ -103,14 +115,16 @@ class Runner:
 
     def policy(self, task: str) -> Any:
         """The sopagent policy of a task (its catalog written under ``workdir``)."""
-        return build_policy(self.tasks[task], self.workdir / "catalogs")
+        return build_policy(self.tasks[task], self.workdir / "catalogs", self.star_settings)
 
     def agent(self, task: str) -> Any:
         """The sopagent Agent of a task (built once)."""
         if task not in self._agents:
-            from sopagent.engine import Agent
+            from sopagent.compose import build_agent
 
-            self._agents[task] = Agent(self.policy(task), self.model, self.store, tools=RecordedDialogue())
+            settings = self.settings if self.settings is not None else Settings.load()
+            self._agents[task] = build_agent(self.policy(task), settings, model=self.model, store=self.store,
+                                             tools=RecordedDialogue())
         return self._agents[task]
 
     def conversation(self, case: Case, resume: bool) -> str:
