@@ -155,10 +155,28 @@ def test_cli_reports_a_bad_spec_or_config_without_a_traceback(tmp_path: Path, ca
 
 
 @pytest.mark.parametrize("text, backend, target", [("echo", "echo", "0"), ("echo:0.05", "echo", "0.05"),
-                                                    ("scripted:answers.json", "scripted", "answers.json")])
+                                                    ("scripted:answers.json", "scripted", "answers.json"),
+                                                    ("uniform", "uniform", "")])
 def test_the_test_models_are_specs_like_the_others(text: str, backend: str, target: str) -> None:
     spec = parse_spec(text)
     assert (spec.backend, spec.target) == (backend, target)
+
+
+def test_the_uniform_model_takes_no_target_and_reads_nothing() -> None:
+    from sopagent.models.base import ChatPrompt
+    from sopagent.policy import OneOf
+
+    with pytest.raises(ModelSpecError, match="takes no target"):
+        parse_spec("uniform:fast")
+
+    class Kind(OneOf):
+        options = {"a": "one", "b": "two", "c": "three", "d": "four"}
+
+    model = load_model("uniform")
+    prompt = ChatPrompt("system", "Customer: hello", "Which?")
+    choice = model.choose(prompt, 4)
+    assert choice.index == 0 and choice.probabilities == [0.25] * 4
+    assert model.extract(prompt, Kind).facts == Kind()
 
 
 def test_an_echo_delay_that_is_not_one_says_how_to_write_it() -> None:

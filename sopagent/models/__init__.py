@@ -64,6 +64,10 @@ def build_model(spec: ModelSpec, *, progress: Callable[[int, int], None] | None 
         return EchoModel(float(spec.target))
     if spec.backend == "scripted":
         return _scripted_from_file(spec.target)
+    if spec.backend == "uniform":
+        from sopagent.models.uniform import UniformModel
+
+        return UniformModel()
     if spec.backend == "llamacpp":
         from sopagent.models.embedded import embedded_model_path
         from sopagent.models.llamacpp import LlamaCppModel

@@ -10,6 +10,7 @@ A spec is ``BACKEND:TARGET`` (see the README table)::
     transformers:PATH                                a Hugging Face model folder or GGUF file
     echo  /  echo:0.05                               the test model: facts from the message as JSON
     scripted:answers.json                            the test model that answers from a script
+    uniform                                          the model that reads nothing (the procedure alone)
 
 A bare path keeps meaning a GGUF file, and no spec means the embedded model. Options follow a
 ``?`` as ``key=value`` pairs joined by ``&`` (``openai:gpt-4.1-mini?key_env=TEAM_KEY&timeout=20``).
@@ -34,9 +35,9 @@ from sopagent.settings import Settings
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
-BACKENDS = ("llamacpp", "openai", "openai-compatible", "vllm", "transformers", "echo", "scripted")
-"""Known backend names; ``echo`` and ``scripted`` are the test models (:data:`TEST_BACKENDS`)."""
-TEST_BACKENDS = ("echo", "scripted")
+BACKENDS = ("llamacpp", "openai", "openai-compatible", "vllm", "transformers", "echo", "scripted", "uniform")
+"""Known backend names; ``echo``, ``scripted`` and ``uniform`` are the test models (:data:`TEST_BACKENDS`)."""
+TEST_BACKENDS = ("echo", "scripted", "uniform")
 """Test models: no language model, no start-up self-test."""
 URL_BACKENDS = ("openai-compatible", "vllm")
 OPTION_TYPES: dict[str, type] = {"key_env": str, "timeout": float, "retries": int, "format": str,
@@ -150,6 +151,10 @@ def parse_spec(text: str | os.PathLike[str]) -> ModelSpec:
             raise ModelSpecError(f"echo:{delay} is not a delay", fix="write echo or echo:SECONDS (e.g. echo:0.05)") \
                 from None
         return ModelSpec("echo", delay)
+    if spec == "uniform" or spec.startswith("uniform:"):
+        if spec != "uniform":
+            raise ModelSpecError(f"{spec!r}: the uniform model takes no target", fix="write uniform")
+        return ModelSpec("uniform", "")
     backend, sep, rest = spec.partition(":")
     if not sep or backend not in BACKENDS or (len(backend) == 1 and os.name == "nt"):
         if Path(spec).suffix.lower() != ".gguf" and not Path(spec).exists() and ":" in spec:

@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
                       help="with --limit-per-domain N: a later sample, sharing no dialogue with the ones "
                            "before it (K a multiple of N: --limit-per-domain 40 --sample-offset 40 is the "
                            "second, 80 the third), for held-out checks")
-    star.add_argument("--model", help="GGUF file, 'uniform' (no model: the procedure alone) "
+    star.add_argument("--model", help="model spec; 'uniform' reads nothing (the procedure alone) "
                                       "(default $SOPAGENT_MODEL or the embedded model)")
     star.add_argument("--config", help="config file (default ./sopagent.toml; see docs/backends.md)")
     star.add_argument("--out", default="star_results.json", help="summary JSON (default star_results.json)")
@@ -43,11 +43,7 @@ def register(sub: Any) -> None:
     star.set_defaults(func=cmd_eval_star)
 
 
-def _load_model(name: str | None, settings: Settings) -> Any:
-    if name == "uniform":
-        from sopagent.eval.star.runner import UniformModel
-
-        return UniformModel()
+def _load_model(settings: Settings) -> Any:
     from sopagent.compose import open_model
     from sopagent.models.spec import redact
 
@@ -93,8 +89,8 @@ def cmd_eval_star(args: argparse.Namespace) -> int:
     todo = sum(c.case_id not in done for c in cases)
     print(f"{len(cases)} cases in {len({c.domain for c in cases})} domains; {len(cases) - todo} already done "
           f"in {cases_file}", file=sys.stderr)
-    settings = Settings.load(args.config, model=None if args.model == "uniform" else args.model)
-    model = _load_model(args.model, settings) if todo else None
+    settings = Settings.load(args.config, model=args.model)
+    model = _load_model(settings) if todo else None
     if args.baseline:
         from sopagent.eval.star.baseline import BaselineRunner
 

@@ -22,28 +22,11 @@ from sopagent.eval.star.adapter import (
     step_name,
 )
 from sopagent.eval.star.data import KB_BOOKKEEPING_FIELDS, QUERY_LABELS, Case, Event, TaskSchema, format_item
-from sopagent.models.base import CallStats, ChatPrompt, Choice, DecisionModel, Extraction, M
+from sopagent.models.base import DecisionModel
 from sopagent.policy import FOLLOW_UP_READINGS
 from sopagent.settings import Settings
 
 ROLE_NAMES = {"customer": "Customer", "agent": "Agent", "backend": "Knowledge base"}
-
-
-class UniformModel:
-    """A model that reads nothing: every option equally likely (the procedure alone decides).
-
-    Used as the no-model baseline and in tests; it never extracts free facts.
-    """
-
-    name = "uniform"
-
-    def extract(self, prompt: ChatPrompt, schema: type[M]) -> Extraction:
-        """Defaults of the schema (every field empty)."""
-        return Extraction(facts=schema(), raw="{}", stats=CallStats())
-
-    def choose(self, prompt: ChatPrompt, n_options: int) -> Choice:
-        """Option A, with equal probabilities for all."""
-        return Choice(index=0, probabilities=[1.0 / n_options] * n_options, raw="A", stats=CallStats())
 
 
 def event_line(event: Event, hidden_fields: tuple[str, ...] = KB_BOOKKEEPING_FIELDS) -> str:
