@@ -98,13 +98,13 @@ def cmd_eval_star(args: argparse.Namespace) -> int:
     else:
         from sopagent.eval.star.runner import Runner
 
-        runner = Runner(tasks, model, workdir, cases_file, settings)  # type: ignore[arg-type]
+        runner = Runner(tasks, model, workdir, cases_file, settings)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, disable=args.quiet or not todo, transient=False) as progress:
         bar = progress.add_task("star", total=todo)
         rows = runner.run(cases, progress=lambda row: progress.advance(bar))
-    summary = runner.summarize(rows) if hasattr(runner, "summarize") else summarize(rows)
+    summary = runner.summarize(rows) if args.baseline else summarize(rows)
     summary["model"] = getattr(model, "name", None) if model is not None else "(resumed)"
     summary["data_dir"] = str(data_dir)
     summary["limit_per_domain"] = args.limit_per_domain

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from sopagent.errors import EvalDataError
 from sopagent.eval.star.adapter import (
     DEFAULT_SETTINGS,
     KNOWN_ALLOWED,
@@ -81,7 +82,8 @@ class Runner:
     """Runs cases for one model, writing the audit store and the per-case JSONL under ``workdir``."""
 
     tasks: dict[str, TaskSchema]
-    model: DecisionModel
+    model: DecisionModel | None
+    """None only where every case is already in the results file (nothing to decide)."""
     workdir: Path
     results_path: Path
     settings: Settings | None = None
@@ -105,6 +107,9 @@ class Runner:
         if task not in self._agents:
             from sopagent.compose import build_agent
 
+            if self.model is None:
+                raise EvalDataError(f"no model to decide the cases of task {task}",
+                                    fix="pass --model, or leave it out for the embedded model")
             settings = self.settings if self.settings is not None else Settings.load()
             self._agents[task] = build_agent(self.policy(task), settings, model=self.model, store=self.store,
                                              tools=RecordedDialogue())
