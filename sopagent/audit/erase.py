@@ -160,5 +160,5 @@ def compact(store: Store) -> None:
     store.engine.dispose()
 
 
-def _chunks(ids: list, size: int = 500) -> list[list]:
+def _chunks(ids: list[Any], size: int = 500) -> list[list[Any]]:
     return [ids[i:i + size] for i in range(0, len(ids), size)]

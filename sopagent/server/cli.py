@@ -92,7 +92,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add ``serve`` and ``keys`` to the ``sopagent`` parser."""
     serve = sub.add_parser("serve", help="run the HTTP API (support-bot backend, OpenAI-compatible chat)")
     serve.add_argument("policies", nargs="+", metavar="POLICY", help="policy files to serve")

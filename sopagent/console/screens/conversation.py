@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -139,7 +141,7 @@ class ConversationScreen(PollingScreen, DecisionActions):
             self.console.report(exc)
             return
 
-        def done(reply: tuple[str, dict, str] | None) -> None:
+        def done(reply: tuple[str, dict[str, Any], str] | None) -> None:
             if reply is not None:
                 response_id, slots, reason = reply
                 self.console.perform(f"sent {response_id}", lambda ops: ops.reply(cid, response_id, slots, reason),
