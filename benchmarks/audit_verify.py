@@ -25,11 +25,18 @@ from typing import Callable
 from sqlalchemy.engine import Engine
 
 from sopagent.store import Store
-from sopagent.store.chain import (KIND_FIELDS, commitment_from, hash_from, merge_by_seq, record_columns,
-                                  verify_rows)
+from sopagent.store.chain import KIND_FIELDS, commitment_from, hash_from, merge_by_seq, record_columns, verify_rows
 from sopagent.store.tables import GENESIS_HASH, utcnow
-from sopagent.store.verify import (WINDOW, chain_head, erased_allowed, merged_records, merged_rows,
-                                   stored_policy_digests, verify_raw, verify_windows)
+from sopagent.store.verify import (
+    WINDOW,
+    chain_head,
+    erased_allowed,
+    merged_records,
+    merged_rows,
+    stored_policy_digests,
+    verify_raw,
+    verify_windows,
+)
 
 
 def seed(path: Path, rows: int, batch: int = 20_000) -> float:

@@ -81,7 +81,8 @@ def seed(store: Store, conversations: int, decisions: int) -> None:
             seal(row, prev, seq)
             prev = row.hash
             dec_rows.append(row.model_dump(exclude={"id"}))
-        conv_rows.append(dict(id=cid, policy_name=policy.name, policy_version_id=version.id, customer_ref=f"cust-{c:05d}",
+        conv_rows.append(dict(id=cid, policy_name=policy.name, policy_version_id=version.id,
+                              customer_ref=f"cust-{c:05d}",
                               metadata_json="{}", step="fee_refund",
                               status="awaiting_approval" if pending else "active", known_json="{}", turns=per,
                               revision=per, created_at=dec_rows[-per]["created_at"],
@@ -307,7 +308,8 @@ def main() -> None:
         for name, ms in queries.items():
             print(f"{name:50s} {ms:8.1f} ms wall")
         base = queries["baseline: naive list (ORM, counted in Python)"]
-        print(f"naive list / console list query: {base / queries['list query (first page, pending counts in SQL)']:.1f}x")
+        listed = queries["list query (first page, pending counts in SQL)"]
+        print(f"naive list / console list query: {base / listed:.1f}x")
         if not args.before:
             report("console (this checkout)", asyncio.run(measure_app(store, args.reps)))
             return

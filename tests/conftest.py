@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from postgres import fresh_postgres_url, postgres_server, postgres_url  # noqa: F401  (shared fixtures, tests/postgres.py)
 
 from sopagent import Store, load_policy
-from postgres import fresh_postgres_url, postgres_server, postgres_url  # noqa: F401  (shared fixtures, tests/postgres.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"

@@ -16,11 +16,11 @@ from typing import Any, Iterator
 
 import httpx
 import uvicorn
-
 from postgres import free_port
-from sopagent.server.keys import create_key
+
 from sopagent.server.app import create_app
 from sopagent.server.config import ServeConfig
+from sopagent.server.keys import create_key
 from sopagent.server.service import Service
 
 ROOT = Path(__file__).resolve().parent.parent

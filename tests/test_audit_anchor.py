@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlmodel import select
-
 from postgres import fresh_postgres_url, postgres_server, postgres_url  # noqa: F401 (fixtures)
+from sqlmodel import select
 
 from sopagent.audit.anchor import generate_key, verify_checkpoints, write_checkpoint
 from sopagent.engine import Agent
@@ -120,7 +119,9 @@ def test_audit_verify_says_when_the_chain_is_only_self_consistent(card_policy, s
 def test_the_service_writes_a_checkpoint_every_n_records(tmp_path: Path) -> None:
     import time
 
-    from server_harness import CARD, ID_MARIA as ID, LOST, say, serve_in_thread
+    from server_harness import CARD, LOST, say, serve_in_thread
+    from server_harness import ID_MARIA as ID
+
     from sopagent.server.config import ServeConfig
 
     key = tmp_path / "anchor.key"

@@ -7,12 +7,12 @@ import json
 import sqlite3
 from pathlib import Path
 
+from test_audit_replay import FEE, ID_MARIA, OK, _policy_with_limit
+
 from sopagent.cli import main
 from sopagent.engine import Agent
 from sopagent.models.scripted import ScriptedModel
 from sopagent.store import Store
-
-from test_audit_replay import FEE, ID_MARIA, OK, _policy_with_limit
 
 
 def _record(card_policy, url: str) -> None:

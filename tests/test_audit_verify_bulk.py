@@ -17,8 +17,16 @@ from sopagent.engine import Agent
 from sopagent.models.scripted import ScriptedModel
 from sopagent.operations import Operations
 from sopagent.store import Store
-from sopagent.store.chain import (KIND_FIELDS, ChainReport, RowCodec, canonical, merge_by_seq, record_columns,
-                                  record_from_tuple, verify_rows)
+from sopagent.store.chain import (
+    KIND_FIELDS,
+    ChainReport,
+    RowCodec,
+    canonical,
+    merge_by_seq,
+    record_columns,
+    record_from_tuple,
+    verify_rows,
+)
 from sopagent.store.verify import chain_head, erased_allowed, stored_policy_digests, verify_engine
 
 OK = "not_requested"

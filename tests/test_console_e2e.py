@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from console_support import FEE, ID_MARIA, OK
 from textual.widgets import DataTable
 from textual.worker import WorkerCancelled
 
-from console_support import FEE, ID_MARIA, OK
 from sopagent import Store
 from sopagent.console import create_app
 

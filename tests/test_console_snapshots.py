@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from console_support import FEE_ID, seed
+
 from sopagent import Store
 from sopagent.console import create_app
 from sopagent.console.screens.audit import AuditScreen

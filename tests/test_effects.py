@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ledger_backend import CRASH_ENV, LedgerBank, calls, changes
 from sqlalchemy import text
 
-from ledger_backend import CRASH_ENV, LedgerBank, calls, changes
 from sopagent import Agent, ScriptedModel, Store, load_policy
 from sopagent.audit.explain import explain_decision
 from sopagent.check import check_policy_file

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import POLICIES
+
 from sopagent import CatalogError, Store, load_policy
 from sopagent.catalog import load_catalog, parse_catalog
 from sopagent.convtest import run_test_files

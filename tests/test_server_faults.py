@@ -13,9 +13,9 @@ from typing import Iterator
 
 import httpx
 import pytest
-
 from postgres import PostgresServer, free_port, fresh_postgres_url, postgres_server, postgres_url  # noqa: F401 (fixtures)
 from server_harness import CARD, ID_MARIA, LOST, Live, ServerProcess, cli_key, say, serve_in_thread
+
 from sopagent import Store
 from sopagent.server.config import ServeConfig
 

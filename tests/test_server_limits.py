@@ -9,8 +9,8 @@ from typing import Iterator
 
 import httpx
 import pytest
-
 from server_harness import CARD, DISPUTE, ID_MARIA, LARGE_PAYMENT, Live, say, serve_in_thread
+
 from sopagent.server.config import ServeConfig
 
 

@@ -7,11 +7,11 @@ from typing import Iterator
 import openai
 import pytest
 import schemathesis
-from schemathesis.generation import GenerationMode
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
-
+from schemathesis.generation import GenerationMode
 from server_harness import CARD, ID_MARIA, LOST, Live, say, serve_in_thread
+
 from sopagent.server.config import ServeConfig
 
 

@@ -8,11 +8,11 @@ from typing import Iterator
 
 import httpx
 import pytest
-
 from postgres import fresh_postgres_url, postgres_server, postgres_url  # noqa: F401 (fixtures)
 from server_harness import CARD, DISPUTE, ID_MARIA, LARGE_PAYMENT, Live, say, serve_in_thread
-from sopagent.server.keys import create_key, tenant_of
+
 from sopagent.server.config import ServeConfig
+from sopagent.server.keys import create_key, tenant_of
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -9,17 +9,41 @@ from pathlib import Path
 
 import pytest
 
-from sopagent.eval.star import gate
-from sopagent.eval.star.adapter import (CLOSER_QUESTION, DEFAULT_SETTINGS, GIVEN_QUESTION, GivenAnswer, StarSettings,
-                                        after_answer, asks_customer, build_policy, catalog_yaml, closing_actions,
-                                        is_question, kind_weights, message_kinds, next_action, score_actions,
-                                        settle_close_call, skip_answered, skip_given, step_name)
-from sopagent.policy import OneOf
-from sopagent.eval.star.baseline import match_reply
-from sopagent.eval.star.data import (KB_BOOKKEEPING_FIELDS, QUERY_LABELS, Event, format_item, load_cases, load_tasks,
-                                     sample_cases)
 from sopagent.catalog import parse_catalog
 from sopagent.errors import EvalDataError
+from sopagent.eval.star import gate
+from sopagent.eval.star.adapter import (
+    CLOSER_QUESTION,
+    DEFAULT_SETTINGS,
+    GIVEN_QUESTION,
+    GivenAnswer,
+    StarSettings,
+    after_answer,
+    asks_customer,
+    build_policy,
+    catalog_yaml,
+    closing_actions,
+    is_question,
+    kind_weights,
+    message_kinds,
+    next_action,
+    score_actions,
+    settle_close_call,
+    skip_answered,
+    skip_given,
+    step_name,
+)
+from sopagent.eval.star.baseline import match_reply
+from sopagent.eval.star.data import (
+    KB_BOOKKEEPING_FIELDS,
+    QUERY_LABELS,
+    Event,
+    format_item,
+    load_cases,
+    load_tasks,
+    sample_cases,
+)
+from sopagent.policy import OneOf
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "star"
 pytestmark = pytest.mark.skipif(not (DATA / "tasks").is_dir(), reason="STAR data folder not present")

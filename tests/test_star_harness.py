@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from sopagent.cli import main
-from sopagent.prompts import READING_SYSTEM
 from sopagent.eval.star.adapter import GIVEN_QUESTION
 from sopagent.eval.star.data import Event, load_tasks
 from sopagent.eval.star.runner import Runner
 from sopagent.models.scripted import ScriptedModel
+from sopagent.prompts import READING_SYSTEM
 from sopagent.store import Store
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "star"
@@ -71,6 +71,7 @@ def test_resume_goes_on_in_the_conversation_of_a_dialogue_cut_short(tmp_path):
     cases_file.write_text("".join(json.dumps(r) + "\n" for r in rows[:cut]))
     assert _run(tmp_path) == 0
     from sqlmodel import select
+
     from sopagent.store.tables import Conversation
 
     store = Store(f"sqlite:///{tmp_path / 'results.cases.work' / 'audit.db'}")

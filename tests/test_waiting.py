@@ -6,11 +6,11 @@ import io
 import json
 import time
 
+from sopagent.chat.watcher import ResolutionWatcher
 from sopagent.engine import Agent
 from sopagent.models.scripted import ScriptedModel
 from sopagent.operations import Operations
 from sopagent.store import Store
-from sopagent.chat.watcher import ResolutionWatcher
 
 FEE = {"intent": "fee_refund", "handoff": "not_requested"}
 
