@@ -125,7 +125,7 @@ class Settings(BaseSettings):
         try:
             return cls(**given, config_path=path)
         except ValidationError as exc:
-            raise settings_error(exc, path) from None
+            raise settings_error(exc, path, given) from None
         finally:
             _CONFIG_DOCUMENT.reset(token)
 
@@ -140,23 +140,35 @@ class Settings(BaseSettings):
         return self.db if "://" in self.db else f"sqlite:///{self.db}"
 
 
+FLAGS = {"confidence_threshold": "confidence"}
+"""Flags whose name is not their setting's (:func:`add_setting_flags`)."""
 TABLES: dict[str, type[BaseModel]] = {"model_options": ModelOptions, "agent": AgentSettings}
 """The settings that are tables of the config file, by field name."""
 
 
-def settings_error(exc: ValidationError, path: str | None) -> ModelSpecError:
-    """The first problem of ``exc`` as a message that names the file, the table and the key, and the fix."""
+def settings_error(exc: ValidationError, path: str | None, given: dict[str, Any]) -> ModelSpecError:
+    """The first problem of ``exc`` as a message that names where the value came from (a flag, the
+    environment variable, or the config file with its table and key) and the fix."""
     problem = exc.errors()[0]
     loc = [str(part) for part in problem["loc"]]
-    source = path or f"${ENV_PREFIX}* or the command line"
     table = loc[0] if len(loc) > 1 and loc[0] in TABLES else None
     shown = "[model]" if table == "model_options" else f"[{table}]" if table else "the top level"
     key = loc[-1] if loc else "?"
     if problem["type"] == "extra_forbidden":
         known = TABLES[table].model_fields if table else [f for f in Settings.model_fields if f != "config_path"]
-        return ModelSpecError(f"{source}: unknown key(s) in {shown}: {key}.",
+        return ModelSpecError(f"{path or 'settings'}: unknown key(s) in {shown}: {key}.",
                               fix=f"use {', '.join(['spec', *known] if table == 'model_options' else known)}")
-    return ModelSpecError(f"{source}: {key} in {shown}: {problem['msg']} (got {problem.get('input')!r}).",
+    flag: Any = given
+    for part in loc:
+        flag = flag.get(part) if isinstance(flag, dict) else None
+    env = ENV_PREFIX + "__".join(loc).upper()
+    if flag is not None:
+        source = f"--{FLAGS.get(key, key)}"
+    elif env in os.environ:
+        source = f"${env}"
+    else:
+        source = f"{path}: {key} in {shown}" if path else key
+    return ModelSpecError(f"{source}: {problem['msg']} (got {problem.get('input')!r}).",
                           fix=f"correct {key} (see docs/backends.md, 'Configuration')")
 
 

@@ -111,6 +111,11 @@ def test_explicit_config_file_and_its_errors(tmp_path: Path, monkeypatch: pytest
     assert "fix:" in str(caught.value)
     with pytest.raises(ModelSpecError, match="not found"):
         Settings.load(tmp_path / "missing.toml")
+    monkeypatch.setenv("SOPAGENT_AGENT__CONFIDENCE_THRESHOLD", "high")
+    with pytest.raises(ModelSpecError, match=r"^\$SOPAGENT_AGENT__CONFIDENCE_THRESHOLD: .*'high'"):
+        Settings.load(good)  # the bad value is named where it came from, not in the file
+    with pytest.raises(ModelSpecError, match=r"^--confidence: .*less than or equal to 1"):
+        Settings.load(good, agent={"confidence_threshold": 7.0})
 
 
 def test_every_command_reads_the_config_file_it_is_given(tmp_path: Path) -> None:
