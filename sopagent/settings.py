@@ -137,7 +137,12 @@ class Settings(BaseSettings):
 
     def database_url(self) -> str:
         """The audit store's URL, a bare path read as a SQLite file."""
-        return self.db if "://" in self.db else f"sqlite:///{self.db}"
+        return as_database_url(self.db)
+
+
+def as_database_url(value: str) -> str:
+    """A database URL, or a bare path read as a SQLite file."""
+    return value if "://" in value else f"sqlite:///{value}"
 
 
 FLAGS = {"confidence_threshold": "confidence"}

@@ -200,3 +200,36 @@ def test_the_echo_model_comes_from_the_environment_or_the_config_file_too(tmp_pa
     assert isinstance(model, EchoModel) and model.delay_s == 0.01
     monkeypatch.setenv("SOPAGENT_MODEL", "echo")
     assert isinstance(load_model(), EchoModel)
+
+
+def test_an_explicit_database_url_does_not_read_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sopagent.store import database_url
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sopagent.toml").write_text("[model\n")  # broken: read only when no URL is given
+    assert database_url("audit.db") == "sqlite:///audit.db"
+    assert database_url("postgresql+psycopg://h/db") == "postgresql+psycopg://h/db"
+    with pytest.raises(ModelSpecError, match="not valid TOML"):
+        database_url()
+
+
+def test_the_cache_of_the_config_file_given_is_where_bundled_models_are_joined(tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import sopagent.models.embedded as embedded
+
+    asked: list[Path | None] = []
+
+    def joined_under(progress: object = None, cache: Path | None = None) -> Path:
+        asked.append(cache)
+        raise ModelUnavailableError("not joined here", fix="-")
+
+    monkeypatch.setattr(embedded, "embedded_model_path", joined_under)
+    monkeypatch.delenv("SOPAGENT_MODEL", raising=False)
+    monkeypatch.delenv("SOPAGENT_CACHE", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./sopagent.toml: only --config names the cache
+    config = tmp_path / "team.toml"
+    config.write_text(f'cache = "{tmp_path / "shared-cache"}"\n')
+    with pytest.raises(ModelUnavailableError, match="not joined here"):
+        load_model(config=config)
+    assert asked == [tmp_path / "shared-cache"]
+    assert embedded.cache_dir(tmp_path / "shared-cache") == tmp_path / "shared-cache" / "models"

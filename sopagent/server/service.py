@@ -29,6 +29,7 @@ from sopagent.server.keys import (
 )
 from sopagent.server.limits import Limits
 from sopagent.server.runtime import ConversationLocks, QueuedModel, TurnAdmission, notify_webhook
+from sopagent.settings import Settings
 from sopagent.store import LANGUAGE_KEY, Conversation, Decision
 
 log = logging.getLogger("sopagent.server")
@@ -51,9 +52,9 @@ def error_kind(error: str | None) -> str | None:
 class Service:
     """The service's per-process parts; holds no conversation state."""
 
-    def __init__(self, config: ServeConfig, model: DecisionModel) -> None:
+    def __init__(self, config: ServeConfig, model: DecisionModel, settings: Settings | None = None) -> None:
         self.config = config
-        settings = config.settings()
+        settings = settings if settings is not None else config.settings()
         self.store = open_store(settings)
         ensure_table(self.store)
         self.model = QueuedModel(model, config.model_timeout_s)

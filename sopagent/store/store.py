@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from sopagent.errors import ConversationError, StoreError
+from sopagent.settings import Settings, as_database_url
 from sopagent.status import Status
 from sopagent.store.chain import ChainReport, ChainRow, merge_by_seq, policy_digest, seal
 from sopagent.store.tables import (
@@ -43,10 +44,9 @@ SCHEMA_LOCK_KEY = 0x736F7061  # "sopa": the advisory lock that serializes schema
 
 def database_url(url: str | None = None) -> str:
     """``url``, else the ``db`` setting (``$SOPAGENT_DB``, ``sopagent.toml``, else a SQLite file
-    ``sopagent.db`` in the current folder); a bare path means a SQLite file."""
-    from sopagent.settings import Settings
-
-    return Settings.load(db=url).database_url()
+    ``sopagent.db`` in the current folder); a bare path means a SQLite file. The settings are read
+    only when no ``url`` is given."""
+    return as_database_url(url) if url else Settings.load().database_url()
 
 
 def subject_digest(policy_name: str, check: str, subject: str) -> str:
