@@ -46,8 +46,7 @@ from sopagent.eval.star.adapter import (
     DEFAULT_SETTINGS,
     GivenAnswer,
     StarSettings,
-    next_action,
-    skip_given,
+    choose_action,
 )
 from sopagent.eval.star.data import Case, TaskSchema, load_cases, load_tasks, sample_cases
 from sopagent.eval.star.metrics import percentile, weighted_f1
@@ -177,10 +176,9 @@ def redecide_side_by_side(run: RecordedRun, cases: list[Case], model: Any, varia
                 result.stats[name].append(stats)
                 return facts  # type: ignore[return-value]
 
-            chosen = next_action(task, case.history, row["label"], probabilities, allowed, read=read, settings=settings)
-            if settings.read_given and gate.last_kind(case.history) == "customer":
-                chosen = skip_given(task, chosen, allowed, read, given[name].setdefault(case.dialogue_id, {}))
-            result.predictions[name][case.case_id] = chosen
+            result.predictions[name][case.case_id] = choose_action(
+                task, case.history, row["label"], probabilities, allowed, read,
+                given[name].setdefault(case.dialogue_id, {}), settings)
     return result
 
 

@@ -23,14 +23,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, TypeGuard
+from typing import Any, Callable, Optional, Protocol, Sequence, TypeGuard, TypeVar
 
 import yaml
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from sopagent.eval.star import gate
 from sopagent.eval.star.data import QUERY_LABELS, Event, TaskSchema
 from sopagent.policy import Facts, OneOf, Option, Policy, Turn, say
+
+R = TypeVar("R", bound=BaseModel)
 
 MAX_KINDS = 26
 """A choice is one letter, so at most 26 kinds of customer message are offered."""
@@ -323,6 +325,24 @@ def is_question(task: TaskSchema, action: str) -> bool:
     return bool(answering_kinds(task, action))
 
 
+class Reader(Protocol):
+    """A follow-up reading (``turn.read``): ``schema`` read from the conversation, asked ``question``."""
+
+    def __call__(self, question: str, schema: type[R]) -> R: ...
+
+
+def choose_action(task: TaskSchema, history: Sequence[Event], label: str | None, probabilities: dict[str, float],
+                  allowed: list[str], read: Reader, given: dict[str, str],
+                  settings: StarSettings = DEFAULT_SETTINGS) -> str:
+    """The harness's next action: :func:`next_action` (close calls read again through ``read``), then,
+    after a customer message and with ``settings.read_given``, past the questions whose answer the
+    conversation holds (:func:`skip_given`, remembering answers in ``given``)."""
+    action = next_action(task, history, label, probabilities, allowed, read=read, settings=settings)
+    if settings.read_given and gate.last_kind(history) == "customer":
+        action = skip_given(task, action, allowed, read, given)
+    return action
+
+
 def message_type(task: TaskSchema) -> type[OneOf]:
     """The step reading's facts: one of SAM's kinds of customer message (:func:`message_kinds`), told
     with its question in the policy's system text."""
@@ -361,9 +381,8 @@ def build_policy(task: TaskSchema, folder: Path, settings: StarSettings = DEFAUL
         history = turn.tools.history
         allowed = gate.allowed_actions(task, history)
         label, probabilities = message_reading(turn.facts)
-        action = next_action(task, history, label, probabilities, allowed, read=turn.read, settings=settings)
-        if settings.read_given and gate.last_kind(history) == "customer":
-            action = skip_given(task, action, allowed, turn.read, turn.known.setdefault(KNOWN_GIVEN, {}))
+        action = choose_action(task, history, label, probabilities, allowed, turn.read,
+                               turn.known.setdefault(KNOWN_GIVEN, {}), settings)
         turn.known[KNOWN_ALLOWED] = allowed
         return [say(action, next=step_name(action))]
 
