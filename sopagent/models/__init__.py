@@ -14,10 +14,6 @@ from sopagent.settings import Settings
 __all__ = ["ChatPrompt", "Choice", "DecisionModel", "Extraction", "OPTION_LABELS", "ScriptedModel",
            "ModelSpec", "build_model", "load_model", "parse_spec", "spec_of"]
 
-ECHO = "echo"
-"""Test model: ``--model echo`` (or ``echo:DELAY_S``) reads the facts from the customer's message as JSON
-(:class:`~sopagent.models.echo.EchoModel`); ``sopagent test`` sends a test turn's ``given`` facts."""
-
 
 def load_model(spec: str | None = None, *, self_test: bool = True,
                progress: Callable[[int, int], None] | None = None,
