@@ -69,6 +69,11 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def new_key() -> tuple[str, str]:
+    """A new key's public id (``key_`` + 12 hex) and its secret (256 random bits)."""
+    return "key_" + secrets.token_hex(6), KEY_PREFIX + secrets.token_urlsafe(32)
+
+
 def ensure_table(store: Store) -> None:
     """Create the key and ownership tables if this database has none yet (and give keys made before
     tenants existed the ``default`` tenant)."""
@@ -87,7 +92,7 @@ def ensure_table(store: Store) -> None:
 def create_key(store: Store, scope: str, name: str | None, tenant: str = DEFAULT_TENANT) -> tuple[ApiKey, str]:
     """Create a key of ``tenant``; return its row and the secret (shown once, never stored). Names are
     unique; without one the key is named after its scope and id (``customer-key_0123...``)."""
-    key_id = "key_" + secrets.token_hex(6)
+    key_id, secret = new_key()
     name = f"{scope}-{key_id}" if name is None else name
     if scope not in SCOPES:
         raise ApiKeyError(f"unknown scope {scope!r}; use one of: {', '.join(SCOPES)}")
@@ -103,7 +108,6 @@ def create_key(store: Store, scope: str, name: str | None, tenant: str = DEFAULT
         raise ApiKeyError(f"a key named {name.strip()!r} exists already ({taken.id}, tenant {taken.tenant}); the "
                           "name is the operator or channel recorded in the audit log, so each key needs its own "
                           "(pass another --name)")
-    secret = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(id=key_id, name=name.strip(), scope=scope, key_sha256=digest(secret),
                  tenant=tenant)
     try:
@@ -200,8 +204,7 @@ def may_reach(key: ApiKey, owner: ConversationOwner | None) -> bool:
 def issue_conversation_key(store: Store, conversation_id: str, browser_key: ApiKey) -> str:
     """Create the key of one conversation a ``browser`` key started, record the conversation as its own,
     and return the secret (given to that browser once, never stored)."""
-    key_id = "key_" + secrets.token_hex(6)
-    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    key_id, secret = new_key()
     row = ApiKey(id=key_id, name=f"chat-{conversation_id}", scope=CONVERSATION_SCOPE, key_sha256=digest(secret),
                  tenant=browser_key.tenant)
     try:
