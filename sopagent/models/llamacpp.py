@@ -311,8 +311,9 @@ class LlamaCppModel(LocalConstrainedModel):
                 rest = next_key(answer, keys, llama.detokenize([token]).decode("utf-8", errors="ignore")) \
                     if self.jump_forward else ""
                 forced = llama.tokenize(rest.encode(), add_bos=False, special=False) if rest else []
-                if forced and all(guide.accepts_tokens([token, *forced]) for guide in _guides(processor)):
-                    for guide in _guides(processor):  # the processor advances over the last one itself
+                guides = _guides(processor) if forced else []  # set up by the processor's first call
+                if forced and all(guide.accepts_tokens([token, *forced]) for guide in guides):
+                    for guide in guides:  # the processor advances over the last one itself
                         for skipped in [token, *forced[:-1]]:
                             guide.advance(token_id=skipped, return_tokens=False)
                     processor.steps.extend((forced_token, 1.0) for forced_token in forced)
@@ -350,8 +351,8 @@ class LlamaCppModel(LocalConstrainedModel):
                 cut_short_ms = stats.ms
             else:
                 steps = [(token, 1.0) for token in opening.token_ids] + recorder.steps
-                decoded_steps = recorder.steps  # jumped tokens are recorded at 1.0 but were not decoded
-                stats.forced_tokens = sum(p >= FORCED for _, p in decoded_steps) - stats.jumped_tokens
+                # jumped tokens are recorded at 1.0 but were not decoded
+                stats.forced_tokens = sum(p >= FORCED for _, p in recorder.steps) - stats.jumped_tokens
                 return FactsAnswer(raw, stats, field_probabilities(raw, self._token_texts(steps)))
         else:
             cut_short_ms = 0.0
